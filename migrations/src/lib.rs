@@ -1,0 +1,15 @@
+//! Schema migrations of the GMP server, applied in order on `gmp serve` and `gmp migrate up`.
+//!
+//! Never edit a migration that has shipped: add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_tenants_operators;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_tenants_operators::Migration)]
+    }
+}

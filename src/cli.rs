@@ -1,0 +1,255 @@
+//! The command line: `serve`, `migrate`, `openapi` and the admin commands.
+
+use crate::config::Config;
+use crate::domain::{Role, TenantId};
+use crate::services::operators::NewOperatorInput;
+use crate::startup::{Application, shutdown_signal};
+use crate::state::AppState;
+use crate::{auth, db, http, services, telemetry};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "gmp",
+    version,
+    about = "GMP server: policies for MSP backup appliances and vaults"
+)]
+struct Cli {
+    /// TOML configuration file; `GMP_*` environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (applies pending migrations first).
+    Serve,
+    /// Manage the database schema.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the OpenAPI document, or write it to a file.
+    Openapi {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Tenants (MSP organisations).
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Operators of a tenant.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Roll back migrations (the last one by default).
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List applied and pending migrations.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    /// Create a tenant and its first admin. Prints a generated password if none is given.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        admin_email: String,
+        #[arg(long, env = "GMP_CLI_PASSWORD", hide_env_values = true)]
+        admin_password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorAction {
+    /// Create an operator in a tenant. Prints a generated password if none is given.
+    Create {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, env = "GMP_CLI_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Also allow provisioning tenants.
+        #[arg(long)]
+        platform_admin: bool,
+    },
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    raw.parse()
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Openapi { out } = &cli.command {
+        return write_openapi(out.as_deref());
+    }
+    let env = std::env::vars().filter(|(name, _)| name != "GMP_CLI_PASSWORD");
+    let config = match Config::load(cli.config.as_deref(), env) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("gmp: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gmp: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "gmp failed");
+            eprintln!("gmp: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn run(command: Command, config: Config) -> CliResult {
+    match command {
+        Command::Serve => {
+            let app = Application::build(config).await?;
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate { action } => {
+            let db = connect(&config).await?;
+            match action {
+                MigrateAction::Up => db::migrate(&db).await?,
+                MigrateAction::Down { steps } => db::migrate_down(&db, Some(steps)).await?,
+                MigrateAction::Status => {}
+            }
+            let (applied, pending) = db::migration_status(&db).await?;
+            applied.iter().for_each(|name| println!("applied  {name}"));
+            pending.iter().for_each(|name| println!("pending  {name}"));
+        }
+        Command::Tenant {
+            action:
+                TenantAction::Create {
+                    name,
+                    admin_email,
+                    admin_password,
+                },
+        } => {
+            let state = admin_state(config).await?;
+            let (password, generated) = password_or_generated(admin_password);
+            let admin = NewOperatorInput {
+                email: admin_email,
+                display_name: None,
+                role: Role::Admin,
+                password: password.clone(),
+            };
+            let (tenant, admin) = services::tenants::create(&state, &name, admin)
+                .await
+                .map_err(describe)?;
+            println!("tenant   {} {}", tenant.id, tenant.name);
+            println!("admin    {} {}", admin.id, admin.email);
+            if generated {
+                println!("password {password}");
+            }
+        }
+        Command::Operator {
+            action:
+                OperatorAction::Create {
+                    tenant,
+                    email,
+                    role,
+                    password,
+                    platform_admin,
+                },
+        } => {
+            let state = admin_state(config).await?;
+            let (password, generated) = password_or_generated(password);
+            let input = NewOperatorInput {
+                email,
+                display_name: None,
+                role,
+                password: password.clone(),
+            };
+            services::tenants::get(&state, TenantId(tenant))
+                .await
+                .map_err(describe)?;
+            let operator = services::operators::create(&state, TenantId(tenant), input, platform_admin)
+                .await
+                .map_err(describe)?;
+            println!("operator {} {} {}", operator.id, operator.email, operator.role);
+            if generated {
+                println!("password {password}");
+            }
+        }
+        Command::Openapi { .. } => unreachable!("handled before the runtime starts"),
+    }
+    Ok(())
+}
+
+async fn connect(config: &Config) -> Result<sea_orm::DatabaseConnection, Box<dyn std::error::Error>> {
+    if config.database_url.is_none() {
+        config.ensure_data_dir()?;
+    }
+    Ok(db::connect(&config.database_url(), 2).await?)
+}
+
+async fn admin_state(config: Config) -> Result<AppState, Box<dyn std::error::Error>> {
+    let keys = config.load_keys()?;
+    let db = connect(&config).await?;
+    db::migrate(&db).await?;
+    Ok(AppState::new(db, config, keys))
+}
+
+fn password_or_generated(given: Option<String>) -> (String, bool) {
+    match given {
+        Some(password) => (password, false),
+        None => (auth::token::generate(""), true),
+    }
+}
+
+/// An API error as a command-line message, with its field errors.
+fn describe(error: crate::error::ApiError) -> Box<dyn std::error::Error> {
+    let mut message = error.detail.clone();
+    for field in &error.errors {
+        message.push_str(&format!("\n  {}: {}", field.field, field.message));
+    }
+    message.into()
+}
+
+fn write_openapi(out: Option<&std::path::Path>) -> ExitCode {
+    let json = http::spec_json();
+    match out {
+        None => {
+            print!("{json}");
+            ExitCode::SUCCESS
+        }
+        Some(path) => match std::fs::write(path, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("gmp: cannot write {}: {error}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,490 @@
+//! Server configuration: defaults, then an optional TOML file, then `GMP_*` environment
+//! variables. Every key has one name (`bind` in the file is `GMP_BIND` in the environment) and
+//! unknown keys are an error at start, so a typo never silently falls back to a default.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand::RngCore;
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret configuration value: usable, but never printed by `Debug` or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, coloured when writing to a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown configuration key `{key}` ({source_name}); known keys: {known}")]
+    UnknownKey {
+        key: String,
+        source_name: String,
+        known: String,
+    },
+    #[error("configuration key `{key}` ({source_name}): {message}")]
+    InvalidValue {
+        key: String,
+        source_name: String,
+        message: String,
+    },
+    #[error("cannot read configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Secrets(String),
+}
+
+/// Every configuration key, with its meaning; the README table is written from this list.
+pub const KEYS: &[(&str, &str)] = &[
+    ("bind", "address and port to listen on"),
+    ("data_dir", "directory for the SQLite database and generated keys"),
+    (
+        "database_url",
+        "sqlite://… or postgres://… (default: SQLite in data_dir)",
+    ),
+    ("database_max_connections", "connection pool size"),
+    (
+        "jwt_secret",
+        "HMAC key for operator access tokens (at least 32 bytes)",
+    ),
+    ("jwt_secret_file", "file holding the JWT key"),
+    ("master_key", "base64 of 32 bytes: encrypts secrets at rest"),
+    ("master_key_file", "file holding the master key"),
+    ("access_token_ttl_seconds", "lifetime of an operator access token"),
+    (
+        "refresh_token_ttl_seconds",
+        "lifetime of an operator refresh token",
+    ),
+    ("max_body_bytes", "largest request body accepted"),
+    ("log_format", "`pretty` or `json`"),
+    ("log_level", "tracing filter, e.g. `info` or `gmp=debug,info`"),
+    (
+        "bootstrap_admin_email",
+        "email of the platform admin created on first start",
+    ),
+    ("bootstrap_admin_password", "password of that platform admin"),
+    (
+        "shutdown_timeout_seconds",
+        "grace period for in-flight requests on SIGTERM",
+    ),
+    ("workers", "HTTP worker threads (default: one per core)"),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<Secret>,
+    pub database_max_connections: u32,
+    pub jwt_secret: Option<Secret>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub master_key: Option<Secret>,
+    pub master_key_file: Option<PathBuf>,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<Secret>,
+    pub shutdown_timeout_seconds: u64,
+    pub workers: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_max_connections: 10,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            master_key: None,
+            master_key_file: None,
+            access_token_ttl_seconds: 15 * 60,
+            refresh_token_ttl_seconds: 14 * 24 * 3600,
+            max_body_bytes: 1024 * 1024,
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+            shutdown_timeout_seconds: 30,
+            workers: None,
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "GMP_";
+
+impl Config {
+    /// Defaults, overlaid by `file` (if any), overlaid by the `GMP_*` variables of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            let source_name = format!("in {}", path.display());
+            for (key, value) in table {
+                let value = scalar_to_string(&value).ok_or_else(|| ConfigError::InvalidValue {
+                    key: key.clone(),
+                    source_name: source_name.clone(),
+                    message: "must be a string, number or boolean".into(),
+                })?;
+                config.set(&key, value, &source_name)?;
+            }
+        }
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            let key = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+            config.set(&key, value, &format!("environment variable {name}"))?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &str, value: String, source_name: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::InvalidValue {
+            key: key.to_owned(),
+            source_name: source_name.to_owned(),
+            message,
+        };
+        fn number<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{value}` is not a valid number"))
+        }
+        let non_empty = |value: String| (!value.is_empty()).then_some(value);
+        match key {
+            "bind" => self.bind = value,
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "database_url" => self.database_url = non_empty(value).map(Secret),
+            "database_max_connections" => self.database_max_connections = number(&value).map_err(invalid)?,
+            "jwt_secret" => self.jwt_secret = non_empty(value).map(Secret),
+            "jwt_secret_file" => self.jwt_secret_file = non_empty(value).map(PathBuf::from),
+            "master_key" => self.master_key = non_empty(value).map(Secret),
+            "master_key_file" => self.master_key_file = non_empty(value).map(PathBuf::from),
+            "access_token_ttl_seconds" => self.access_token_ttl_seconds = number(&value).map_err(invalid)?,
+            "refresh_token_ttl_seconds" => {
+                self.refresh_token_ttl_seconds = number(&value).map_err(invalid)?
+            }
+            "max_body_bytes" => self.max_body_bytes = number(&value).map_err(invalid)?,
+            "log_format" => {
+                self.log_format = match value.as_str() {
+                    "pretty" => LogFormat::Pretty,
+                    "json" => LogFormat::Json,
+                    other => return Err(invalid(format!("`{other}` is neither `pretty` nor `json`"))),
+                }
+            }
+            "log_level" => self.log_level = value,
+            "bootstrap_admin_email" => self.bootstrap_admin_email = non_empty(value),
+            "bootstrap_admin_password" => self.bootstrap_admin_password = non_empty(value).map(Secret),
+            "shutdown_timeout_seconds" => self.shutdown_timeout_seconds = number(&value).map_err(invalid)?,
+            "workers" => self.workers = Some(number(&value).map_err(invalid)?),
+            unknown => {
+                return Err(ConfigError::UnknownKey {
+                    key: unknown.to_owned(),
+                    source_name: source_name.to_owned(),
+                    known: KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or an SQLite file in the data directory.
+    pub fn database_url(&self) -> Secret {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => Secret(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("gmp.db").display()
+            )),
+        }
+    }
+
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_seconds)
+    }
+
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_seconds)
+    }
+
+    /// Creates the data directory (owner-only) when it does not exist.
+    pub fn ensure_data_dir(&self) -> Result<(), ConfigError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.data_dir)
+            .map_err(|e| {
+                ConfigError::Secrets(format!(
+                    "cannot create data directory {}: {e}",
+                    self.data_dir.display()
+                ))
+            })
+    }
+
+    /// The signing key for operator JWTs and the master key for secrets at rest: from the
+    /// configuration when given, otherwise from (or newly generated into) the data directory, so
+    /// that `gmp serve` works with no setup and keeps its keys across restarts.
+    pub fn load_keys(&self) -> Result<Keys, ConfigError> {
+        let jwt_secret = match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(secret), _) => secret.expose().as_bytes().to_vec(),
+            (None, Some(path)) => read_key_file(path)?.into_bytes(),
+            (None, None) => self
+                .load_or_generate("jwt-secret", "GMP_JWT_SECRET")?
+                .into_bytes(),
+        };
+        if jwt_secret.len() < 32 {
+            return Err(ConfigError::Secrets(
+                "the JWT secret must be at least 32 bytes".into(),
+            ));
+        }
+        let master_key_text = match (&self.master_key, &self.master_key_file) {
+            (Some(key), _) => key.expose().to_owned(),
+            (None, Some(path)) => read_key_file(path)?,
+            (None, None) => self.load_or_generate("master-key", "GMP_MASTER_KEY")?,
+        };
+        let master_key: [u8; 32] = BASE64
+            .decode(master_key_text.trim())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| {
+                ConfigError::Secrets("the master key must be the base64 encoding of exactly 32 bytes".into())
+            })?;
+        Ok(Keys {
+            jwt_secret: SecretBytes(jwt_secret),
+            master_key: SecretBytes(master_key.to_vec()),
+        })
+    }
+
+    fn load_or_generate(&self, file_name: &str, variable: &str) -> Result<String, ConfigError> {
+        let path = self.data_dir.join(file_name);
+        if path.exists() {
+            return read_key_file(&path);
+        }
+        self.ensure_data_dir()?;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let encoded = BASE64.encode(bytes);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(encoded.as_bytes()).map(|_| file))
+            .map_err(|e| ConfigError::Secrets(format!("cannot write {}: {e}", path.display())))?;
+        file.flush().ok();
+        tracing::warn!(
+            path = %path.display(),
+            "generated a new {file_name} because none was configured; back it up, or set {variable} to manage it yourself (every replica needs the same one)"
+        );
+        Ok(encoded)
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|e| ConfigError::Secrets(format!("cannot read key file {}: {e}", path.display())))
+}
+
+fn scalar_to_string(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Key material; `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[redacted {} bytes]", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub jwt_secret: SecretBytes,
+    pub master_key: SecretBytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gmp.toml");
+        std::fs::write(
+            &file,
+            "bind = \"0.0.0.0:9000\"\nmax_body_bytes = 2048\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[("GMP_BIND", "127.0.0.1:7000"), ("PATH", "/bin")]),
+        )
+        .unwrap();
+        assert_eq!(config.bind, "127.0.0.1:7000");
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.access_token_ttl_seconds, 900);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_the_error() {
+        let error = Config::load(None, env(&[("GMP_BINDD", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`bindd`") && error.contains("GMP_BINDD"),
+            "{error}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gmp.toml");
+        std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
+        let error = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(
+            error.contains("`databse_url`") && error.contains("gmp.toml"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let error = Config::load(None, env(&[("GMP_MAX_BODY_BYTES", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("max_body_bytes") && error.contains("lots"),
+            "{error}"
+        );
+        let error = Config::load(None, env(&[("GMP_LOG_FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("log_format"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("GMP_DATABASE_URL", "postgres://gmp:hunter2@db/gmp"),
+                ("GMP_JWT_SECRET", "jwt-secret-value-that-is-long-enough-0123"),
+                ("GMP_BOOTSTRAP_ADMIN_PASSWORD", "bootstrap-password-value"),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains("jwt-secret-value"));
+        assert!(!debug.contains("bootstrap-password-value"));
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn generated_keys_are_persisted_owner_only_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        let first = config.load_keys().unwrap();
+        for name in ["jwt-secret", "master-key"] {
+            let mode = std::fs::metadata(config.data_dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let second = config.load_keys().unwrap();
+        assert_eq!(first.jwt_secret.expose(), second.jwt_secret.expose());
+        assert_eq!(first.master_key.expose(), second.master_key.expose());
+        assert_eq!(first.master_key.expose().len(), 32);
+    }
+
+    #[test]
+    fn weak_or_malformed_keys_are_refused() {
+        let short = Config {
+            jwt_secret: Some(Secret::new("short")),
+            master_key: Some(Secret::new(BASE64.encode([1u8; 32]))),
+            ..Config::default()
+        };
+        assert!(short.load_keys().unwrap_err().to_string().contains("32 bytes"));
+        let bad_master = Config {
+            jwt_secret: Some(Secret::new("x".repeat(32))),
+            master_key: Some(Secret::new("not base64!")),
+            ..Config::default()
+        };
+        assert!(
+            bad_master
+                .load_keys()
+                .unwrap_err()
+                .to_string()
+                .contains("master key")
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! sea-orm models, one per table, mirroring `migrations/`. Kept private to `db`.
+
+pub mod operators;
+pub mod refresh_tokens;
+pub mod tenants;

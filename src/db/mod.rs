@@ -1,0 +1,59 @@
+//! Database access: connecting, migrating, and the tenant-scoped repositories.
+//!
+//! `entities` are the sea-orm table models; nothing outside `db` uses them. Repositories return
+//! domain types and take the `TenantId` of the authenticated caller as their first argument.
+
+mod entities;
+pub mod repo;
+
+use crate::config::Secret;
+use gmp_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use std::time::Duration;
+
+pub use sea_orm::{DatabaseConnection as Db, DatabaseTransaction as Tx, TransactionTrait};
+
+/// Opens a connection pool. SQLite runs in WAL mode with foreign keys on and waits for a busy
+/// writer instead of failing at once.
+pub async fn connect(url: &Secret, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.expose().to_owned());
+    options
+        .max_connections(max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    Database::connect(options).await
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// Names of (applied, pending) migrations.
+pub async fn migration_status(db: &DatabaseConnection) -> Result<(Vec<String>, Vec<String>), DbErr> {
+    let applied = Migrator::get_applied_migrations(db).await?;
+    let pending = Migrator::get_pending_migrations(db).await?;
+    Ok((
+        applied.iter().map(|m| m.name().to_owned()).collect(),
+        pending.iter().map(|m| m.name().to_owned()).collect(),
+    ))
+}
+
+/// Rolls back the last `steps` migrations (all of them when `None`).
+pub async fn migrate_down(db: &DatabaseConnection, steps: Option<u32>) -> Result<(), DbErr> {
+    Migrator::down(db, steps).await
+}
+
+/// Cheap round trip used by `/readyz`.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
+}

@@ -1,0 +1,84 @@
+//! Tenants. Only platform admins list or create them; everyone else reads their own.
+
+use super::{Expected, Written};
+use crate::db::entities::tenants::{ActiveModel, Column, Entity, Model};
+use crate::domain::{Tenant, TenantId};
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+impl From<Model> for Tenant {
+    fn from(m: Model) -> Self {
+        Tenant {
+            id: TenantId(m.id),
+            name: m.name,
+            version: m.version,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+pub async fn insert(conn: &impl ConnectionTrait, id: TenantId, name: &str) -> Result<Tenant, DbErr> {
+    let now = Utc::now();
+    let model = ActiveModel {
+        id: Set(id.0),
+        name: Set(name.to_owned()),
+        version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    Entity::insert(model)
+        .exec_with_returning(conn)
+        .await
+        .map(Tenant::from)
+}
+
+pub async fn get(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Option<Tenant>, DbErr> {
+    Entity::find_by_id(tenant.0)
+        .one(conn)
+        .await
+        .map(|m| m.map(Tenant::from))
+}
+
+/// All tenants in id order, after `cursor`. Platform-admin only: callers check that.
+pub async fn list_all(
+    conn: &impl ConnectionTrait,
+    cursor: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Tenant>, DbErr> {
+    let mut query = Entity::find().order_by_asc(Column::Id).limit(limit);
+    if let Some(after) = cursor {
+        query = query.filter(Column::Id.gt(after));
+    }
+    Ok(query.all(conn).await?.into_iter().map(Tenant::from).collect())
+}
+
+pub async fn rename(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    expected: Expected,
+    name: &str,
+) -> Result<Written<Tenant>, DbErr> {
+    let mut update = Entity::update_many()
+        .col_expr(Column::Name, Expr::value(name))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(Column::Id.eq(tenant.0));
+    if let Expected::Version(version) = expected {
+        update = update.filter(Column::Version.eq(version));
+    }
+    if update.exec(conn).await?.rows_affected == 1 {
+        let tenant = get(conn, tenant)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("tenant".into()))?;
+        return Ok(Written::Done(tenant));
+    }
+    Ok(match get(conn, tenant).await? {
+        Some(_) => Written::Stale,
+        None => Written::Missing,
+    })
+}

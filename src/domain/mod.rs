@@ -1,0 +1,13 @@
+//! Pure domain types and rules. Nothing here knows about HTTP or the database.
+
+pub mod ids;
+pub mod operator;
+pub mod tenant;
+pub mod validation;
+pub mod version;
+
+pub use ids::{OperatorId, TenantId};
+pub use operator::{Email, NewPassword, Operator, Role};
+pub use tenant::{Tenant, TenantName};
+pub use validation::FieldError;
+pub use version::Expected;

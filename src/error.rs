@@ -1,0 +1,202 @@
+//! The one error type of the server and its table of stable codes.
+//!
+//! Services return [`ApiError`]; `http::problem` renders it as RFC 9457 problem+json. Clients
+//! match on `code`, never on `detail`, so a code, once shipped, keeps its meaning and status.
+
+use crate::domain::FieldError;
+use std::fmt;
+
+macro_rules! codes {
+    ($($variant:ident => $status:literal, $code:literal, $title:literal;)*) => {
+        /// Stable machine-readable error codes, each with its HTTP status and title.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub const fn status(self) -> u16 {
+                match self { $(Code::$variant => $status,)* }
+            }
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $code,)* }
+            }
+
+            pub const fn title(self) -> &'static str {
+                match self { $(Code::$variant => $title,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    MalformedJson => 400, "malformed_json", "The request body is not valid JSON";
+    InvalidQuery => 400, "invalid_query", "A query parameter is invalid";
+    InvalidPath => 400, "invalid_path", "A path parameter is invalid";
+    InvalidHeader => 400, "invalid_header", "A request header is invalid";
+    Unauthenticated => 401, "unauthenticated", "Authentication is required";
+    InvalidToken => 401, "invalid_token", "The access token is invalid or expired";
+    InvalidCredentials => 401, "invalid_credentials", "The email or password is wrong";
+    InvalidRefreshToken => 401, "invalid_refresh_token", "The refresh token is invalid, expired or already used";
+    Forbidden => 403, "forbidden", "Your role does not allow this";
+    NotFound => 404, "not_found", "The resource does not exist";
+    RouteNotFound => 404, "route_not_found", "No such route";
+    MethodNotAllowed => 405, "method_not_allowed", "The method is not allowed on this route";
+    Conflict => 409, "conflict", "The request conflicts with the current state";
+    PreconditionFailed => 412, "precondition_failed", "The resource changed since you read it";
+    PayloadTooLarge => 413, "payload_too_large", "The request body is too large";
+    UnsupportedMediaType => 415, "unsupported_media_type", "The request body must be application/json";
+    ValidationFailed => 422, "validation_failed", "The request has invalid fields";
+    PreconditionRequired => 428, "precondition_required", "This update needs an If-Match header";
+    Internal => 500, "internal_error", "Something went wrong on our side";
+    Unavailable => 503, "service_unavailable", "The service is temporarily unavailable";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error on its way to a client: a code, a sentence for humans, optional field errors and,
+/// for internal errors, the cause that goes to the log (never to the client).
+pub struct ApiError {
+    pub code: Code,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    cause: Option<Cause>,
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl ApiError {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            cause: None,
+        }
+    }
+
+    /// A 422 listing every invalid field.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("`{}` {}", one.field, one.message),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        Self {
+            errors,
+            ..Self::new(Code::ValidationFailed, detail)
+        }
+    }
+
+    pub fn field(error: FieldError) -> Self {
+        Self::validation(vec![error])
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(Code::NotFound, format!("{what} not found"))
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(Code::Forbidden, detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(Code::Conflict, detail)
+    }
+
+    /// An unexpected failure. The client sees a generic sentence; the cause is logged.
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                Code::Internal,
+                "an unexpected error occurred; quote the request id when reporting it",
+            )
+        }
+    }
+
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("ApiError");
+        debug.field("code", &self.code).field("detail", &self.detail);
+        if !self.errors.is_empty() {
+            debug.field("errors", &self.errors);
+        }
+        if let Some(cause) = &self.cause {
+            debug.field("cause", &format_args!("{cause}"));
+        }
+        debug.finish()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<sea_orm::TransactionError<ApiError>> for ApiError {
+    fn from(error: sea_orm::TransactionError<ApiError>) -> Self {
+        match error {
+            sea_orm::TransactionError::Connection(db) => Self::internal(db),
+            sea_orm::TransactionError::Transaction(api) => api,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case_and_map_to_error_statuses() {
+        let mut seen = HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert!(code.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause_from_the_detail() {
+        let error = ApiError::internal("connection string postgres://u:hunter2@db");
+        assert!(!error.detail.contains("hunter2"));
+        assert!(error.cause().unwrap().to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn single_field_errors_are_named_in_the_detail() {
+        let error = ApiError::field(FieldError::new("email", "invalid_email", "must contain `@`"));
+        assert_eq!(error.code, Code::ValidationFailed);
+        assert!(error.detail.contains("email"));
+    }
+}

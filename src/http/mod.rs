@@ -1,0 +1,71 @@
+//! The HTTP surface: one route registry (`routes`) used by the server and by the OpenAPI
+//! document, so a route cannot exist without being documented.
+
+pub mod etag;
+pub mod health;
+pub mod json;
+pub mod openapi;
+pub mod operator;
+pub mod problem;
+pub mod request_context;
+pub mod types;
+
+use crate::state::AppState;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, middleware, web};
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// Every route of the server.
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(utoipa_actix_web::scope("/api/v1").configure(operator::configure));
+}
+
+/// The OpenAPI document, generated from the handlers.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    App::new()
+        .into_utoipa_app()
+        .openapi(openapi::ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts()
+        .1
+}
+
+/// `spec()` as the pretty JSON committed at `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    let mut json = serde_json::to_string_pretty(&spec()).expect("the OpenAPI document serialises");
+    json.push('\n');
+    json
+}
+
+/// The application for one HTTP worker.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (query_config, path_config) = problem::extractor_configs();
+    App::new()
+        .wrap(middleware::from_fn(request_context::request_context))
+        .app_data(state)
+        .app_data(query_config)
+        .app_data(path_config)
+        .into_utoipa_app()
+        .openapi(openapi::ApiDoc::openapi())
+        .configure(routes)
+        .openapi_service(|api| SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        .map(|app| app.service(web::redirect("/docs", "/docs/")))
+        .default_service(web::to(problem::route_not_found))
+        .into_app()
+}

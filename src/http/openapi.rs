@@ -1,0 +1,41 @@
+//! The top of the OpenAPI document: info, tags and security schemes. Paths come from
+//! `http::routes`.
+
+use super::problem::ProblemDetails;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "GMP server API",
+        description = "Multi-tenant Global Management Portal: versioned, inheritable policies for \
+                       MSP backup appliances and vaults, the device pull protocol, and the audit of \
+                       what every device runs. Errors are RFC 9457 problem+json with a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    components(responses(ProblemDetails)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Sign-in, tokens and the signed-in operator"),
+        (name = "tenants", description = "MSP organisations (platform admins)"),
+        (name = "operators", description = "People of a tenant and their roles"),
+        (name = "operations", description = "Health probes"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut operator = Http::new(HttpAuthScheme::Bearer);
+        operator.bearer_format = Some("JWT".into());
+        operator.description = Some("Operator access token from `POST /api/v1/auth/login`.".into());
+        components.add_security_scheme("operator_jwt", SecurityScheme::Http(operator));
+        let mut device = Http::new(HttpAuthScheme::Bearer);
+        device.description = Some("Device credential returned once by `POST /device/v1/register`.".into());
+        components.add_security_scheme("device_credential", SecurityScheme::Http(device));
+    }
+}

@@ -1,0 +1,16 @@
+//! GMP server: a multi-tenant Global Management Portal for MSP backup appliances and vaults.
+//!
+//! Dependency direction: `http` → `services` → `db`, `domain`; `domain` depends on nothing of
+//! ours.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod services;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

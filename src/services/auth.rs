@@ -1,0 +1,146 @@
+//! Sign-in, refresh-token rotation with reuse detection, sign-out.
+
+use crate::auth::{password, token};
+use crate::db::TransactionTrait;
+use crate::db::repo::{operators, refresh_tokens};
+use crate::domain::{Email, Operator};
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+use chrono::Utc;
+use uuid::Uuid;
+
+const REFRESH_TOKEN_PREFIX: &str = "gmp_rt_";
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub access_expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_expires_in: u64,
+    pub operator: Operator,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(Code::InvalidCredentials, "the email or password is wrong")
+}
+
+fn invalid_refresh(detail: &str) -> ApiError {
+    ApiError::new(Code::InvalidRefreshToken, detail.to_owned())
+}
+
+pub async fn login(state: &AppState, email: &str, password: &str) -> Result<TokenPair, ApiError> {
+    // An unparseable email cannot belong to anyone; answer exactly like a wrong password.
+    let found = match Email::parse("email", email) {
+        Ok(email) => operators::find_for_login(&state.db, email.as_str()).await?,
+        Err(_) => None,
+    };
+    let (operator, hash) = match found {
+        Some((operator, hash)) => (Some(operator), Some(hash)),
+        None => (None, None),
+    };
+    let matches = password::verify_blocking(password.to_owned(), hash).await?;
+    let operator = match operator {
+        Some(operator) if matches => operator,
+        _ => {
+            tracing::info!("failed sign-in");
+            return Err(invalid_credentials());
+        }
+    };
+    let pair = issue_pair(state, &state.db, operator, Uuid::now_v7()).await?;
+    tracing::info!(operator_id = %pair.operator.id, tenant_id = %pair.operator.tenant_id, "signed in");
+    Ok(pair)
+}
+
+/// Exchanges a refresh token for a new pair. Each refresh token works once: presenting a used
+/// one means it was stolen (or replayed), so the whole family — every token descended from the
+/// same sign-in — is revoked and the legitimate holder must sign in again.
+pub async fn refresh(state: &AppState, presented: &str) -> Result<TokenPair, ApiError> {
+    let stored = refresh_tokens::find_by_hash(&state.db, &token::digest(presented))
+        .await?
+        .ok_or_else(|| invalid_refresh("the refresh token is not valid; sign in again"))?;
+    if stored.revoked {
+        return Err(invalid_refresh("the refresh token was revoked; sign in again"));
+    }
+    if stored.used {
+        return Err(reuse_detected(state, &stored).await);
+    }
+    if stored.expires_at <= Utc::now() {
+        return Err(invalid_refresh("the refresh token expired; sign in again"));
+    }
+
+    let txn = state.db.begin().await?;
+    if !refresh_tokens::mark_used(&txn, stored.id).await? {
+        txn.rollback().await?;
+        return Err(reuse_detected(state, &stored).await);
+    }
+    let operator = operators::get(&txn, stored.tenant_id, stored.operator_id)
+        .await?
+        .ok_or_else(|| invalid_refresh("the operator no longer exists"))?;
+    let pair = issue_pair(state, &txn, operator, stored.family_id).await?;
+    txn.commit().await?;
+    Ok(pair)
+}
+
+async fn reuse_detected(state: &AppState, stored: &refresh_tokens::StoredRefreshToken) -> ApiError {
+    match refresh_tokens::revoke_family(&state.db, stored.tenant_id, stored.family_id).await {
+        Ok(revoked) => {
+            tracing::warn!(
+                operator_id = %stored.operator_id,
+                tenant_id = %stored.tenant_id,
+                revoked,
+                "refresh token reused; revoked its whole family"
+            );
+            invalid_refresh(
+                "the refresh token was already used; every session of that sign-in was ended, sign in again",
+            )
+        }
+        Err(error) => ApiError::internal(error),
+    }
+}
+
+/// Ends the sign-in session the refresh token belongs to. Unknown tokens are ignored, so the
+/// answer never tells whether a token existed.
+pub async fn logout(state: &AppState, presented: &str) -> Result<(), ApiError> {
+    if let Some(stored) = refresh_tokens::find_by_hash(&state.db, &token::digest(presented)).await? {
+        refresh_tokens::revoke_family(&state.db, stored.tenant_id, stored.family_id).await?;
+        tracing::info!(operator_id = %stored.operator_id, "signed out");
+    }
+    Ok(())
+}
+
+async fn issue_pair(
+    state: &AppState,
+    conn: &impl sea_orm::ConnectionTrait,
+    operator: Operator,
+    family_id: Uuid,
+) -> Result<TokenPair, ApiError> {
+    let access_token = state
+        .jwt
+        .issue(
+            operator.id,
+            operator.tenant_id,
+            operator.role,
+            operator.platform_admin,
+        )
+        .map_err(ApiError::internal)?;
+    let refresh_token = token::generate(REFRESH_TOKEN_PREFIX);
+    let refresh_ttl = state.config.refresh_token_ttl();
+    let expires_at = Utc::now() + refresh_ttl;
+    refresh_tokens::insert(
+        conn,
+        operator.tenant_id,
+        operator.id,
+        family_id,
+        &token::digest(&refresh_token),
+        expires_at,
+    )
+    .await?;
+    Ok(TokenPair {
+        access_token,
+        access_expires_in: state.jwt.ttl().as_secs(),
+        refresh_token,
+        refresh_expires_in: refresh_ttl.as_secs(),
+        operator,
+    })
+}

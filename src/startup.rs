@@ -1,0 +1,124 @@
+//! Builds the application from configuration: keys, database, migrations, the bootstrap admin
+//! and the bound HTTP server. Used by `gmp serve` and by the tests.
+
+use crate::config::{Config, ConfigError};
+use crate::state::AppState;
+use crate::{db, http, services};
+use actix_web::{HttpServer, web};
+use std::future::Future;
+use std::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("cannot create the platform admin: {0}")]
+    Bootstrap(crate::error::ApiError),
+    #[error("cannot listen on {bind}: {source}")]
+    Bind { bind: String, source: std::io::Error },
+}
+
+/// A server bound to its port, not yet running.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let keys = config.load_keys()?;
+        if config.database_url.is_none() {
+            config.ensure_data_dir()?;
+        }
+        let db = db::connect(&config.database_url(), config.database_max_connections).await?;
+        db::migrate(&db).await?;
+        if let Some(admin) = services::bootstrap::ensure_platform_admin(&db, &config)
+            .await
+            .map_err(StartupError::Bootstrap)?
+        {
+            announce_bootstrap_admin(&admin);
+        }
+
+        let bind = config.bind.clone();
+        let bind_error = |source| StartupError::Bind {
+            bind: bind.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&config.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let shutdown_timeout = config.shutdown_timeout_seconds;
+        let workers = config.workers;
+        let state = web::Data::new(AppState::new(db, config, keys));
+
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || http::app(app_state.clone()))
+            .disable_signals()
+            .shutdown_timeout(shutdown_timeout);
+        if let Some(workers) = workers {
+            server = server.workers(workers.max(1));
+        }
+        let server = server.listen(listener).map_err(bind_error)?.run();
+        tracing::info!(port, "listening");
+        Ok(Self { server, port, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and lets in-flight
+    /// requests finish (up to `shutdown_timeout_seconds`).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        // The server runs as its own task: stopping it needs the server future to keep being
+        // polled while `stop` waits for in-flight requests.
+        let mut server = tokio::spawn(self.server);
+        tokio::select! {
+            result = &mut server => return result.map_err(std::io::Error::other)?,
+            () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+        }
+        handle.stop(true).await;
+        let result = server.await.map_err(std::io::Error::other)?;
+        self.state.db.clone().close().await.ok();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Prints the first admin's credentials once, to stderr and not to the log, so a generated
+/// password does not end up in a log aggregator.
+fn announce_bootstrap_admin(admin: &services::bootstrap::BootstrapAdmin) {
+    tracing::info!(email = %admin.email, "created the platform admin");
+    if let Some(password) = &admin.generated_password {
+        eprintln!(
+            "\n  GMP first start: created the platform admin\n    email:    {}\n    password: {}\n  \
+             Sign in at POST /api/v1/auth/login and change it at POST /api/v1/me/password.\n  \
+             This password is shown only this once.\n",
+            admin.email, password
+        );
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}
