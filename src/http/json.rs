@@ -103,7 +103,11 @@ fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
             format!("{path}.{name}")
         }
     };
-    let at_path = if path == "." { "(body)".to_owned() } else { path.to_owned() };
+    let at_path = if path == "." {
+        "(body)".to_owned()
+    } else {
+        path.to_owned()
+    };
     // The path already ends at an unknown key, but stops at the object missing a key.
     let (field, code) = if message.starts_with("unknown field") {
         (at_path, "unknown_field")

@@ -1,0 +1,168 @@
+//! Tenants never see each other: every operator route of the OpenAPI document is called with
+//! an admin token of tenant A and the ids of tenant B's resources. New routes are covered as
+//! soon as they are in the document; a path parameter this test cannot fill fails it loudly.
+
+use crate::helpers::{Session, TenantFixture, TestApp, etag_of};
+use reqwest::Method;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Tenant B with one of each kind of resource, and the strings that must never reach A.
+struct Victim {
+    tenant: TenantFixture,
+    markers: Vec<String>,
+}
+
+async fn populate(app: &TestApp) -> Victim {
+    let tenant = app.create_tenant("Victim Tenant B").await;
+    let editor = app.create_operator(&tenant.admin, "editor").await;
+    let markers = vec![
+        tenant.id.clone(),
+        tenant.name.clone(),
+        tenant.admin.operator_id.clone(),
+        tenant.admin.email.clone(),
+        editor.operator_id.clone(),
+        editor.email.clone(),
+    ];
+    Victim { tenant, markers }
+}
+
+struct Route {
+    method: Method,
+    template: String,
+    body_example: Option<Value>,
+}
+
+fn operator_routes(spec: &Value) -> Vec<Route> {
+    let schemas = &spec["components"]["schemas"];
+    let mut routes = Vec::new();
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        if !template.starts_with("/api/v1/") {
+            continue;
+        }
+        for (method, operation) in item.as_object().unwrap() {
+            let body_example = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .map(|reference| schemas[reference.rsplit('/').next().unwrap()]["example"].clone());
+            routes.push(Route {
+                method: method.to_uppercase().parse().unwrap(),
+                template: template.clone(),
+                body_example,
+            });
+        }
+    }
+    routes
+}
+
+fn path_params(template: &str) -> Vec<String> {
+    template
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Fills each path parameter with a value of tenant B's, read from the collection the
+/// parameter indexes (`/api/v1/operators` for `/api/v1/operators/{operator_id}`), as B.
+async fn victim_path(app: &TestApp, victim: &Victim, template: &str) -> String {
+    let mut path = template.to_owned();
+    for param in path_params(template) {
+        let placeholder = format!("{{{param}}}");
+        let value = if param == "tenant_id" {
+            victim.tenant.id.clone()
+        } else {
+            let collection = &path[..path.find(&placeholder).unwrap() - 1];
+            let listing: Value = app
+                .get(collection, &victim.tenant.admin.access)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let item = &listing["items"][0];
+            let short = param.trim_end_matches("_id");
+            [item.get(&param), item.get("id"), item.get(short)]
+                .into_iter()
+                .flatten()
+                .find_map(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string())))
+                .unwrap_or_else(|| {
+                    panic!("no tenant-B value for `{param}` of {template} (listing {collection}): make populate() create one")
+                })
+        };
+        path = path.replace(&placeholder, &value);
+    }
+    path
+}
+
+async fn call(app: &TestApp, route: &Route, path: &str, token: &str) -> (u16, String) {
+    let mut request = app
+        .request(route.method.clone(), path, Some(token))
+        .header("if-match", "*");
+    if let Some(example) = &route.body_example {
+        request = request.json(example);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn snapshot(app: &TestApp, victim: &Victim, routes: &[Route]) -> BTreeMap<String, String> {
+    let mut etags = BTreeMap::new();
+    for route in routes
+        .iter()
+        .filter(|r| r.method == Method::GET && r.template.contains('{'))
+    {
+        let path = victim_path(app, victim, &route.template).await;
+        let token = if route.template.starts_with("/api/v1/tenants/") {
+            &app.platform.access
+        } else {
+            &victim.tenant.admin.access
+        };
+        let response = app.get(&path, token).await;
+        assert_eq!(response.status(), 200, "B cannot read its own {path}");
+        etags.insert(path, etag_of(&response));
+    }
+    etags
+}
+
+#[tokio::test]
+async fn tenant_a_can_never_read_or_change_tenant_b() {
+    let app = TestApp::spawn().await;
+    let victim = populate(&app).await;
+    let attacker: Session = app.create_tenant("Attacker Tenant A").await.admin;
+    let spec = serde_json::to_value(gmp::http::spec()).unwrap();
+    let routes = operator_routes(&spec);
+    assert!(routes.len() >= 10, "the walk sees the operator routes");
+    let before = snapshot(&app, &victim, &routes).await;
+
+    let mut checked = 0;
+    for route in &routes {
+        let path = victim_path(&app, &victim, &route.template).await;
+        let (status, body) = call(&app, route, &path, &attacker.access).await;
+        let what = format!("{} {} as tenant A", route.method, path);
+        for marker in &victim.markers {
+            assert!(
+                !body.contains(marker.as_str()),
+                "{what} leaked `{marker}`: {body}"
+            );
+        }
+        if path_params(&route.template).is_empty() {
+            assert!(status < 500, "{what}: {status} {body}");
+        } else {
+            assert!(status == 404 || status == 403, "{what} answered {status}: {body}");
+            if status == 403 {
+                // Refused for the caller's role, whatever the id: not a hint that B's id exists.
+                let random_path = path_params(&route.template)
+                    .iter()
+                    .fold(route.template.clone(), |p, param| {
+                        p.replace(&format!("{{{param}}}"), &uuid::Uuid::now_v7().to_string())
+                    });
+                let (random_status, _) = call(&app, route, &random_path, &attacker.access).await;
+                assert_eq!(random_status, 403, "{what}: 403 depends on the id");
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, routes.len());
+
+    // Nothing of B changed.
+    assert_eq!(snapshot(&app, &victim, &routes).await, before);
+}

@@ -1,0 +1,14 @@
+//! Black-box API tests: the real server on a random port, a fresh database per test.
+//! Run against PostgreSQL by setting `TEST_DATABASE_URL=postgres://…` (see the README).
+
+mod auth;
+mod bootstrap;
+mod errors;
+mod health;
+mod isolation;
+mod migrations;
+mod openapi;
+mod operators;
+mod tenants;
+
+mod helpers;
