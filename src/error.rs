@@ -44,7 +44,6 @@ codes! {
     Forbidden => 403, "forbidden", "Your role does not allow this";
     NotFound => 404, "not_found", "The resource does not exist";
     RouteNotFound => 404, "route_not_found", "No such route";
-    MethodNotAllowed => 405, "method_not_allowed", "The method is not allowed on this route";
     Conflict => 409, "conflict", "The request conflicts with the current state";
     PreconditionFailed => 412, "precondition_failed", "The resource changed since you read it";
     PayloadTooLarge => 413, "payload_too_large", "The request body is too large";

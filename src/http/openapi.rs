@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
         description = "Multi-tenant Global Management Portal: versioned, inheritable policies for \
                        MSP backup appliances and vaults, the device pull protocol, and the audit of \
                        what every device runs. Errors are RFC 9457 problem+json with a stable `code`.",
-        license(name = "Apache-2.0")
+        license(name = "MIT")
     ),
     components(responses(ProblemDetails)),
     modifiers(&SecuritySchemes),

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bootstrap;
+mod docs;
 mod errors;
 mod health;
 mod isolation;
