@@ -1,6 +1,7 @@
 //! The command line: `serve`, `migrate`, `openapi` and the admin commands.
 
 use crate::config::Config;
+use crate::domain::audit::Actor;
 use crate::domain::{Role, TenantId};
 use crate::services::operators::NewOperatorInput;
 use crate::startup::{Application, shutdown_signal};
@@ -164,9 +165,10 @@ async fn run(command: Command, config: Config) -> CliResult {
                 role: Role::Admin,
                 password: password.clone(),
             };
-            let (tenant, admin) = services::tenants::create(&state, &name, admin)
-                .await
-                .map_err(describe)?;
+            let (tenant, admin) =
+                services::tenants::create(&state, &Actor::system(TenantId::new()), &name, admin)
+                    .await
+                    .map_err(describe)?;
             println!("tenant   {} {}", tenant.id, tenant.name);
             println!("admin    {} {}", admin.id, admin.email);
             if generated {
@@ -194,9 +196,10 @@ async fn run(command: Command, config: Config) -> CliResult {
             services::tenants::get(&state, TenantId(tenant))
                 .await
                 .map_err(describe)?;
-            let operator = services::operators::create(&state, TenantId(tenant), input, platform_admin)
-                .await
-                .map_err(describe)?;
+            let operator =
+                services::operators::create(&state, &Actor::system(TenantId(tenant)), input, platform_admin)
+                    .await
+                    .map_err(describe)?;
             println!("operator {} {} {}", operator.id, operator.email, operator.role);
             if generated {
                 println!("password {password}");

@@ -11,6 +11,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::secrets::Keyring;
+
 /// A secret configuration value: usable, but never printed by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -69,6 +71,7 @@ pub const KEYS: &[&str] = &[
     "jwt_secret_file",
     "master_key",
     "master_key_file",
+    "previous_master_keys",
     "access_token_ttl_seconds",
     "refresh_token_ttl_seconds",
     "max_body_bytes",
@@ -90,6 +93,8 @@ pub struct Config {
     pub jwt_secret_file: Option<PathBuf>,
     pub master_key: Option<Secret>,
     pub master_key_file: Option<PathBuf>,
+    /// Keys that sealed secrets before the current master key; kept until `gmp keys rotate`.
+    pub previous_master_keys: Option<Secret>,
     pub access_token_ttl_seconds: u64,
     pub refresh_token_ttl_seconds: u64,
     pub max_body_bytes: usize,
@@ -112,6 +117,7 @@ impl Default for Config {
             jwt_secret_file: None,
             master_key: None,
             master_key_file: None,
+            previous_master_keys: None,
             access_token_ttl_seconds: 15 * 60,
             refresh_token_ttl_seconds: 14 * 24 * 3600,
             max_body_bytes: 1024 * 1024,
@@ -187,6 +193,7 @@ impl Config {
             "jwt_secret_file" => self.jwt_secret_file = non_empty(value).map(PathBuf::from),
             "master_key" => self.master_key = non_empty(value).map(Secret),
             "master_key_file" => self.master_key_file = non_empty(value).map(PathBuf::from),
+            "previous_master_keys" => self.previous_master_keys = non_empty(value).map(Secret),
             "access_token_ttl_seconds" => self.access_token_ttl_seconds = number(&value).map_err(invalid)?,
             "refresh_token_ttl_seconds" => {
                 self.refresh_token_ttl_seconds = number(&value).map_err(invalid)?
@@ -269,16 +276,19 @@ impl Config {
             (None, Some(path)) => read_key_file(path)?,
             (None, None) => self.load_or_generate("master-key", "GMP_MASTER_KEY")?,
         };
-        let master_key: [u8; 32] = BASE64
-            .decode(master_key_text.trim())
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| {
-                ConfigError::Secrets("the master key must be the base64 encoding of exactly 32 bytes".into())
-            })?;
+        let master_key = decode_master_key(&master_key_text)?;
+        let previous_master_keys = match &self.previous_master_keys {
+            Some(list) => list
+                .expose()
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .map(decode_master_key)
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
         Ok(Keys {
             jwt_secret: SecretBytes(jwt_secret),
-            master_key: SecretBytes(master_key.to_vec()),
+            keyring: Keyring::new(&master_key, &previous_master_keys),
         })
     }
 
@@ -305,6 +315,16 @@ impl Config {
         );
         Ok(encoded)
     }
+}
+
+fn decode_master_key(text: &str) -> Result<[u8; 32], ConfigError> {
+    BASE64
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            ConfigError::Secrets("a master key must be the base64 encoding of exactly 32 bytes".into())
+        })
 }
 
 fn read_key_file(path: &Path) -> Result<String, ConfigError> {
@@ -342,7 +362,8 @@ impl fmt::Debug for SecretBytes {
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub jwt_secret: SecretBytes,
-    pub master_key: SecretBytes,
+    /// Seals and opens secrets at rest.
+    pub keyring: Keyring,
 }
 
 #[cfg(test)]
@@ -458,8 +479,7 @@ mod tests {
         }
         let second = config.load_keys().unwrap();
         assert_eq!(first.jwt_secret.expose(), second.jwt_secret.expose());
-        assert_eq!(first.master_key.expose(), second.master_key.expose());
-        assert_eq!(first.master_key.expose().len(), 32);
+        assert_eq!(first.keyring.current_kid(), second.keyring.current_kid());
     }
 
     #[test]

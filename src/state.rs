@@ -2,6 +2,7 @@
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, Keys};
+use crate::secrets::Keyring;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub jwt: JwtKeys,
     pub config: Arc<Config>,
-    pub keys: Arc<Keys>,
+    pub keyring: Keyring,
 }
 
 impl AppState {
@@ -19,7 +20,7 @@ impl AppState {
             jwt: JwtKeys::new(keys.jwt_secret.expose(), config.access_token_ttl()),
             db,
             config: Arc::new(config),
-            keys: Arc::new(keys),
+            keyring: keys.keyring,
         }
     }
 }

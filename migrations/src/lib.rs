@@ -5,11 +5,15 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_tenants_operators;
+mod m20261127_000002_policies_audit;
 
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_tenants_operators::Migration)]
+        vec![
+            Box::new(m20261127_000001_tenants_operators::Migration),
+            Box::new(m20261127_000002_policies_audit::Migration),
+        ]
     }
 }

@@ -2,11 +2,13 @@
 //! of an editor or admin, and receives the caller's `TenantId` from the token, never from the
 //! request.
 
+use crate::domain::audit::Actor;
 use crate::domain::{OperatorId, Role, TenantId};
 use crate::error::{ApiError, Code};
+use crate::http::request_context::RequestId;
 use crate::state::AppState;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
 
@@ -47,6 +49,7 @@ pub struct Operator<P: Permission = AnyRole> {
     pub tenant_id: TenantId,
     pub role: Role,
     pub platform_admin: bool,
+    request_id: Option<String>,
     _permission: PhantomData<P>,
 }
 
@@ -82,8 +85,18 @@ impl<P: Permission> Operator<P> {
             tenant_id: claims.tenant_id(),
             role: claims.role,
             platform_admin: claims.padm,
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
             _permission: PhantomData,
         })
+    }
+
+    /// The caller as the actor of a change, for services and the change log.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            tenant_id: self.tenant_id,
+            operator_id: Some(self.id),
+            request_id: self.request_id.clone(),
+        }
     }
 }
 

@@ -45,3 +45,7 @@ id_type!(
     /// A person who signs in to the operator API.
     OperatorId
 );
+id_type!(
+    /// A policy: a named, versioned set of setting values in a tenant's tree.
+    PolicyId
+);

@@ -1,12 +1,17 @@
 //! Pure domain types and rules. Nothing here knows about HTTP or the database.
 
+pub mod audit;
+pub mod catalog;
+pub mod diff;
 pub mod ids;
 pub mod operator;
+pub mod policy;
+pub mod resolve;
 pub mod tenant;
 pub mod validation;
 pub mod version;
 
-pub use ids::{OperatorId, TenantId};
+pub use ids::{OperatorId, PolicyId, TenantId};
 pub use operator::{Email, NewPassword, Operator, Role};
 pub use tenant::{Tenant, TenantName};
 pub use validation::FieldError;

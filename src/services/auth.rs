@@ -1,7 +1,7 @@
 //! Sign-in, refresh-token rotation with reuse detection, sign-out.
 
 use crate::auth::{password, token};
-use crate::db::TransactionTrait;
+use crate::db;
 use crate::db::repo::{operators, refresh_tokens};
 use crate::domain::{Email, Operator};
 use crate::error::{ApiError, Code};
@@ -69,7 +69,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<TokenPair, Api
         return Err(invalid_refresh("the refresh token expired; sign in again"));
     }
 
-    let txn = state.db.begin().await?;
+    let txn = db::begin_write(&state.db).await?;
     if !refresh_tokens::mark_used(&txn, stored.id).await? {
         txn.rollback().await?;
         return Err(reuse_detected(state, &stored).await);

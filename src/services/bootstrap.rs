@@ -4,9 +4,10 @@ use super::operators::{NewOperatorInput, insert_valid};
 use super::tenants::insert_tenant;
 use crate::auth::token;
 use crate::config::Config;
-use crate::db::TransactionTrait;
+use crate::db;
 use crate::db::repo::operators;
-use crate::domain::{Role, TenantName};
+use crate::domain::audit::Actor;
+use crate::domain::{Role, TenantId, TenantName};
 use crate::error::ApiError;
 use sea_orm::DatabaseConnection;
 
@@ -51,14 +52,16 @@ pub async fn ensure_platform_admin(
         .map_err(ApiError::validation)?;
     let email = valid.email.to_string();
 
-    let txn = db.begin().await?;
+    let txn = db::begin_write(db).await?;
     let name = TenantName::parse("name", PLATFORM_TENANT).map_err(ApiError::field)?;
-    let tenant = match insert_tenant(&txn, &name).await {
+    // The platform tenant's own id is not known yet; the system acts, and only its id is used.
+    let actor = Actor::system(TenantId::new());
+    let tenant = match insert_tenant(&txn, &actor, &name).await {
         Ok(tenant) => tenant,
         Err(error) if error.code == crate::error::Code::Conflict => return Ok(None),
         Err(error) => return Err(error),
     };
-    insert_valid(&txn, tenant.id, valid, true).await?;
+    insert_valid(&txn, &actor, tenant.id, valid, true).await?;
     txn.commit().await?;
     Ok(Some(BootstrapAdmin {
         email,

@@ -1,9 +1,11 @@
 //! Use cases. Services own transactions, call the domain and the repositories, and return
 //! domain types or an `ApiError`. No HTTP types here.
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod operators;
+pub mod policies;
 pub mod tenants;
 
 use crate::db::repo::Written;

@@ -1,15 +1,19 @@
-//! Managing a tenant's operators. Every function is scoped to the caller's tenant.
+//! Managing a tenant's operators. Every function is scoped to the actor's tenant, and every
+//! change is written to the change log in the same transaction.
 
-use super::{Page, PageRequest, conflict_if_duplicate, written};
+use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
 use crate::auth::password;
-use crate::db::TransactionTrait;
-use crate::db::repo::{operators, refresh_tokens};
+use crate::db;
+use crate::db::repo::{expect_version, operators, refresh_tokens};
+use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::diff::{Change, ChangeKind};
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
-use crate::domain::{Email, Expected, NewPassword, Operator, OperatorId, Role, TenantId};
+use crate::domain::{Email, Expected, FieldError, NewPassword, Operator, OperatorId, Role, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use sea_orm::ConnectionTrait;
+use serde_json::Value;
 
 /// A new operator as requested, before validation.
 pub struct NewOperatorInput {
@@ -30,7 +34,7 @@ pub struct ValidOperator {
 impl NewOperatorInput {
     /// Checks every field, reporting all problems at once; `prefix` nests field names
     /// (`admin.email`) when the operator is part of a larger request.
-    pub fn validate(&self, prefix: Option<&str>) -> Result<ValidOperator, Vec<crate::domain::FieldError>> {
+    pub fn validate(&self, prefix: Option<&str>) -> Result<ValidOperator, Vec<FieldError>> {
         let name = |field: &str| prefix.map_or(field.to_owned(), |p| format!("{p}.{field}"));
         let mut v = Validator::new();
         let email = v.check(Email::parse(&name("email"), &self.email));
@@ -54,15 +58,26 @@ impl NewOperatorInput {
     }
 }
 
-/// Stores a validated operator, hashing its password; a taken email is a 409.
+fn operator_entry(action: &'static str, id: OperatorId, changes: Vec<Change>) -> NewEntry {
+    NewEntry {
+        action,
+        target_type: "operator",
+        target_id: id.0,
+        changes,
+    }
+}
+
+/// Stores a validated operator (hashing its password) and records it in the change log; a
+/// taken email is a 409.
 pub async fn insert_valid(
     conn: &impl ConnectionTrait,
+    actor: &Actor,
     tenant: TenantId,
     valid: ValidOperator,
     platform_admin: bool,
 ) -> Result<Operator, ApiError> {
     let hash = password::hash_blocking(valid.password.expose().to_owned()).await?;
-    operators::insert(
+    let operator = operators::insert(
         conn,
         tenant,
         operators::NewOperator {
@@ -78,18 +93,40 @@ pub async fn insert_valid(
     .map_err(conflict_if_duplicate(format!(
         "an operator with email {} already exists",
         valid.email
-    )))
+    )))?;
+    let changes = vec![
+        Change::of(
+            "display_name",
+            None,
+            Some(Value::from(operator.display_name.as_str())),
+        ),
+        Change::of("email", None, Some(Value::from(operator.email.as_str()))),
+        Change::secret("password", ChangeKind::Added),
+        Change::of("platform_admin", None, Some(Value::Bool(platform_admin))),
+        Change::of("role", None, Some(Value::from(operator.role.as_str()))),
+    ];
+    audit::record(
+        conn,
+        actor,
+        tenant,
+        operator_entry("operator.created", operator.id, changes),
+    )
+    .await?;
+    Ok(operator)
 }
 
-/// Creates an operator. Only the command line creates platform admins; the API never does.
+/// Creates an operator in the actor's tenant. Only the command line creates platform admins;
+/// the API never does.
 pub async fn create(
     state: &AppState,
-    tenant: TenantId,
+    actor: &Actor,
     input: NewOperatorInput,
     platform_admin: bool,
 ) -> Result<Operator, ApiError> {
     let valid = input.validate(None).map_err(ApiError::validation)?;
-    let operator = insert_valid(&state.db, tenant, valid, platform_admin).await?;
+    let txn = db::begin_write(&state.db).await?;
+    let operator = insert_valid(&txn, actor, actor.tenant_id, valid, platform_admin).await?;
+    txn.commit().await?;
     tracing::info!(new_operator_id = %operator.id, role = %operator.role, "operator created");
     Ok(operator)
 }
@@ -115,11 +152,12 @@ pub struct OperatorUpdate {
 
 pub async fn update(
     state: &AppState,
-    tenant: TenantId,
+    actor: &Actor,
     id: OperatorId,
     expected: Expected,
     update: OperatorUpdate,
 ) -> Result<Operator, ApiError> {
+    let tenant = actor.tenant_id;
     let mut v = Validator::new();
     let display_name = update
         .display_name
@@ -135,13 +173,15 @@ pub async fn update(
         None => None,
     };
 
-    let txn = state.db.begin().await?;
+    let txn = db::begin_write(&state.db).await?;
+    let found = operators::get_for_update(&txn, tenant, id).await?;
+    let before = written(expect_version(found, |o| o.version, expected), "operator")?;
     let changes = operators::OperatorChanges {
         display_name: display_name.as_deref(),
         role: update.role,
         password_hash: password_hash.as_deref(),
     };
-    let operator = written(
+    let after = written(
         operators::update(&txn, tenant, id, expected, changes).await?,
         "operator",
     )?;
@@ -150,46 +190,81 @@ pub async fn update(
     if password_hash.is_some() || update.role.is_some() {
         refresh_tokens::revoke_operator(&txn, tenant, id).await?;
     }
+    let mut log = Vec::new();
+    if before.display_name != after.display_name {
+        log.push(Change::of(
+            "display_name",
+            Some(before.display_name.as_str().into()),
+            Some(after.display_name.as_str().into()),
+        ));
+    }
+    if password_hash.is_some() {
+        log.push(Change::secret("password", ChangeKind::Changed));
+    }
+    if before.role != after.role {
+        log.push(Change::of(
+            "role",
+            Some(before.role.as_str().into()),
+            Some(after.role.as_str().into()),
+        ));
+    }
+    audit::record(&txn, actor, tenant, operator_entry("operator.updated", id, log)).await?;
     txn.commit().await?;
     tracing::info!(changed_operator_id = %id, "operator updated");
-    Ok(operator)
+    Ok(after)
 }
 
 pub async fn delete(
     state: &AppState,
-    tenant: TenantId,
+    actor: &Actor,
     id: OperatorId,
     expected: Expected,
 ) -> Result<(), ApiError> {
-    let txn = state.db.begin().await?;
+    let tenant = actor.tenant_id;
+    let txn = db::begin_write(&state.db).await?;
+    let found = operators::get_for_update(&txn, tenant, id).await?;
+    let before = written(expect_version(found, |o| o.version, expected), "operator")?;
     written(operators::delete(&txn, tenant, id, expected).await?, "operator")?;
     ensure_an_admin_remains(&txn, tenant).await?;
+    let changes = vec![
+        Change::of("email", Some(before.email.as_str().into()), None),
+        Change::of("role", Some(before.role.as_str().into()), None),
+    ];
+    audit::record(
+        &txn,
+        actor,
+        tenant,
+        operator_entry("operator.deleted", id, changes),
+    )
+    .await?;
     txn.commit().await?;
     tracing::info!(deleted_operator_id = %id, "operator deleted");
     Ok(())
 }
 
-/// Changes the caller's own password after checking the current one, and ends its other
-/// sessions.
+/// Changes the actor's own password after checking the current one, and ends its sessions.
 pub async fn change_own_password(
     state: &AppState,
-    tenant: TenantId,
-    id: OperatorId,
+    actor: &Actor,
     current: &str,
     new: &str,
 ) -> Result<(), ApiError> {
+    let (tenant, id) = match actor.operator_id {
+        Some(id) => (actor.tenant_id, id),
+        None => return Err(ApiError::forbidden("only an operator has a password")),
+    };
     let new = NewPassword::parse("new_password", new).map_err(ApiError::field)?;
     let stored = operators::password_hash(&state.db, tenant, id).await?;
     let found = stored.is_some();
     if !password::verify_blocking(current.to_owned(), stored).await? || !found {
-        return Err(ApiError::field(crate::domain::FieldError::new(
+        return Err(ApiError::field(FieldError::new(
             "current_password",
             "wrong_password",
             "is not your current password",
         )));
     }
     let hash = password::hash_blocking(new.expose().to_owned()).await?;
-    let txn = state.db.begin().await?;
+    let txn = db::begin_write(&state.db).await?;
     let changes = operators::OperatorChanges {
         password_hash: Some(&hash),
         ..Default::default()
@@ -199,6 +274,14 @@ pub async fn change_own_password(
         "operator",
     )?;
     refresh_tokens::revoke_operator(&txn, tenant, id).await?;
+    let log = vec![Change::secret("password", ChangeKind::Changed)];
+    audit::record(
+        &txn,
+        actor,
+        tenant,
+        operator_entry("operator.password_changed", id, log),
+    )
+    .await?;
     txn.commit().await?;
     Ok(())
 }

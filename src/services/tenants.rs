@@ -1,18 +1,21 @@
 //! Provisioning tenants (platform admins) and reading one's own tenant.
 
 use super::operators::{NewOperatorInput, insert_valid};
-use super::{Page, PageRequest, conflict_if_duplicate, written};
-use crate::db::TransactionTrait;
-use crate::db::repo::tenants;
+use super::{Page, PageRequest, audit, conflict_if_duplicate, policies, written};
+use crate::db;
+use crate::db::repo::{expect_version, tenants};
+use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::diff::Change;
 use crate::domain::validation::Validator;
 use crate::domain::{Expected, Operator, Role, Tenant, TenantId, TenantName};
 use crate::error::ApiError;
 use crate::state::AppState;
 use sea_orm::ConnectionTrait;
 
-/// A new tenant and its first admin, created together or not at all.
+/// A new tenant, its root policy and its first admin, created together or not at all.
 pub async fn create(
     state: &AppState,
+    actor: &Actor,
     name: &str,
     admin: NewOperatorInput,
 ) -> Result<(Tenant, Operator), ApiError> {
@@ -31,19 +34,42 @@ pub async fn create(
     };
     admin.role = Role::Admin;
 
-    let txn = state.db.begin().await?;
-    let tenant = insert_tenant(&txn, &name).await?;
-    let operator = insert_valid(&txn, tenant.id, admin, false).await?;
+    let txn = db::begin_write(&state.db).await?;
+    let tenant = insert_tenant(&txn, actor, &name).await?;
+    let operator = insert_valid(&txn, actor, tenant.id, admin, false).await?;
     txn.commit().await?;
     tracing::info!(new_tenant_id = %tenant.id, "tenant created");
     Ok((tenant, operator))
 }
 
-/// Inserts the tenant row; a taken name is a 409.
-pub async fn insert_tenant(conn: &impl ConnectionTrait, name: &TenantName) -> Result<Tenant, ApiError> {
-    tenants::insert(conn, TenantId::new(), name.as_str())
+fn tenant_entry(action: &'static str, tenant: &Tenant, changes: Vec<Change>) -> NewEntry {
+    NewEntry {
+        action,
+        target_type: "tenant",
+        target_id: tenant.id.0,
+        changes,
+    }
+}
+
+/// Inserts the tenant row with its root policy and records both; a taken name is a 409.
+pub async fn insert_tenant(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    name: &TenantName,
+) -> Result<Tenant, ApiError> {
+    let tenant = tenants::insert(conn, TenantId::new(), name.as_str())
         .await
-        .map_err(conflict_if_duplicate(name_taken(name)))
+        .map_err(conflict_if_duplicate(name_taken(name)))?;
+    let changes = vec![Change::of("name", None, Some(name.as_str().into()))];
+    audit::record(
+        conn,
+        actor,
+        tenant.id,
+        tenant_entry("tenant.created", &tenant, changes),
+    )
+    .await?;
+    policies::create_root(conn, actor, tenant.id).await?;
+    Ok(tenant)
 }
 
 pub async fn list(state: &AppState, page: PageRequest) -> Result<Page<Tenant>, ApiError> {
@@ -59,15 +85,27 @@ pub async fn get(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
 
 pub async fn rename(
     state: &AppState,
+    actor: &Actor,
     id: TenantId,
     expected: Expected,
     name: &str,
 ) -> Result<Tenant, ApiError> {
     let name = TenantName::parse("name", name).map_err(ApiError::field)?;
-    let outcome = tenants::rename(&state.db, id, expected, name.as_str())
+    let txn = db::begin_write(&state.db).await?;
+    let found = tenants::get_for_update(&txn, id).await?;
+    let before = written(expect_version(found, |t| t.version, expected), "tenant")?;
+    let outcome = tenants::rename(&txn, id, expected, name.as_str())
         .await
         .map_err(conflict_if_duplicate(name_taken(&name)))?;
-    written(outcome, "tenant")
+    let tenant = written(outcome, "tenant")?;
+    let changes = vec![Change::of(
+        "name",
+        Some(before.name.as_str().into()),
+        Some(tenant.name.as_str().into()),
+    )];
+    audit::record(&txn, actor, id, tenant_entry("tenant.renamed", &tenant, changes)).await?;
+    txn.commit().await?;
+    Ok(tenant)
 }
 
 fn name_taken(name: &TenantName) -> String {

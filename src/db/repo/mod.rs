@@ -4,7 +4,9 @@
 //! The tenant always comes from the authenticated caller, so a query can only ever see its own
 //! tenant's rows; a row of another tenant is indistinguishable from a missing one.
 
+pub mod audit;
 pub mod operators;
+pub mod policies;
 pub mod refresh_tokens;
 pub mod tenants;
 
@@ -24,4 +26,15 @@ pub enum Written<T> {
 /// True when the error is a unique-constraint violation (a duplicate email or name).
 pub fn is_unique_violation(error: &DbErr) -> bool {
     matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Classifies a row read (and locked) for an update against the version the client expects.
+pub fn expect_version<T>(found: Option<T>, version_of: impl Fn(&T) -> i32, expected: Expected) -> Written<T> {
+    match found {
+        None => Written::Missing,
+        Some(row) => match expected {
+            Expected::Version(v) if v != version_of(&row) => Written::Stale,
+            _ => Written::Done(row),
+        },
+    }
 }

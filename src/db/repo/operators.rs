@@ -68,6 +68,21 @@ pub async fn get(
         .transpose()
 }
 
+/// Reads and locks an operator for an update (`FOR UPDATE` on PostgreSQL).
+pub async fn get_for_update(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: OperatorId,
+) -> Result<Option<Operator>, DbErr> {
+    Entity::find_by_id(id.0)
+        .filter(Column::TenantId.eq(tenant.0))
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
 /// The tenant's operators in id order, after `cursor`.
 pub async fn list(
     conn: &impl ConnectionTrait,

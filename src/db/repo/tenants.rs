@@ -44,6 +44,15 @@ pub async fn get(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Option
         .map(|m| m.map(Tenant::from))
 }
 
+/// Reads and locks a tenant for an update (`FOR UPDATE` on PostgreSQL).
+pub async fn get_for_update(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Option<Tenant>, DbErr> {
+    Entity::find_by_id(tenant.0)
+        .lock_exclusive()
+        .one(conn)
+        .await
+        .map(|m| m.map(Tenant::from))
+}
+
 /// All tenants in id order, after `cursor`. Platform-admin only: callers check that.
 pub async fn list_all(
     conn: &impl ConnectionTrait,

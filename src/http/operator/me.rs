@@ -63,8 +63,7 @@ pub async fn change_password(
     let body = body.0;
     services::operators::change_own_password(
         &state,
-        caller.tenant_id,
-        caller.id,
+        &caller.actor(),
         &body.current_password,
         &body.new_password,
     )

@@ -132,7 +132,7 @@ pub async fn create_operator(
     caller: Operator<Admin>,
     body: ApiJson<CreateOperatorRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let operator = operators::create(&state, caller.tenant_id, body.0.into(), false).await?;
+    let operator = operators::create(&state, &caller.actor(), body.0.into(), false).await?;
     let mut created = HttpResponse::Created();
     created.insert_header((header::LOCATION, format!("/api/v1/operators/{}", operator.id)));
     Ok(json_with_etag(
@@ -222,7 +222,7 @@ pub async fn update_operator(
         role: body.role.map(Role::from),
         password: body.password,
     };
-    let operator = operators::update(&state, caller.tenant_id, OperatorId(*path), expected, update).await?;
+    let operator = operators::update(&state, &caller.actor(), OperatorId(*path), expected, update).await?;
     Ok(json_with_etag(
         HttpResponse::Ok(),
         operator.version,
@@ -253,6 +253,6 @@ pub async fn delete_operator(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
-    operators::delete(&state, caller.tenant_id, OperatorId(*path), expected).await?;
+    operators::delete(&state, &caller.actor(), OperatorId(*path), expected).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -91,7 +91,7 @@ pub struct UpdateTenantRequest {
 #[post("/tenants")]
 pub async fn create_tenant(
     state: web::Data<AppState>,
-    _caller: Operator<PlatformAdmin>,
+    caller: Operator<PlatformAdmin>,
     body: ApiJson<CreateTenantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
@@ -101,7 +101,7 @@ pub async fn create_tenant(
         role: Role::Admin,
         password: body.admin.password,
     };
-    let (tenant, admin) = tenants::create(&state, &body.name, admin).await?;
+    let (tenant, admin) = tenants::create(&state, &caller.actor(), &body.name, admin).await?;
     let mut created = HttpResponse::Created();
     created.insert_header((header::LOCATION, format!("/api/v1/tenants/{}", tenant.id)));
     let version = tenant.version;
@@ -182,13 +182,13 @@ pub async fn get_tenant(
 #[patch("/tenants/{tenant_id}")]
 pub async fn update_tenant(
     state: web::Data<AppState>,
-    _caller: Operator<PlatformAdmin>,
+    caller: Operator<PlatformAdmin>,
     req: HttpRequest,
     path: web::Path<Uuid>,
     body: ApiJson<UpdateTenantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
-    let tenant = tenants::rename(&state, TenantId(*path), expected, &body.0.name).await?;
+    let tenant = tenants::rename(&state, &caller.actor(), TenantId(*path), expected, &body.0.name).await?;
     Ok(json_with_etag(
         HttpResponse::Ok(),
         tenant.version,

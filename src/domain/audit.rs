@@ -1,0 +1,65 @@
+//! The change log: who changed what, when, with field-level before and after.
+
+use super::diff::Change;
+use super::{OperatorId, TenantId};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Who is acting: an operator (with the request that carried the action) or the system itself
+/// (command line, jobs).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The actor's own tenant (a platform admin acts on other tenants).
+    pub tenant_id: TenantId,
+    pub operator_id: Option<OperatorId>,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The server itself, e.g. an admin command run from the shell.
+    pub fn system(tenant_id: TenantId) -> Self {
+        Self {
+            tenant_id,
+            operator_id: None,
+            request_id: None,
+        }
+    }
+}
+
+/// An entry about to be written.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// `policy.updated`, `operator.created`, …
+    pub action: &'static str,
+    /// `policy`, `operator`, `tenant`.
+    pub target_type: &'static str,
+    pub target_id: Uuid,
+    pub changes: Vec<Change>,
+}
+
+/// An entry as stored.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub actor_id: Option<OperatorId>,
+    /// The actor's email at the time, or `system`.
+    pub actor_label: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub changes: Vec<Change>,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of a change-log query; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub actor_id: Option<OperatorId>,
+    pub action: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,875 @@
+//! Policies: the tree, versioned saves with locks, rollback, the resolved view, export and
+//! import. Every save is one transaction that creates version N+1 and its change-log entry.
+
+use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
+use crate::db;
+use crate::db::repo::policies::{self as repo, PolicySummary, VersionMeta};
+use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::catalog::Catalog;
+use crate::domain::diff::{Change, ChangeKind, diff};
+use crate::domain::policy::{
+    PolicyContent, PolicyNode, PolicyTree, ROOT_POLICY_NAME, SecretHandle, SettingValue, TreeError,
+};
+use crate::domain::resolve::{Resolution, masked_values, resolve};
+use crate::domain::tenant::parse_display_text;
+use crate::domain::validation::Validator;
+use crate::domain::{Expected, FieldError, PolicyId, TenantId};
+use crate::error::{ApiError, Code};
+use crate::secrets::{BoxError, Keyring, PassphraseBox};
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
+
+const MAX_DESCRIPTION_CHARS: usize = 2000;
+const MAX_COMMENT_CHARS: usize = 500;
+
+/// A policy at its current version, with when it was made and by whom.
+#[derive(Debug, Clone)]
+pub struct PolicyDetail {
+    pub node: PolicyNode,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub current: VersionMeta,
+}
+
+/// Changes requested in one save; what is not mentioned stays as it is.
+#[derive(Debug, Default)]
+pub struct PolicyEdit {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub parent_id: Option<PolicyId>,
+    /// Paths to set, with raw values (secrets in clear, sealed before storage).
+    pub set: BTreeMap<String, Value>,
+    pub unset: Vec<String>,
+    pub lock: Vec<String>,
+    pub unlock: Vec<String>,
+    pub comment: Option<String>,
+}
+
+fn tree_error(error: TreeError, field_prefix: &str) -> ApiError {
+    match error {
+        TreeError::LockedByAncestor { path, locked_by } => {
+            let message = format!(
+                "`{path}` is locked by policy “{}” (version {}); only that policy can change it",
+                locked_by.name, locked_by.version
+            );
+            let mut error = ApiError::new(Code::Conflict, message.clone());
+            error.errors.push(FieldError::new(
+                format!("{field_prefix}{path}"),
+                "locked_by_ancestor",
+                message,
+            ));
+            error
+        }
+        TreeError::Invalid(field) => ApiError::field(field),
+    }
+}
+
+fn text_field(v: &mut Validator, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
+    let raw = raw?.trim();
+    if raw.chars().count() > max {
+        v.push(FieldError::new(
+            field,
+            "too_long",
+            format!("must be at most {max} characters"),
+        ));
+        return None;
+    }
+    if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        v.push(FieldError::new(
+            field,
+            "invalid_characters",
+            "must not contain control characters",
+        ));
+        return None;
+    }
+    Some(raw.to_owned())
+}
+
+/// Checks each raw value against the catalogue and seals secrets. Errors name `prefix.path`.
+fn parse_values(
+    keyring: &Keyring,
+    tenant: TenantId,
+    raw: &BTreeMap<String, Value>,
+    prefix: &str,
+    v: &mut Validator,
+) -> BTreeMap<String, SettingValue> {
+    let catalog = Catalog::get();
+    let mut values = BTreeMap::new();
+    for (path, raw_value) in raw {
+        let field = format!("{prefix}.{path}");
+        let Some(def) = v.check(catalog.managed_field(&field, path)) else {
+            continue;
+        };
+        let Some(valid) = v.check(catalog.validate(&field, def, raw_value)) else {
+            continue;
+        };
+        let value = if def.secret {
+            let plaintext = valid.as_str().unwrap_or_default();
+            SettingValue::Secret(SecretHandle {
+                id: Uuid::now_v7(),
+                changed_at: Utc::now(),
+                sealed: keyring.seal(tenant, path, plaintext),
+            })
+        } else {
+            SettingValue::Plain(valid)
+        };
+        values.insert(path.clone(), value);
+    }
+    values
+}
+
+fn parse_paths(paths: &[String], prefix: &str, v: &mut Validator) -> BTreeSet<String> {
+    let catalog = Catalog::get();
+    paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, path)| {
+            v.check(catalog.managed_field(&format!("{prefix}[{i}]"), path))
+                .map(|_| path.clone())
+        })
+        .collect()
+}
+
+fn reject_overlap(a: &BTreeSet<String>, b: &BTreeSet<String>, field: &str, what: &str, v: &mut Validator) {
+    for path in a.intersection(b) {
+        v.push(FieldError::new(
+            field,
+            "contradictory",
+            format!("`{path}` is both {what}"),
+        ));
+    }
+}
+
+/// The content after `edit`, or every field error in it.
+fn apply_edit(
+    keyring: &Keyring,
+    tenant: TenantId,
+    current: &PolicyContent,
+    edit: &PolicyEdit,
+) -> Result<PolicyContent, ApiError> {
+    let mut v = Validator::new();
+    let name = edit
+        .name
+        .as_deref()
+        .and_then(|raw| v.check(parse_display_text("name", raw, 100)));
+    let description = text_field(
+        &mut v,
+        "description",
+        edit.description.as_deref(),
+        MAX_DESCRIPTION_CHARS,
+    );
+    text_field(&mut v, "comment", edit.comment.as_deref(), MAX_COMMENT_CHARS);
+    let set = parse_values(keyring, tenant, &edit.set, "set", &mut v);
+    let set_paths: BTreeSet<String> = edit.set.keys().cloned().collect();
+    let unset = parse_paths(&edit.unset, "unset", &mut v);
+    let lock = parse_paths(&edit.lock, "lock", &mut v);
+    let unlock = parse_paths(&edit.unlock, "unlock", &mut v);
+    reject_overlap(&set_paths, &unset, "unset", "set and unset", &mut v);
+    reject_overlap(&lock, &unlock, "unlock", "locked and unlocked", &mut v);
+    v.finish().map_err(ApiError::validation)?;
+
+    let mut content = current.clone();
+    if let Some(name) = name {
+        content.name = name;
+    }
+    if let Some(description) = description {
+        content.description = description;
+    }
+    content.values.extend(set);
+    content.values.retain(|path, _| !unset.contains(path));
+    content.locks.extend(lock);
+    content.locks.retain(|path| !unlock.contains(path));
+    Ok(content)
+}
+
+/// The checks every proposed node must pass inside its tree: no value locked by an ancestor,
+/// and the resolved settings of the policy and of every descendant consistent.
+fn check_in_tree(tree: &PolicyTree, id: PolicyId, field_prefix: &str) -> Result<(), ApiError> {
+    tree.check_locks(id).map_err(|e| tree_error(e, field_prefix))?;
+    let catalog = Catalog::get();
+    let mut errors = Vec::new();
+    for policy in std::iter::once(id).chain(tree.descendants(id)) {
+        let resolution = resolve(&tree.chain(policy), &BTreeMap::new());
+        for mut error in catalog.check_consistency(&masked_values(&resolution)) {
+            if policy != id {
+                let name = tree.get(policy).map_or("?", |n| n.content.name.as_str());
+                error.message = format!(
+                    "in policy “{name}”, which inherits this change: {}",
+                    error.message
+                );
+            }
+            errors.push(error);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+fn policy_entry(action: &'static str, id: PolicyId, changes: Vec<Change>) -> NewEntry {
+    NewEntry {
+        action,
+        target_type: "policy",
+        target_id: id.0,
+        changes,
+    }
+}
+
+/// The root policy of a new tenant; called inside the tenant's creation transaction.
+pub async fn create_root(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    tenant: TenantId,
+) -> Result<PolicyId, ApiError> {
+    let node = PolicyNode {
+        id: PolicyId::new(),
+        parent_id: None,
+        version: 1,
+        content: PolicyContent {
+            name: ROOT_POLICY_NAME.into(),
+            description: "Settings every device of the tenant inherits.".into(),
+            ..PolicyContent::default()
+        },
+    };
+    repo::insert(
+        conn,
+        tenant,
+        &node,
+        actor.operator_id,
+        Some("created with the tenant"),
+    )
+    .await?;
+    let changes = diff(&PolicyContent::default(), &node.content);
+    audit::record(
+        conn,
+        actor,
+        tenant,
+        policy_entry("policy.created", node.id, changes),
+    )
+    .await?;
+    Ok(node.id)
+}
+
+/// A new child policy at version 1. Without a parent it goes under the root.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    edit: PolicyEdit,
+) -> Result<PolicyDetail, ApiError> {
+    let tenant = actor.tenant_id;
+    let txn = db::begin_write(&state.db).await?;
+    let mut tree = repo::load_tree(&txn, tenant).await?;
+    let parent = match edit.parent_id {
+        Some(parent) => parent,
+        None => repo::root_id(&txn, tenant)
+            .await?
+            .ok_or_else(|| ApiError::not_found("root policy"))?,
+    };
+    let id = PolicyId::new();
+    let mut content = apply_edit(&state.keyring, tenant, &PolicyContent::default(), &edit)?;
+    content.name = parse_display_text("name", name, 100).map_err(ApiError::field)?;
+    tree.check_parent(id, parent).map_err(ApiError::field)?;
+    let node = PolicyNode {
+        id,
+        parent_id: Some(parent),
+        version: 1,
+        content,
+    };
+    tree.put(node.clone());
+    check_in_tree(&tree, id, "set.")?;
+    repo::insert(&txn, tenant, &node, actor.operator_id, edit.comment.as_deref())
+        .await
+        .map_err(conflict_if_duplicate(format!(
+            "a policy named “{}” already exists",
+            node.content.name
+        )))?;
+    let changes = diff(&PolicyContent::default(), &node.content);
+    audit::record(&txn, actor, tenant, policy_entry("policy.created", id, changes)).await?;
+    txn.commit().await?;
+    get(state, tenant, id).await
+}
+
+/// How a save builds the new node from the current one.
+type Build<'a> = Box<dyn FnOnce(&PolicyTree, &PolicyNode) -> Result<PolicyNode, ApiError> + Send + 'a>;
+
+/// What kind of save this is, for the change log and for naming fields in errors.
+struct SaveKind<'a> {
+    action: &'static str,
+    comment: Option<&'a str>,
+    /// Where a locked value sits in the request (`set.`, `document.values.`).
+    field_prefix: &'static str,
+}
+
+/// The one path every change of an existing policy takes: lock the row at the expected
+/// version, load the tree, build and check the new version, store it with its audit entry.
+async fn save(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    expected: Expected,
+    kind: SaveKind<'_>,
+    build: Build<'_>,
+) -> Result<(PolicyDetail, Vec<Change>), ApiError> {
+    let tenant = actor.tenant_id;
+    let txn = db::begin_write(&state.db).await?;
+    written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
+    let mut tree = repo::load_tree(&txn, tenant).await?;
+    let current = tree
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let mut node = build(&tree, &current)?;
+    node.id = id;
+    node.version = current.version + 1;
+    tree.put(node.clone());
+    check_in_tree(&tree, id, kind.field_prefix)?;
+    repo::save_version(&txn, tenant, &node, actor.operator_id, kind.comment)
+        .await
+        .map_err(conflict_if_duplicate(format!(
+            "a policy named “{}” already exists",
+            node.content.name
+        )))?;
+    let mut changes = diff(&current.content, &node.content);
+    if current.parent_id != node.parent_id {
+        changes.insert(
+            0,
+            Change::of(
+                "parent_id",
+                current.parent_id.map(|p| Value::from(p.to_string())),
+                node.parent_id.map(|p| Value::from(p.to_string())),
+            ),
+        );
+    }
+    audit::record(
+        &txn,
+        actor,
+        tenant,
+        policy_entry(kind.action, id, changes.clone()),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok((get(state, tenant, id).await?, changes))
+}
+
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    expected: Expected,
+    edit: PolicyEdit,
+) -> Result<PolicyDetail, ApiError> {
+    let keyring = state.keyring.clone();
+    let tenant = actor.tenant_id;
+    let comment = edit.comment.clone();
+    let build: Build = Box::new(move |tree, current| {
+        let content = apply_edit(&keyring, tenant, &current.content, &edit)?;
+        let parent_id = match edit.parent_id {
+            None => current.parent_id,
+            Some(_) if current.parent_id.is_none() => {
+                return Err(ApiError::conflict(
+                    "the root policy cannot be moved under another policy",
+                ));
+            }
+            Some(parent) => {
+                tree.check_parent(id, parent).map_err(ApiError::field)?;
+                Some(parent)
+            }
+        };
+        Ok(PolicyNode {
+            parent_id,
+            content,
+            ..current.clone()
+        })
+    });
+    let kind = SaveKind {
+        action: "policy.updated",
+        comment: comment.as_deref(),
+        field_prefix: "set.",
+    };
+    let (detail, _) = save(state, actor, id, expected, kind, build).await?;
+    Ok(detail)
+}
+
+/// Creates version N+1 with the content of version `version`.
+pub async fn rollback(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    expected: Expected,
+    version: i32,
+    comment: Option<String>,
+) -> Result<PolicyDetail, ApiError> {
+    let (content, _) = repo::get_version(&state.db, actor.tenant_id, id, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy version"))?;
+    let comment = comment.unwrap_or_else(|| format!("rolled back to version {version}"));
+    let build: Build = Box::new(move |_, current| {
+        Ok(PolicyNode {
+            content,
+            ..current.clone()
+        })
+    });
+    let kind = SaveKind {
+        action: "policy.rolled_back",
+        comment: Some(&comment),
+        field_prefix: "values.",
+    };
+    let (detail, _) = save(state, actor, id, expected, kind, build).await?;
+    Ok(detail)
+}
+
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    expected: Expected,
+) -> Result<(), ApiError> {
+    let tenant = actor.tenant_id;
+    let txn = db::begin_write(&state.db).await?;
+    written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
+    let tree = repo::load_tree(&txn, tenant).await?;
+    let node = tree
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    if node.parent_id.is_none() {
+        return Err(ApiError::conflict("the root policy cannot be deleted"));
+    }
+    let children: Vec<String> = tree
+        .children(id)
+        .map(|c| format!("“{}”", c.content.name))
+        .collect();
+    if !children.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "the policy has child policies ({}); delete or move them first",
+            children.join(", ")
+        )));
+    }
+    repo::delete(&txn, tenant, id).await?;
+    let changes = diff(&node.content, &PolicyContent::default());
+    audit::record(&txn, actor, tenant, policy_entry("policy.deleted", id, changes)).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+pub async fn get(state: &AppState, tenant: TenantId, id: PolicyId) -> Result<PolicyDetail, ApiError> {
+    let summary = repo::get_summary(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let (content, meta) = repo::get_version(&state.db, tenant, id, summary.current_version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    Ok(PolicyDetail {
+        node: PolicyNode {
+            id,
+            parent_id: summary.parent_id,
+            version: summary.current_version,
+            content,
+        },
+        created_at: summary.created_at,
+        updated_at: summary.updated_at,
+        current: meta,
+    })
+}
+
+pub async fn list(
+    state: &AppState,
+    tenant: TenantId,
+    page: PageRequest,
+) -> Result<Page<PolicySummary>, ApiError> {
+    let rows = repo::list(&state.db, tenant, page.cursor, page.fetch_limit()).await?;
+    Ok(page.page(rows, |p| p.id.0))
+}
+
+/// Versions in order; `after` is the last version number of the previous page.
+pub async fn list_versions(
+    state: &AppState,
+    tenant: TenantId,
+    id: PolicyId,
+    after: Option<i32>,
+    limit: u64,
+) -> Result<(Vec<VersionMeta>, Option<i32>), ApiError> {
+    repo::get_summary(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let mut rows = repo::list_versions(&state.db, tenant, id, after, limit + 1).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|m| m.version)
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+pub async fn get_version(
+    state: &AppState,
+    tenant: TenantId,
+    id: PolicyId,
+    version: i32,
+) -> Result<(PolicyContent, VersionMeta), ApiError> {
+    repo::get_version(&state.db, tenant, id, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy version"))
+}
+
+/// Field-level differences from version `from` to version `to` (default: the version before
+/// `to`, and the current version).
+pub async fn diff_versions(
+    state: &AppState,
+    tenant: TenantId,
+    id: PolicyId,
+    from: Option<i32>,
+    to: Option<i32>,
+) -> Result<(i32, i32, Vec<Change>), ApiError> {
+    let summary = repo::get_summary(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let to = to.unwrap_or(summary.current_version);
+    let from = from.unwrap_or(to - 1);
+    let content_at = |version: i32| async move {
+        if version == 0 {
+            // Version 0 is the empty policy before version 1.
+            return Ok(PolicyContent::default());
+        }
+        get_version(state, tenant, id, version)
+            .await
+            .map(|(content, _)| content)
+    };
+    let before = content_at(from).await?;
+    let after = content_at(to).await?;
+    Ok((from, to, diff(&before, &after)))
+}
+
+/// What a device assigned to the policy would get, with provenance and locks.
+pub async fn resolved(
+    state: &AppState,
+    tenant: TenantId,
+    id: PolicyId,
+) -> Result<(PolicyNode, Resolution), ApiError> {
+    let tree = repo::load_tree(&state.db, tenant).await?;
+    let node = tree
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let resolution = resolve(&tree.chain(id), &BTreeMap::new());
+    Ok((node, resolution))
+}
+
+// ---- export and import --------------------------------------------------------------------
+
+pub const EXPORT_FORMAT: &str = "gmp-policy";
+pub const EXPORT_FORMAT_VERSION: u32 = 1;
+const MIN_PASSPHRASE_CHARS: usize = 12;
+
+/// A policy as a portable document. Secrets are only ever inside `secrets`, encrypted under a
+/// key derived from a passphrase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportDocument {
+    /// Always `gmp-policy`.
+    pub format: String,
+    pub format_version: u32,
+    pub exported_at: DateTime<Utc>,
+    pub policy: ExportedPolicy,
+    /// Setting values by path, secrets left out.
+    pub values: BTreeMap<String, Value>,
+    pub locks: BTreeSet<String>,
+    /// Present only when exported with a passphrase: the secret values, encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<PassphraseBox>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedPolicy {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub version: i32,
+}
+
+fn check_passphrase(passphrase: &str) -> Result<(), ApiError> {
+    if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(ApiError::field(FieldError::new(
+            "passphrase",
+            "too_short",
+            format!("must be at least {MIN_PASSPHRASE_CHARS} characters"),
+        )));
+    }
+    Ok(())
+}
+
+/// Exports the current version. With a passphrase, secrets are included encrypted and the
+/// export is recorded in the change log.
+pub async fn export(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    passphrase: Option<&str>,
+) -> Result<ExportDocument, ApiError> {
+    let tenant = actor.tenant_id;
+    let detail = get(state, tenant, id).await?;
+    let content = &detail.node.content;
+    let mut values = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
+    for (path, value) in &content.values {
+        match value {
+            SettingValue::Plain(v) => {
+                values.insert(path.clone(), v.clone());
+            }
+            SettingValue::Secret(handle) => {
+                let plaintext = state
+                    .keyring
+                    .open(tenant, path, &handle.sealed)
+                    .map_err(ApiError::internal)?;
+                secrets.insert(path.clone(), plaintext);
+            }
+        }
+    }
+    let secrets = match passphrase {
+        None => None,
+        Some(passphrase) => {
+            check_passphrase(passphrase)?;
+            let plaintext = serde_json::to_vec(&secrets).map_err(ApiError::internal)?;
+            let passphrase = passphrase.to_owned();
+            let sealed = tokio::task::spawn_blocking(move || PassphraseBox::seal(&passphrase, &plaintext))
+                .await
+                .map_err(ApiError::internal)?;
+            let txn = db::begin_write(&state.db).await?;
+            let changes = secrets
+                .keys()
+                .map(|p| Change::secret(format!("values.{p}"), ChangeKind::Changed))
+                .collect();
+            audit::record(
+                &txn,
+                actor,
+                tenant,
+                policy_entry("policy.exported_with_secrets", id, changes),
+            )
+            .await?;
+            txn.commit().await?;
+            Some(sealed)
+        }
+    };
+    Ok(ExportDocument {
+        format: EXPORT_FORMAT.into(),
+        format_version: EXPORT_FORMAT_VERSION,
+        exported_at: Utc::now(),
+        policy: ExportedPolicy {
+            name: content.name.clone(),
+            description: content.description.clone(),
+            version: detail.node.version,
+        },
+        values,
+        locks: content.locks.clone(),
+        secrets,
+    })
+}
+
+/// What an import did, or would do.
+#[derive(Debug)]
+pub struct ImportOutcome {
+    pub changes: Vec<Change>,
+    /// The new version; `None` for a dry run.
+    pub policy: Option<PolicyDetail>,
+}
+
+/// Validates the whole document, then (unless `dry_run`) saves its values and locks as one new
+/// version of the policy. Secrets the document does not carry stay as they are.
+pub async fn import(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    expected: Option<Expected>,
+    document: Value,
+    passphrase: Option<String>,
+    comment: Option<String>,
+) -> Result<ImportOutcome, ApiError> {
+    let tenant = actor.tenant_id;
+    let document = parse_document(document)?;
+    let secrets = open_secrets(&document, passphrase).await?;
+
+    let mut v = Validator::new();
+    let catalog = Catalog::get();
+    for path in document.values.keys().filter(|p| catalog.is_secret(p)) {
+        v.push(FieldError::new(
+            format!("document.values.{path}"),
+            "secret_in_clear",
+            "secrets travel only in the encrypted `secrets` part of a document",
+        ));
+    }
+    let mut values = parse_values(
+        &state.keyring,
+        tenant,
+        &document.values,
+        "document.values",
+        &mut v,
+    );
+    if let Some(secrets) = &secrets {
+        for path in secrets.keys().filter(|p| !catalog.is_secret(p)) {
+            v.push(FieldError::new(
+                format!("document.secrets.{path}"),
+                "not_a_secret",
+                "only secret settings belong in `secrets`",
+            ));
+        }
+        let raw: BTreeMap<String, Value> = secrets
+            .iter()
+            .map(|(path, s)| (path.clone(), Value::from(s.as_str())))
+            .collect();
+        values.extend(parse_values(
+            &state.keyring,
+            tenant,
+            &raw,
+            "document.secrets",
+            &mut v,
+        ));
+    }
+    let locks_in: Vec<String> = document.locks.iter().cloned().collect();
+    let locks = parse_paths(&locks_in, "document.locks", &mut v);
+    v.finish().map_err(ApiError::validation)?;
+
+    let carries_secrets = secrets.is_some();
+    let build = move |current: &PolicyNode| {
+        let mut content = current.content.clone();
+        let kept_secrets: BTreeMap<String, SettingValue> = if carries_secrets {
+            BTreeMap::new()
+        } else {
+            content
+                .values
+                .iter()
+                .filter(|(_, v)| matches!(v, SettingValue::Secret(_)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        content.values = values;
+        content.values.extend(kept_secrets);
+        // Import replaces values and locks; the policy keeps its own name and description.
+        content.locks = locks;
+        PolicyNode {
+            content,
+            ..current.clone()
+        }
+    };
+
+    match expected {
+        None => {
+            // Dry run: the same checks against the current tree, nothing written.
+            let mut tree = repo::load_tree(&state.db, tenant).await?;
+            let current = tree
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("policy"))?;
+            let node = build(&current);
+            tree.put(node.clone());
+            check_in_tree(&tree, id, "document.values.")?;
+            Ok(ImportOutcome {
+                changes: diff(&current.content, &node.content),
+                policy: None,
+            })
+        }
+        Some(expected) => {
+            let comment = comment.unwrap_or_else(|| {
+                format!(
+                    "imported from “{}” version {}",
+                    document.policy.name, document.policy.version
+                )
+            });
+            let kind = SaveKind {
+                action: "policy.imported",
+                comment: Some(&comment),
+                field_prefix: "document.values.",
+            };
+            let (saved, changes) = save(
+                state,
+                actor,
+                id,
+                expected,
+                kind,
+                Box::new(move |_, current| Ok(build(current))),
+            )
+            .await?;
+            Ok(ImportOutcome {
+                changes,
+                policy: Some(saved),
+            })
+        }
+    }
+}
+
+fn parse_document(document: Value) -> Result<ExportDocument, ApiError> {
+    let parsed: ExportDocument = serde_path_to_error::deserialize(document).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "document".to_owned()
+        } else {
+            format!("document.{path}")
+        };
+        ApiError::field(FieldError::new(
+            field,
+            "invalid_document",
+            error.into_inner().to_string(),
+        ))
+    })?;
+    if parsed.format != EXPORT_FORMAT {
+        return Err(ApiError::field(FieldError::new(
+            "document.format",
+            "unsupported_format",
+            format!("must be `{EXPORT_FORMAT}`"),
+        )));
+    }
+    if parsed.format_version != EXPORT_FORMAT_VERSION {
+        return Err(ApiError::field(FieldError::new(
+            "document.format_version",
+            "unsupported_format_version",
+            format!("this server reads format version {EXPORT_FORMAT_VERSION}"),
+        )));
+    }
+    Ok(parsed)
+}
+
+async fn open_secrets(
+    document: &ExportDocument,
+    passphrase: Option<String>,
+) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let Some(sealed) = document.secrets.clone() else {
+        return Ok(None);
+    };
+    let passphrase = passphrase.ok_or_else(|| {
+        ApiError::field(FieldError::new(
+            "passphrase",
+            "required",
+            "the document carries encrypted secrets; give its passphrase",
+        ))
+    })?;
+    let opened = tokio::task::spawn_blocking(move || sealed.open(&passphrase))
+        .await
+        .map_err(ApiError::internal)?;
+    let plaintext = opened.map_err(|error| match error {
+        BoxError::WrongPassphrase => ApiError::field(FieldError::new(
+            "passphrase",
+            "wrong_passphrase",
+            error.to_string(),
+        )),
+        BoxError::Malformed(message) => {
+            ApiError::field(FieldError::new("document.secrets", "invalid_document", message))
+        }
+    })?;
+    serde_json::from_slice(&plaintext).map(Some).map_err(|_| {
+        ApiError::field(FieldError::new(
+            "document.secrets",
+            "invalid_document",
+            "the secrets do not decode",
+        ))
+    })
+}
