@@ -20,6 +20,8 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Sign-in, tokens and the signed-in operator"),
         (name = "tenants", description = "MSP organisations (platform admins)"),
         (name = "operators", description = "People of a tenant and their roles"),
+        (name = "policies", description = "The settings catalogue and versioned, inheritable policies"),
+        (name = "audit", description = "The append-only change log"),
         (name = "operations", description = "Health probes"),
     )
 )]

@@ -579,7 +579,6 @@ pub struct ExportDocument {
     /// Always `gmp-policy`.
     pub format: String,
     pub format_version: u32,
-    pub exported_at: DateTime<Utc>,
     pub policy: ExportedPolicy,
     /// Setting values by path, secrets left out.
     pub values: BTreeMap<String, Value>,
@@ -596,6 +595,8 @@ pub struct ExportedPolicy {
     #[serde(default)]
     pub description: String,
     pub version: i32,
+    /// When that version was saved: the same version always exports to the same document.
+    pub saved_at: DateTime<Utc>,
 }
 
 fn check_passphrase(passphrase: &str) -> Result<(), ApiError> {
@@ -664,11 +665,11 @@ pub async fn export(
     Ok(ExportDocument {
         format: EXPORT_FORMAT.into(),
         format_version: EXPORT_FORMAT_VERSION,
-        exported_at: Utc::now(),
         policy: ExportedPolicy {
             name: content.name.clone(),
             description: content.description.clone(),
             version: detail.node.version,
+            saved_at: detail.current.created_at,
         },
         values,
         locks: content.locks.clone(),
