@@ -204,6 +204,15 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn post_with_if_match(&self, path: &str, token: &str, if_match: &str, body: &Value) -> Response {
+        self.request(Method::POST, path, Some(token))
+            .header("if-match", if_match)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn patch(&self, path: &str, token: &str, if_match: Option<&str>, body: &Value) -> Response {
         let mut request = self.request(Method::PATCH, path, Some(token)).json(body);
         if let Some(etag) = if_match {

@@ -10,6 +10,7 @@ mod isolation;
 mod migrations;
 mod openapi;
 mod operators;
+mod policies;
 mod tenants;
 
 mod helpers;
