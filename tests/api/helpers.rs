@@ -8,7 +8,10 @@ use gmp::state::AppState;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
-use std::sync::Once;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Once, mpsc};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -147,8 +150,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     pub platform: Session,
-    /// Kept so the database lives (and is dropped) with the app.
-    _db: TestDb,
+    /// The app's database; dropped with the app.
+    pub db: TestDb,
 }
 
 impl TestApp {
@@ -174,7 +177,7 @@ impl TestApp {
             client,
             state,
             platform: placeholder_session(),
-            _db: db,
+            db,
         };
         test_app.platform = test_app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         test_app
@@ -204,7 +207,13 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn post_with_if_match(&self, path: &str, token: &str, if_match: &str, body: &Value) -> Response {
+    pub async fn post_with_if_match(
+        &self,
+        path: &str,
+        token: &str,
+        if_match: &str,
+        body: &Value,
+    ) -> Response {
         self.request(Method::POST, path, Some(token))
             .header("if-match", if_match)
             .json(body)
@@ -328,4 +337,160 @@ pub fn etag_of(response: &Response) -> String {
         .to_str()
         .unwrap()
         .to_owned()
+}
+
+/// The real `gmp` binary, started as a person would, with its output captured.
+pub struct Server {
+    child: Child,
+    port: u16,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gmp"));
+        command
+            .arg("serve")
+            .env("GMP_BIND", "127.0.0.1:0")
+            .env("GMP_DATA_DIR", db.dir.path().join("data"))
+            .env("GMP_LOG_FORMAT", "json")
+            .env("GMP_WORKERS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("GMP_")) {
+            command.env_remove(name);
+        }
+        if db.is_postgres() {
+            command.env("GMP_DATABASE_URL", &db.url);
+        }
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("gmp starts");
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let line = stdout
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("gmp logs that it is listening");
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "listening" {
+                break entry["port"].as_u64().unwrap() as u16;
+            }
+        };
+        Self {
+            child,
+            port,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Everything logged to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        self.stdout.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stderr up to and including the first line containing `needle` (waits for it).
+    pub fn stderr_until(&self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                break;
+            }
+        }
+        seen.join("\n")
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "gmp did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+impl TestDb {
+    /// Everything the database holds, as text: the SQLite files byte for byte, or a
+    /// `pg_dump` of the PostgreSQL database.
+    pub fn dump(&self) -> Vec<u8> {
+        match &self.postgres {
+            Some((server_url, name)) => {
+                let output = Command::new("pg_dump")
+                    .arg("--dbname")
+                    .arg(with_database(server_url, name))
+                    .output()
+                    .expect("pg_dump runs");
+                assert!(
+                    output.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                output.stdout
+            }
+            None => {
+                let mut bytes = Vec::new();
+                for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.file_name().unwrap().to_string_lossy().starts_with("test.db") {
+                        bytes.extend(std::fs::read(path).unwrap());
+                    }
+                }
+                assert!(!bytes.is_empty(), "the SQLite files exist");
+                bytes
+            }
+        }
+    }
+}
+
+/// True when `needle` occurs anywhere in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
 }

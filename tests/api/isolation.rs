@@ -118,7 +118,10 @@ async fn snapshot(app: &TestApp, victim: &Victim, routes: &[Route]) -> BTreeMap<
         };
         let response = app.get(&path, token).await;
         assert_eq!(response.status(), 200, "B cannot read its own {path}");
-        let etag = response.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+        let etag = response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_owned());
         etags.insert(path, format!("{etag:?} {}", response.text().await.unwrap()));
     }
     etags

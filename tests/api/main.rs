@@ -1,6 +1,7 @@
 //! Black-box API tests: the real server on a random port, a fresh database per test.
 //! Run against PostgreSQL by setting `TEST_DATABASE_URL=postgres://…` (see the README).
 
+mod audit;
 mod auth;
 mod bootstrap;
 mod docs;
@@ -10,7 +11,9 @@ mod isolation;
 mod migrations;
 mod openapi;
 mod operators;
-mod policies;
+pub mod policies;
+mod secrets;
 mod tenants;
+mod transfer;
 
 mod helpers;

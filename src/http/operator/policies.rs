@@ -2,10 +2,10 @@
 //! import. Everyone reads; editors change; exporting secrets is for admins.
 
 use crate::auth::{Admin, Editor, Operator};
+use crate::domain::PolicyId;
 use crate::domain::diff::{Change, ChangeKind};
 use crate::domain::policy::{PolicyContent, PolicyRef};
 use crate::domain::resolve::Source;
-use crate::domain::PolicyId;
 use crate::error::ApiError;
 use crate::http::etag::{if_match, json_with_etag};
 use crate::http::json::ApiJson;
@@ -46,7 +46,11 @@ pub struct PolicyResponse {
 }
 
 fn masked(content: &PolicyContent) -> BTreeMap<String, Value> {
-    content.values.iter().map(|(path, value)| (path.clone(), value.masked())).collect()
+    content
+        .values
+        .iter()
+        .map(|(path, value)| (path.clone(), value.masked()))
+        .collect()
 }
 
 impl From<PolicyDetail> for PolicyResponse {
@@ -350,9 +354,19 @@ pub struct ImportResponse {
 }
 
 fn export_response(document: policies::ExportDocument) -> Result<HttpResponse, ApiError> {
-    let file_name = format!("policy-{}-v{}.json", document.policy.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), document.policy.version);
+    let file_name = format!(
+        "policy-{}-v{}.json",
+        document
+            .policy
+            .name
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        document.policy.version
+    );
     Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file_name}\"")))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ))
         .json(document))
 }
 
@@ -374,14 +388,16 @@ pub async fn list_policies(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = policies::list(&state, caller.tenant_id, query.to_request()?).await?;
-    Ok(HttpResponse::Ok().json(PageResponse::from_page(page, |p| PolicySummaryResponse {
-        id: p.id.0,
-        parent_id: p.parent_id.map(|p| p.0),
-        name: p.name,
-        version: p.current_version,
-        created_at: p.created_at,
-        updated_at: p.updated_at,
-    })))
+    Ok(
+        HttpResponse::Ok().json(PageResponse::from_page(page, |p| PolicySummaryResponse {
+            id: p.id.0,
+            parent_id: p.parent_id.map(|p| p.0),
+            name: p.name,
+            version: p.current_version,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        })),
+    )
 }
 
 /// Create a child policy (version 1). It inherits everything it does not set.
@@ -523,7 +539,8 @@ pub async fn list_policy_versions(
     }
     .to_request()?
     .limit;
-    let (items, next_after) = policies::list_versions(&state, caller.tenant_id, PolicyId(*path), query.after, limit).await?;
+    let (items, next_after) =
+        policies::list_versions(&state, caller.tenant_id, PolicyId(*path), query.after, limit).await?;
     Ok(HttpResponse::Ok().json(VersionListResponse {
         items: items
             .into_iter()
@@ -587,7 +604,8 @@ pub async fn diff_policy_versions(
     path: web::Path<Uuid>,
     query: web::Query<DiffQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (from, to, changes) = policies::diff_versions(&state, caller.tenant_id, PolicyId(*path), query.from, query.to).await?;
+    let (from, to, changes) =
+        policies::diff_versions(&state, caller.tenant_id, PolicyId(*path), query.from, query.to).await?;
     Ok(HttpResponse::Ok().json(DiffResponse {
         from,
         to,
@@ -622,7 +640,15 @@ pub async fn rollback_policy(
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
     let body = body.0;
-    let detail = policies::rollback(&state, &caller.actor(), PolicyId(*path), expected, body.version, body.comment).await?;
+    let detail = policies::rollback(
+        &state,
+        &caller.actor(),
+        PolicyId(*path),
+        expected,
+        body.version,
+        body.comment,
+    )
+    .await?;
     Ok(policy_response(HttpResponse::Ok(), detail))
 }
 
@@ -715,7 +741,8 @@ pub async fn export_policy_with_secrets(
     path: web::Path<Uuid>,
     body: ApiJson<ExportRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let document = policies::export(&state, &caller.actor(), PolicyId(*path), Some(&body.0.passphrase)).await?;
+    let document =
+        policies::export(&state, &caller.actor(), PolicyId(*path), Some(&body.0.passphrase)).await?;
     export_response(document)
 }
 
@@ -751,8 +778,16 @@ pub async fn import_policy(
     let dry_run = query.dry_run.unwrap_or(false);
     let expected = if dry_run { None } else { Some(if_match(&req)?) };
     let body = body.0;
-    let outcome =
-        policies::import(&state, &caller.actor(), PolicyId(*path), expected, body.document, body.passphrase, body.comment).await?;
+    let outcome = policies::import(
+        &state,
+        &caller.actor(),
+        PolicyId(*path),
+        expected,
+        body.document,
+        body.passphrase,
+        body.comment,
+    )
+    .await?;
     let response = ImportResponse {
         dry_run,
         changes: outcome.changes.into_iter().map(ChangeResponse::from).collect(),

@@ -1,0 +1,148 @@
+//! Secrets never appear in clear in storage, logs or responses.
+
+use crate::helpers::{Server, TestApp, TestDb, contains_bytes};
+use crate::policies::{SECRET, root_policy, save, save_ok, seed_settings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const REJECTED_SECRET: &str = "REJECTED-PRIVATE-KEY-91bd";
+
+#[tokio::test]
+async fn secrets_are_encrypted_in_the_database() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let (id, etag) = root_policy(&app, admin).await;
+    let (_, etag) = save_ok(&app, admin, &id, &etag, seed_settings()).await;
+    // A rejected save carrying another secret stores nothing.
+    let rejected = save(
+        &app,
+        admin,
+        &id,
+        &etag,
+        json!({"set": {"connectwise.private_key": REJECTED_SECRET, "connectwise.site": "ftp://bad"}}),
+    )
+    .await;
+    assert_eq!(rejected.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let dump = app.db.dump();
+    assert!(
+        contains_bytes(&dump, "na.myconnectwise.net"),
+        "the dump holds the stored settings"
+    );
+    assert!(
+        !contains_bytes(&dump, SECRET),
+        "the private key is stored in clear"
+    );
+    assert!(!contains_bytes(&dump, REJECTED_SECRET));
+    assert!(contains_bytes(&dump, "$secret"), "stored as a sealed envelope");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_responses_or_the_change_log() {
+    let db = TestDb::fresh().await;
+    let server = Server::start(
+        &db,
+        &[
+            ("GMP_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
+            ("GMP_BOOTSTRAP_ADMIN_PASSWORD", "configured admin passphrase"),
+            ("GMP_LOG_LEVEL", "debug"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"email": "root@example.com", "password": "configured admin passphrase"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let list: Value = client
+        .get(server.url("/api/v1/policies"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["items"][0]["id"].as_str().unwrap();
+    let policy_url = server.url(&format!("/api/v1/policies/{id}"));
+
+    let mut bodies = Vec::new();
+    let saved = client
+        .patch(&policy_url)
+        .bearer_auth(token)
+        .header("if-match", "\"1\"")
+        .json(&seed_settings())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), StatusCode::OK);
+    bodies.push(saved.text().await.unwrap());
+    let rejected = client
+        .patch(&policy_url)
+        .bearer_auth(token)
+        .header("if-match", "\"2\"")
+        .json(&json!({"set": {"connectwise.private_key": REJECTED_SECRET, "connectwise.site": "ftp://bad"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    bodies.push(rejected.text().await.unwrap());
+    let stale = client
+        .patch(&policy_url)
+        .bearer_auth(token)
+        .header("if-match", "\"1\"")
+        .json(&json!({"set": {"connectwise.private_key": REJECTED_SECRET}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    bodies.push(stale.text().await.unwrap());
+    for path in ["", "/resolved", "/versions/2", "/diff", "/export"] {
+        let response = client
+            .get(format!("{policy_url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        bodies.push(response.text().await.unwrap());
+    }
+    let audit = client
+        .get(server.url("/api/v1/audit/changes?limit=200"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    bodies.push(audit.text().await.unwrap());
+    let exported = client
+        .post(format!("{policy_url}/export"))
+        .bearer_auth(token)
+        .json(&json!({"passphrase": "a long export passphrase"}))
+        .send()
+        .await
+        .unwrap();
+    bodies.push(exported.text().await.unwrap());
+
+    let stdout = server.stdout_so_far();
+    let stderr = server.stderr_so_far();
+    assert!(server.terminate().success());
+    assert!(stdout.contains("request served"), "debug logs were captured");
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(
+            !text.contains(SECRET) && !text.contains(REJECTED_SECRET),
+            "a secret reached {what}"
+        );
+    }
+    for body in &bodies {
+        assert!(
+            !body.contains(SECRET) && !body.contains(REJECTED_SECRET),
+            "a secret reached a response: {body}"
+        );
+    }
+}
