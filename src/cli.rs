@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::domain::audit::Actor;
-use crate::domain::{Role, TenantId};
+use crate::domain::{PolicyId, Role, TenantId};
 use crate::services::operators::NewOperatorInput;
 use crate::startup::{Application, shutdown_signal};
 use crate::state::AppState;
@@ -48,6 +48,53 @@ enum Command {
     Operator {
         #[command(subcommand)]
         action: OperatorAction,
+    },
+    /// Master keys for secrets at rest.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Export or import a policy as a document.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Re-encrypt every stored secret under the current master key. Configure the new key as
+    /// `master_key` and the old ones in `previous_master_keys` first; afterwards the old keys
+    /// can be removed.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Print a policy's current version as a `gmp-policy` document.
+    Export {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long)]
+        policy: uuid::Uuid,
+        /// Include secrets, encrypted under the passphrase in this file.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Import a document into a policy as one new version (or only show the diff).
+    Import {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long)]
+        policy: uuid::Uuid,
+        /// The document (`-` for standard input).
+        #[arg(long)]
+        file: PathBuf,
+        /// The passphrase of the document's secrets, in this file.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -205,9 +252,84 @@ async fn run(command: Command, config: Config) -> CliResult {
                 println!("password {password}");
             }
         }
+        Command::Keys {
+            action: KeysAction::Rotate,
+        } => {
+            let state = admin_state(config).await?;
+            let rotation = services::keys::rotate(&state.db, &state.keyring)
+                .await
+                .map_err(describe)?;
+            println!(
+                "checked {} policy versions, re-encrypted {} secrets under key {}",
+                rotation.versions_checked,
+                rotation.secrets_resealed,
+                state.keyring.current_kid()
+            );
+        }
+        Command::Policy { action } => run_policy(action, admin_state(config).await?).await?,
         Command::Openapi { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(())
+}
+
+async fn run_policy(action: PolicyAction, state: AppState) -> CliResult {
+    match action {
+        PolicyAction::Export {
+            tenant,
+            policy,
+            passphrase_file,
+        } => {
+            let passphrase = passphrase_file.as_deref().map(read_passphrase).transpose()?;
+            let actor = Actor::system(TenantId(tenant));
+            let document =
+                services::policies::export(&state, &actor, PolicyId(policy), passphrase.as_deref())
+                    .await
+                    .map_err(describe)?;
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+        PolicyAction::Import {
+            tenant,
+            policy,
+            file,
+            passphrase_file,
+            dry_run,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)?
+            };
+            let document: serde_json::Value = serde_json::from_str(&text)?;
+            let passphrase = passphrase_file.as_deref().map(read_passphrase).transpose()?;
+            let expected = (!dry_run).then_some(crate::domain::Expected::Any);
+            let actor = Actor::system(TenantId(tenant));
+            let outcome = services::policies::import(
+                &state,
+                &actor,
+                PolicyId(policy),
+                expected,
+                document,
+                passphrase,
+                None,
+            )
+            .await
+            .map_err(describe)?;
+            for change in &outcome.changes {
+                println!("{:?} {}", change.change, change.field);
+            }
+            match outcome.policy {
+                Some(saved) => println!("saved version {}", saved.node.version),
+                None => println!("dry run: nothing changed"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_passphrase(path: &std::path::Path) -> Result<String, std::io::Error> {
+    Ok(std::fs::read_to_string(path)?
+        .trim_end_matches(['\n', '\r'])
+        .to_owned())
 }
 
 async fn connect(config: &Config) -> Result<sea_orm::DatabaseConnection, Box<dyn std::error::Error>> {

@@ -1,4 +1,5 @@
-//! Logging: `tracing` to stdout, human-readable or one JSON object per line.
+//! Logging: `tracing` to stderr (stdout stays free for what commands print), human-readable
+//! or one JSON object per line.
 
 use crate::config::LogFormat;
 use std::io::IsTerminal;
@@ -11,7 +12,9 @@ pub fn init(format: LogFormat, level: &str) {
         Ok(filter) => (filter, None),
         Err(error) => (EnvFilter::new("info"), Some(error)),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Json => builder
             .json()
@@ -19,7 +22,7 @@ pub fn init(format: LogFormat, level: &str) {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Pretty => builder.with_ansi(std::io::stdout().is_terminal()).try_init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
     if installed.is_ok()
         && let Some(error) = bad_filter

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod keys;
 pub mod operators;
 pub mod policies;
 pub mod tenants;

@@ -28,7 +28,8 @@ fn printed(stderr: &str, label: &str) -> String {
 async fn first_start_prints_a_generated_admin_once_and_keys_persist() {
     let db = TestDb::fresh().await;
     let server = Server::start(&db, &[]);
-    let stderr = server.stderr_until("password:");
+    server.wait_for(|line| line.contains("password:"));
+    let stderr = server.output();
     let email = printed(&stderr, "email:");
     let password = printed(&stderr, "password:");
     assert!(password.len() >= 32, "generated password is long");
@@ -54,7 +55,7 @@ async fn first_start_prints_a_generated_admin_once_and_keys_persist() {
     // Second start: no new admin, nothing printed, same keys (the old token still verifies).
     let again = Server::start(&db, &[]);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!again.stderr_so_far().contains("password:"));
+    assert!(!again.output().contains("password:"));
     assert_eq!(login(&again, &email, &password).await.status(), StatusCode::OK);
     let me = reqwest::Client::new()
         .get(again.url("/api/v1/me"))
@@ -82,7 +83,7 @@ async fn configured_bootstrap_admin_is_used_and_its_password_never_printed() {
             .status(),
         StatusCode::OK
     );
-    let output = server.stderr_so_far();
+    let output = server.output();
     assert!(!output.contains("configured admin passphrase"));
     assert!(server.terminate().success());
 }

@@ -10,7 +10,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Once, mpsc};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -65,6 +65,18 @@ impl TestDb {
                 dir,
                 postgres: None,
             },
+        }
+    }
+
+    /// The database the `gmp` binary uses with `gmp_command`: the same PostgreSQL database, or
+    /// the default SQLite file in its data directory.
+    pub fn binary_url(&self) -> String {
+        match self.postgres {
+            Some(_) => self.url.clone(),
+            None => format!(
+                "sqlite://{}?mode=ro",
+                self.dir.path().join("data").join("gmp.db").display()
+            ),
         }
     }
 
@@ -339,85 +351,77 @@ pub fn etag_of(response: &Response) -> String {
         .to_owned()
 }
 
+/// The `gmp` binary on the test's database, with only the `GMP_*` variables given.
+pub fn gmp_command(db: &TestDb, extra_env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gmp"));
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("GMP_")) {
+        command.env_remove(name);
+    }
+    command.env("GMP_DATA_DIR", db.dir.path().join("data"));
+    if db.is_postgres() {
+        command.env("GMP_DATABASE_URL", &db.url);
+    }
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    command
+}
+
 /// The real `gmp` binary, started as a person would, with its output captured.
 pub struct Server {
     child: Child,
     port: u16,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+    output: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     pub fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gmp"));
+        let mut command = gmp_command(db, extra_env);
         command
             .arg("serve")
             .env("GMP_BIND", "127.0.0.1:0")
-            .env("GMP_DATA_DIR", db.dir.path().join("data"))
             .env("GMP_LOG_FORMAT", "json")
             .env("GMP_WORKERS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("GMP_")) {
-            command.env_remove(name);
-        }
-        if db.is_postgres() {
-            command.env("GMP_DATABASE_URL", &db.url);
-        }
-        for (name, value) in extra_env {
-            command.env(name, value);
-        }
         let mut child = command.spawn().expect("gmp starts");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let port = loop {
-            let line = stdout
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("gmp logs that it is listening");
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if entry["message"] == "listening" {
-                break entry["port"].as_u64().unwrap() as u16;
-            }
-        };
-        Self {
+        let output = Arc::new(Mutex::new(Vec::new()));
+        capture(child.stdout.take().unwrap(), output.clone());
+        capture(child.stderr.take().unwrap(), output.clone());
+        let mut server = Self {
             child,
-            port,
-            stdout,
-            stderr,
-        }
+            port: 0,
+            output,
+        };
+        let listening = server.wait_for(|line| line.contains("\"listening\""));
+        let entry: Value = serde_json::from_str(&listening).expect("a JSON log line");
+        server.port = entry["port"].as_u64().expect("the port is logged") as u16;
+        server
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Everything logged to stdout so far.
-    pub fn stdout_so_far(&self) -> String {
-        self.stdout.try_iter().collect::<Vec<_>>().join("\n")
+    /// Everything the server printed so far, logs and banner, stdout and stderr.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
     }
 
-    pub fn stderr_so_far(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
-    }
-
-    /// Stderr up to and including the first line containing `needle` (waits for it).
-    pub fn stderr_until(&self, needle: &str) -> String {
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Ok(line) = self
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                break;
+    /// The first line of output matching `wanted`, waiting for it.
+    pub fn wait_for(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self.output.lock().unwrap().iter().find(|l| wanted(l)) {
+                return line.clone();
             }
+            assert!(
+                Instant::now() < deadline,
+                "gmp never printed the expected line:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        seen.join("\n")
     }
 
     /// SIGTERM, then the exit status.
@@ -443,16 +447,12 @@ impl Drop for Server {
     }
 }
 
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
+fn capture(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
+            into.lock().unwrap().push(line);
         }
     });
-    receiver
 }
 
 impl TestDb {
@@ -475,10 +475,14 @@ impl TestDb {
             }
             None => {
                 let mut bytes = Vec::new();
-                for entry in std::fs::read_dir(self.dir.path()).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.file_name().unwrap().to_string_lossy().starts_with("test.db") {
-                        bytes.extend(std::fs::read(path).unwrap());
+                // The tests' own file, or the binary's default one in its data directory.
+                for dir in [self.dir.path().to_owned(), self.dir.path().join("data")] {
+                    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+                        let path = entry.unwrap().path();
+                        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                        if name.starts_with("test.db") || name.starts_with("gmp.db") {
+                            bytes.extend(std::fs::read(path).unwrap());
+                        }
                     }
                 }
                 assert!(!bytes.is_empty(), "the SQLite files exist");

@@ -16,7 +16,22 @@ struct Victim {
 async fn populate(app: &TestApp) -> Victim {
     let tenant = app.create_tenant("Victim Tenant B").await;
     let editor = app.create_operator(&tenant.admin, "editor").await;
+    let (root, etag) = crate::policies::root_policy(app, &tenant.admin).await;
+    crate::policies::save_ok(app, &tenant.admin, &root, &etag, crate::policies::seed_settings()).await;
+    let child = app
+        .post(
+            "/api/v1/policies",
+            Some(&tenant.admin.access),
+            &serde_json::json!({"name": "Victim Child Policy", "set": {"ticketing.events.replication.enabled": false}}),
+        )
+        .await;
+    assert_eq!(child.status(), 201);
+    let child: Value = child.json().await.unwrap();
     let markers = vec![
+        crate::policies::SECRET.to_owned(),
+        root.clone(),
+        child["id"].as_str().unwrap().to_owned(),
+        "Victim Child Policy".to_owned(),
         tenant.id.clone(),
         tenant.name.clone(),
         tenant.admin.operator_id.clone(),

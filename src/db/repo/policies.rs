@@ -8,8 +8,8 @@ use crate::domain::{Expected, OperatorId, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -374,11 +374,4 @@ pub async fn replace_version_values(
         .exec(conn)
         .await?;
     Ok(())
-}
-
-pub async fn count(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<u64, DbErr> {
-    policies::Entity::find()
-        .filter(policies::Column::TenantId.eq(tenant.0))
-        .count(conn)
-        .await
 }
