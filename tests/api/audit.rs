@@ -202,3 +202,81 @@ async fn the_log_cannot_be_changed_or_deleted() {
         .collect();
     assert_eq!(methods, ["get"]);
 }
+
+#[tokio::test]
+async fn rollbacks_imports_deletes_and_renames_are_logged() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let (root, etag) = root_policy(&app, admin).await;
+    let (_, etag) = save_ok(&app, admin, &root, &etag, json!({"description": "first"})).await;
+    let rollback = app
+        .post_with_if_match(
+            &format!("/api/v1/policies/{root}/rollback"),
+            &admin.access,
+            &etag,
+            &json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(rollback.status(), StatusCode::OK);
+    let etag = rollback.headers()["etag"].to_str().unwrap().to_owned();
+    let document: Value = app
+        .get(&format!("/api/v1/policies/{root}/export"), &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let import = app
+        .post_with_if_match(
+            &format!("/api/v1/policies/{root}/import"),
+            &admin.access,
+            &etag,
+            &json!({"document": document}),
+        )
+        .await;
+    assert_eq!(import.status(), StatusCode::OK);
+    let child: Value = app
+        .post("/api/v1/policies", Some(&admin.access), &json!({"name": "Temp"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let child_id = child["id"].as_str().unwrap();
+    assert_eq!(
+        app.delete(&format!("/api/v1/policies/{child_id}"), &admin.access, Some("*"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let rename = app
+        .patch(
+            &format!("/api/v1/tenants/{}", tenant.id),
+            &app.platform.access,
+            Some("*"),
+            &json!({"name": "Acme Renamed"}),
+        )
+        .await;
+    assert_eq!(rename.status(), StatusCode::OK);
+
+    let log = entries(&app, &admin.access, "?limit=200").await;
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for action in [
+        "policy.rolled_back",
+        "policy.imported",
+        "policy.deleted",
+        "tenant.renamed",
+    ] {
+        assert!(actions.contains(&action), "{action} missing from {actions:?}");
+    }
+    let rolled = log.iter().find(|e| e["action"] == "policy.rolled_back").unwrap();
+    assert_eq!(
+        rolled["changes"],
+        json!([{"field": "description", "change": "changed", "before": "first", "after": "Settings every device of the tenant inherits."}])
+    );
+    let renamed = log.iter().find(|e| e["action"] == "tenant.renamed").unwrap();
+    assert_eq!(
+        renamed["changes"],
+        json!([{"field": "name", "change": "changed", "before": "Acme", "after": "Acme Renamed"}])
+    );
+    assert_eq!(renamed["actor"], crate::helpers::ADMIN_EMAIL);
+}
