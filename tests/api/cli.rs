@@ -1,6 +1,6 @@
 //! The command line's admin tasks on a real database: key rotation and policy documents.
 
-use crate::helpers::{Server, TestDb, contains_bytes, gmp_command};
+use crate::helpers::{SERVER_ADMIN, Server, TestDb, contains_bytes, gmp_command};
 use crate::policies::{SECRET, seed_settings};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -9,51 +9,12 @@ use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-const ADMIN: (&str, &str) = ("root@example.com", "configured admin passphrase");
 const PASSPHRASE: &str = "a long export passphrase";
-
-struct Signed {
-    client: reqwest::Client,
-    token: String,
-    policy_url: String,
-}
-
-async fn sign_in(server: &Server) -> Signed {
-    let client = reqwest::Client::new();
-    let login: Value = client
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({"email": ADMIN.0, "password": ADMIN.1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap().to_owned();
-    let list: Value = client
-        .get(server.url("/api/v1/policies"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let policy_url = server.url(&format!(
-        "/api/v1/policies/{}",
-        list["items"][0]["id"].as_str().unwrap()
-    ));
-    Signed {
-        client,
-        token,
-        policy_url,
-    }
-}
 
 fn env_with_key(key: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("GMP_BOOTSTRAP_ADMIN_EMAIL", ADMIN.0.to_owned()),
-        ("GMP_BOOTSTRAP_ADMIN_PASSWORD", ADMIN.1.to_owned()),
+        ("GMP_BOOTSTRAP_ADMIN_EMAIL", SERVER_ADMIN.0.to_owned()),
+        ("GMP_BOOTSTRAP_ADMIN_PASSWORD", SERVER_ADMIN.1.to_owned()),
         ("GMP_MASTER_KEY", key.to_owned()),
     ]
 }
@@ -96,7 +57,7 @@ async fn rotating_the_master_key_reseals_every_secret() {
     let (old_key, new_key) = ([1u8; 32], [2u8; 32]);
     let old_env = env_with_key(&BASE64.encode(old_key));
     let server = Server::start(&db, &as_refs(&old_env));
-    let signed = sign_in(&server).await;
+    let signed = server.sign_in().await;
     let saved = signed
         .client
         .patch(&signed.policy_url)
@@ -128,7 +89,7 @@ async fn rotating_the_master_key_reseals_every_secret() {
     // The old key is gone from the configuration, and the secret still opens.
     let new_env = env_with_key(&BASE64.encode(new_key));
     let server = Server::start(&db, &as_refs(&new_env));
-    let signed = sign_in(&server).await;
+    let signed = server.sign_in().await;
     let document: Value = signed
         .client
         .post(format!("{}/export", signed.policy_url))
@@ -151,7 +112,7 @@ async fn policies_export_and_import_from_the_command_line() {
     let db = TestDb::fresh().await;
     let env = env_with_key(&BASE64.encode([3u8; 32]));
     let server = Server::start(&db, &as_refs(&env));
-    let signed = sign_in(&server).await;
+    let signed = server.sign_in().await;
     let policy: Value = signed
         .client
         .patch(&signed.policy_url)

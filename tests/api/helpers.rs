@@ -441,6 +441,51 @@ impl Server {
     }
 }
 
+/// The credentials tests give the binary's bootstrap admin.
+pub const SERVER_ADMIN: (&str, &str) = ("root@example.com", "configured admin passphrase");
+
+/// The bootstrap admin signed in to a `Server`, with the URL of its tenant's root policy.
+pub struct ServerSession {
+    pub client: reqwest::Client,
+    pub token: String,
+    pub policy_url: String,
+}
+
+impl Server {
+    /// Signs in as `SERVER_ADMIN` (pass it as `GMP_BOOTSTRAP_ADMIN_*` on start).
+    pub async fn sign_in(&self) -> ServerSession {
+        let client = reqwest::Client::new();
+        let login: Value = client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"email": SERVER_ADMIN.0, "password": SERVER_ADMIN.1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().expect("signed in").to_owned();
+        let list: Value = client
+            .get(self.url("/api/v1/policies"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let policy_url = self.url(&format!(
+            "/api/v1/policies/{}",
+            list["items"][0]["id"].as_str().unwrap()
+        ));
+        ServerSession {
+            client,
+            token,
+            policy_url,
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

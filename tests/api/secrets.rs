@@ -1,9 +1,9 @@
 //! Secrets never appear in clear in storage, logs or responses.
 
-use crate::helpers::{Server, TestApp, TestDb, contains_bytes};
+use crate::helpers::{SERVER_ADMIN, Server, TestApp, TestDb, contains_bytes};
 use crate::policies::{SECRET, root_policy, save, save_ok, seed_settings};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const REJECTED_SECRET: &str = "REJECTED-PRIVATE-KEY-91bd";
 
@@ -44,33 +44,17 @@ async fn secrets_never_reach_logs_responses_or_the_change_log() {
     let server = Server::start(
         &db,
         &[
-            ("GMP_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
-            ("GMP_BOOTSTRAP_ADMIN_PASSWORD", "configured admin passphrase"),
+            ("GMP_BOOTSTRAP_ADMIN_EMAIL", SERVER_ADMIN.0),
+            ("GMP_BOOTSTRAP_ADMIN_PASSWORD", SERVER_ADMIN.1),
             ("GMP_LOG_LEVEL", "debug"),
         ],
     );
-    let client = reqwest::Client::new();
-    let login: Value = client
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({"email": "root@example.com", "password": "configured admin passphrase"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"].as_str().unwrap();
-    let list: Value = client
-        .get(server.url("/api/v1/policies"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = list["items"][0]["id"].as_str().unwrap();
-    let policy_url = server.url(&format!("/api/v1/policies/{id}"));
+    let session = server.sign_in().await;
+    let (client, token, policy_url) = (
+        &session.client,
+        session.token.as_str(),
+        session.policy_url.clone(),
+    );
 
     let mut bodies = Vec::new();
     let saved = client
