@@ -41,6 +41,8 @@ codes! {
     InvalidToken => 401, "invalid_token", "The access token is invalid or expired";
     InvalidCredentials => 401, "invalid_credentials", "The email or password is wrong";
     InvalidRefreshToken => 401, "invalid_refresh_token", "The refresh token is invalid, expired or already used";
+    InvalidEnrollmentToken => 401, "invalid_enrollment_token", "The enrollment token is invalid, expired, used up or revoked";
+    InvalidDeviceCredential => 401, "invalid_device_credential", "The device credential is invalid or the device was decommissioned";
     Forbidden => 403, "forbidden", "Your role does not allow this";
     NotFound => 404, "not_found", "The resource does not exist";
     RouteNotFound => 404, "route_not_found", "No such route";
@@ -50,6 +52,7 @@ codes! {
     UnsupportedMediaType => 415, "unsupported_media_type", "The request body must be application/json";
     ValidationFailed => 422, "validation_failed", "The request has invalid fields";
     PreconditionRequired => 428, "precondition_required", "This update needs an If-Match header";
+    RateLimited => 429, "rate_limited", "Too many requests; retry after the time given";
     Internal => 500, "internal_error", "Something went wrong on our side";
     Unavailable => 503, "service_unavailable", "The service is temporarily unavailable";
 }
@@ -68,6 +71,8 @@ pub struct ApiError {
     pub code: Code,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// Seconds to wait before retrying (`Retry-After`).
+    pub retry_after: Option<u64>,
     cause: Option<Cause>,
 }
 
@@ -79,8 +84,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
             cause: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// A 422 listing every invalid field.

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_tenants_operators;
 mod m20261127_000002_policies_audit;
+mod m20261127_000003_devices;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_tenants_operators::Migration),
             Box::new(m20261127_000002_policies_audit::Migration),
+            Box::new(m20261127_000003_devices::Migration),
         ]
     }
 }

@@ -95,6 +95,7 @@ impl<P: Permission> Operator<P> {
         Actor {
             tenant_id: self.tenant_id,
             operator_id: Some(self.id),
+            device_id: None,
             request_id: self.request_id.clone(),
         }
     }

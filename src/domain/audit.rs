@@ -1,7 +1,7 @@
 //! The change log: who changed what, when, with field-level before and after.
 
 use super::diff::Change;
-use super::{OperatorId, TenantId};
+use super::{DeviceId, OperatorId, TenantId};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -12,15 +12,28 @@ pub struct Actor {
     /// The actor's own tenant (a platform admin acts on other tenants).
     pub tenant_id: TenantId,
     pub operator_id: Option<OperatorId>,
+    /// A device acting for itself (registering).
+    pub device_id: Option<DeviceId>,
     pub request_id: Option<String>,
 }
 
 impl Actor {
+    /// A device acting for itself.
+    pub fn device(tenant_id: TenantId, device_id: DeviceId, request_id: Option<String>) -> Self {
+        Self {
+            tenant_id,
+            operator_id: None,
+            device_id: Some(device_id),
+            request_id,
+        }
+    }
+
     /// The server itself, e.g. an admin command run from the shell.
     pub fn system(tenant_id: TenantId) -> Self {
         Self {
             tenant_id,
             operator_id: None,
+            device_id: None,
             request_id: None,
         }
     }
@@ -43,7 +56,7 @@ pub struct Entry {
     pub id: Uuid,
     pub tenant_id: TenantId,
     pub actor_id: Option<OperatorId>,
-    /// The actor's email at the time, or `system`.
+    /// The actor's email at the time, `device <id>`, or `system`.
     pub actor_label: String,
     pub action: String,
     pub target_type: String,

@@ -4,7 +4,7 @@
 use super::policy::{PolicyContent, SettingValue};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,10 +72,30 @@ pub fn diff(before: &PolicyContent, after: &PolicyContent) -> Vec<Change> {
             ));
         }
     }
-    let paths: BTreeSet<&String> = before.values.keys().chain(after.values.keys()).collect();
+    changes.extend(diff_values(&before.values, &after.values));
+    for path in before.locks.symmetric_difference(&after.locks) {
+        let locked = after.locks.contains(path);
+        changes.push(Change::of(
+            format!("locks.{path}"),
+            Some(Value::Bool(!locked)),
+            Some(Value::Bool(locked)),
+        ));
+    }
+    changes.sort_by(|a, b| a.field.cmp(&b.field));
+    changes
+}
+
+/// Differences between two sets of values, as `values.<path>` changes (policy values or a
+/// device's own values alike).
+pub fn diff_values(
+    before: &BTreeMap<String, SettingValue>,
+    after: &BTreeMap<String, SettingValue>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let paths: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     for path in paths {
         let field = format!("values.{path}");
-        match (before.values.get(path), after.values.get(path)) {
+        match (before.get(path), after.get(path)) {
             (Some(old), Some(new)) if old.same_as(new) => {}
             (old, new) => {
                 let is_secret = matches!(old, Some(SettingValue::Secret(_)))
@@ -97,15 +117,6 @@ pub fn diff(before: &PolicyContent, after: &PolicyContent) -> Vec<Change> {
             }
         }
     }
-    for path in before.locks.symmetric_difference(&after.locks) {
-        let locked = after.locks.contains(path);
-        changes.push(Change::of(
-            format!("locks.{path}"),
-            Some(Value::Bool(!locked)),
-            Some(Value::Bool(locked)),
-        ));
-    }
-    changes.sort_by(|a, b| a.field.cmp(&b.field));
     changes
 }
 

@@ -49,3 +49,11 @@ id_type!(
     /// A policy: a named, versioned set of setting values in a tenant's tree.
     PolicyId
 );
+id_type!(
+    /// An appliance or vault registered to a tenant.
+    DeviceId
+);
+id_type!(
+    /// A token devices register with.
+    EnrollmentTokenId
+);

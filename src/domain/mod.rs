@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod device;
 pub mod diff;
 pub mod ids;
 pub mod operator;
@@ -11,7 +12,7 @@ pub mod tenant;
 pub mod validation;
 pub mod version;
 
-pub use ids::{OperatorId, PolicyId, TenantId};
+pub use ids::{DeviceId, EnrollmentTokenId, OperatorId, PolicyId, TenantId};
 pub use operator::{Email, NewPassword, Operator, Role};
 pub use tenant::{Tenant, TenantName};
 pub use validation::FieldError;

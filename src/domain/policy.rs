@@ -116,6 +116,10 @@ impl PolicyTree {
         self.nodes.get(&id)
     }
 
+    pub fn nodes(&self) -> impl Iterator<Item = &PolicyNode> {
+        self.nodes.values()
+    }
+
     /// Replaces (or adds) a node, e.g. with a proposed new version before it is saved.
     pub fn put(&mut self, node: PolicyNode) {
         self.nodes.insert(node.id, node);

@@ -49,6 +49,8 @@ pub struct Tenant {
     pub id: super::TenantId,
     pub name: String,
     pub version: i32,
+    /// How often the tenant's devices pull, in seconds (4 hours by default).
+    pub pull_interval_seconds: u32,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: one route registry (`routes`) used by the server and by the OpenAPI
 //! document, so a route cannot exist without being documented.
 
+pub mod device;
 pub mod etag;
 pub mod health;
 pub mod json;
@@ -23,7 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
-        .service(utoipa_actix_web::scope("/api/v1").configure(operator::configure));
+        .service(utoipa_actix_web::scope("/api/v1").configure(operator::configure))
+        .service(utoipa_actix_web::scope("/device/v1").configure(device::configure));
 }
 
 /// The OpenAPI document, generated from the handlers.

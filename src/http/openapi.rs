@@ -21,7 +21,9 @@ use utoipa::{Modify, OpenApi};
         (name = "tenants", description = "MSP organisations (platform admins)"),
         (name = "operators", description = "People of a tenant and their roles"),
         (name = "policies", description = "The settings catalogue and versioned, inheritable policies"),
-        (name = "audit", description = "The append-only change log"),
+        (name = "audit", description = "The change log and the per-device field audit"),
+        (name = "devices", description = "Enrollment tokens, devices, device values and dashboards"),
+        (name = "device protocol", description = "What devices call: register, pull, report"),
         (name = "operations", description = "Health probes"),
     )
 )]

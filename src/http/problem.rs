@@ -97,6 +97,9 @@ impl ResponseError for ApiError {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         response.body(serde_json::to_vec(&body).unwrap_or_default())
     }
 }

@@ -40,6 +40,7 @@ pub async fn request_context(
         request_id = %request_id,
         tenant_id = tracing::field::Empty,
         operator_id = tracing::field::Empty,
+        device_id = tracing::field::Empty,
     );
     let started = Instant::now();
     let quiet = matches!(route.as_str(), "/healthz" | "/readyz");

@@ -17,12 +17,13 @@ pub async fn record(
     tenant: TenantId,
     entry: NewEntry,
 ) -> Result<(), ApiError> {
-    let label = match actor.operator_id {
-        Some(id) => match operators::get(conn, actor.tenant_id, id).await? {
+    let label = match (actor.operator_id, actor.device_id) {
+        (Some(id), _) => match operators::get(conn, actor.tenant_id, id).await? {
             Some(operator) => operator.email,
             None => format!("operator {id}"),
         },
-        None => "system".to_owned(),
+        (None, Some(device)) => format!("device {device}"),
+        (None, None) => "system".to_owned(),
     };
     audit::insert(
         conn,

@@ -4,6 +4,8 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod devices;
+pub mod enrollment;
 pub mod keys;
 pub mod operators;
 pub mod policies;

@@ -453,6 +453,12 @@ pub async fn delete(
             children.join(", ")
         )));
     }
+    let devices = crate::db::repo::devices::count_for_policy(&txn, tenant, id).await?;
+    if devices > 0 {
+        return Err(ApiError::conflict(format!(
+            "{devices} device(s) are assigned to the policy; assign them elsewhere first"
+        )));
+    }
     repo::delete(&txn, tenant, id).await?;
     let changes = diff(&node.content, &PolicyContent::default());
     audit::record(&txn, actor, tenant, policy_entry("policy.deleted", id, changes)).await?;

@@ -7,7 +7,7 @@ use crate::db::repo::{expect_version, tenants};
 use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::diff::Change;
 use crate::domain::validation::Validator;
-use crate::domain::{Expected, Operator, Role, Tenant, TenantId, TenantName};
+use crate::domain::{Expected, FieldError, Operator, Role, Tenant, TenantId, TenantName};
 use crate::error::ApiError;
 use crate::state::AppState;
 use sea_orm::ConnectionTrait;
@@ -104,6 +104,41 @@ pub async fn rename(
         Some(tenant.name.as_str().into()),
     )];
     audit::record(&txn, actor, id, tenant_entry("tenant.renamed", &tenant, changes)).await?;
+    txn.commit().await?;
+    Ok(tenant)
+}
+
+/// How often the actor's tenant's devices pull: 60 seconds to 7 days.
+pub async fn set_pull_interval(
+    state: &AppState,
+    actor: &Actor,
+    expected: Expected,
+    seconds: u32,
+) -> Result<Tenant, ApiError> {
+    if !(60..=7 * 24 * 3600).contains(&seconds) {
+        return Err(ApiError::field(FieldError::new(
+            "pull_interval_seconds",
+            "out_of_range",
+            "must be between 60 seconds and 7 days",
+        )));
+    }
+    let id = actor.tenant_id;
+    let txn = db::begin_write(&state.db).await?;
+    let found = tenants::get_for_update(&txn, id).await?;
+    let before = written(expect_version(found, |t| t.version, expected), "tenant")?;
+    let tenant = tenants::set_pull_interval(&txn, id, seconds).await?;
+    let changes = vec![Change::of(
+        "pull_interval_seconds",
+        Some(before.pull_interval_seconds.into()),
+        Some(tenant.pull_interval_seconds.into()),
+    )];
+    audit::record(
+        &txn,
+        actor,
+        id,
+        tenant_entry("tenant.pull_interval_changed", &tenant, changes),
+    )
+    .await?;
     txn.commit().await?;
     Ok(tenant)
 }

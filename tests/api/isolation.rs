@@ -27,7 +27,11 @@ async fn populate(app: &TestApp) -> Victim {
         .await;
     assert_eq!(child.status(), 201);
     let child: Value = child.json().await.unwrap();
+    let device = crate::devices::register(app, &tenant.admin, "VICTIM-HW-0001", "appliance").await;
     let markers = vec![
+        device.id.clone(),
+        "VICTIM-HW-0001".to_owned(),
+        device.credential.clone(),
         crate::policies::SECRET.to_owned(),
         root.clone(),
         child["id"].as_str().unwrap().to_owned(),

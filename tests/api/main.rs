@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bootstrap;
 mod cli;
+pub mod devices;
 mod docs;
 mod errors;
 mod health;

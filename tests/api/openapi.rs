@@ -30,6 +30,7 @@ fn every_operation_is_documented_and_secured() {
         "/api/v1/auth/login",
         "/api/v1/auth/refresh",
         "/api/v1/auth/logout",
+        "/device/v1/register",
         "/healthz",
         "/readyz",
     ];

@@ -1,6 +1,10 @@
 //! sea-orm models, one per table, mirroring `migrations/`. Kept private to `db`.
 
 pub mod audit_changes;
+pub mod device_field_history;
+pub mod device_fields;
+pub mod devices;
+pub mod enrollment_tokens;
 pub mod operators;
 pub mod policies;
 pub mod policy_versions;

@@ -8,6 +8,7 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub version: i32,
+    pub pull_interval_seconds: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

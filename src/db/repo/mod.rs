@@ -5,6 +5,9 @@
 //! tenant's rows; a row of another tenant is indistinguishable from a missing one.
 
 pub mod audit;
+pub mod device_fields;
+pub mod devices;
+pub mod enrollment_tokens;
 pub mod operators;
 pub mod policies;
 pub mod refresh_tokens;

@@ -10,12 +10,17 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+/// Devices sync with the GMP every 4 hours unless the tenant says otherwise.
+pub const DEFAULT_PULL_INTERVAL_SECONDS: u32 = 4 * 3600;
+
 impl From<Model> for Tenant {
     fn from(m: Model) -> Self {
         Tenant {
             id: TenantId(m.id),
             name: m.name,
             version: m.version,
+            pull_interval_seconds: u32::try_from(m.pull_interval_seconds)
+                .unwrap_or(DEFAULT_PULL_INTERVAL_SECONDS),
             created_at: m.created_at,
             updated_at: m.updated_at,
         }
@@ -28,6 +33,7 @@ pub async fn insert(conn: &impl ConnectionTrait, id: TenantId, name: &str) -> Re
         id: Set(id.0),
         name: Set(name.to_owned()),
         version: Set(1),
+        pull_interval_seconds: Set(DEFAULT_PULL_INTERVAL_SECONDS as i32),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -90,4 +96,22 @@ pub async fn rename(
         Some(_) => Written::Stale,
         None => Written::Missing,
     })
+}
+
+/// Sets how often the tenant's devices pull; bumps the version. Call with the row locked.
+pub async fn set_pull_interval(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    seconds: u32,
+) -> Result<Tenant, DbErr> {
+    Entity::update_many()
+        .col_expr(Column::PullIntervalSeconds, Expr::value(seconds as i32))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(Column::Id.eq(tenant.0))
+        .exec(conn)
+        .await?;
+    get(conn, tenant)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("tenant".into()))
 }

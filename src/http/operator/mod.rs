@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod devices;
 pub mod me;
 pub mod operators;
 pub mod policies;
@@ -39,5 +40,24 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(policies::export_policy)
         .service(policies::export_policy_with_secrets)
         .service(policies::import_policy)
-        .service(audit::list_audit_changes);
+        .service(audit::list_audit_changes)
+        .service(devices::create_enrollment_token)
+        .service(devices::list_enrollment_tokens)
+        .service(devices::get_enrollment_token)
+        .service(devices::revoke_enrollment_token)
+        .service(devices::list_devices)
+        .service(devices::get_device)
+        .service(devices::update_device)
+        .service(devices::rotate_device_credential)
+        .service(devices::decommission_device)
+        .service(devices::adopt_device_override)
+        .service(devices::reassert_device_field)
+        .service(devices::get_device_fields)
+        .service(devices::get_device_history)
+        .service(devices::list_inherited)
+        .service(devices::list_overrides)
+        .service(devices::list_policy_devices)
+        .service(devices::get_policy_dashboard)
+        .service(devices::get_device_settings)
+        .service(devices::update_device_settings);
 }

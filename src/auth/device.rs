@@ -1,0 +1,35 @@
+//! The device extractor: a handler taking `DeviceAuth` runs only for the bearer of an active
+//! device credential, and gets that device (and so its tenant) from the credential alone.
+
+use crate::auth::extract::bearer_token;
+use crate::domain::device::Device;
+use crate::error::ApiError;
+use crate::http::request_context::RequestId;
+use crate::services::devices;
+use crate::state::AppState;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+use futures_util::future::LocalBoxFuture;
+
+pub struct DeviceAuth {
+    pub device: Device,
+    pub request_id: Option<String>,
+}
+
+impl FromRequest for DeviceAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let credential = bearer_token(req).map(str::to_owned);
+        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
+            let device = devices::authenticate(&state, &credential?).await?;
+            let span = tracing::Span::current();
+            span.record("tenant_id", tracing::field::display(device.tenant_id));
+            span.record("device_id", tracing::field::display(device.id));
+            Ok(Self { device, request_id })
+        })
+    }
+}

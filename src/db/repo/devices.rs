@@ -1,0 +1,335 @@
+//! Devices: identity, credential, assignment, device values, and what they pulled and applied.
+
+use super::policies::{decode_values, encode_values};
+use super::{Written, expect_version};
+use crate::db::entities::device_fields;
+use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
+use crate::domain::device::{Device, DeviceKind, Lifecycle, STALE_GRACE};
+use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+fn to_domain(m: Model) -> Result<Device, DbErr> {
+    Ok(Device {
+        id: DeviceId(m.id),
+        tenant_id: TenantId(m.tenant_id),
+        kind: m.kind.parse::<DeviceKind>().map_err(DbErr::Type)?,
+        hardware_id: m.hardware_id,
+        hostname: m.hostname,
+        software_version: m.software_version,
+        policy_id: PolicyId(m.policy_id),
+        fingerprint_key: m.fingerprint_key,
+        device_values: decode_values(&m.device_values)?,
+        reassert: serde_json::from_str::<BTreeSet<String>>(&m.reassert)
+            .map_err(|e| DbErr::Json(e.to_string()))?,
+        version: m.version,
+        lifecycle: m.status.parse::<Lifecycle>().map_err(DbErr::Type)?,
+        registered_at: m.registered_at,
+        credential_rotated_at: m.credential_rotated_at,
+        last_seen_at: m.last_seen_at,
+        last_pull_at: m.last_pull_at,
+        next_pull_after: m.next_pull_after,
+        served_hash: m.served_hash,
+        applied_hash: m.applied_hash,
+        applied_at: m.applied_at,
+        failed_hash: m.failed_hash,
+        last_report_digest: m.last_report_digest,
+    })
+}
+
+fn all(models: Vec<Model>) -> Result<Vec<Device>, DbErr> {
+    models.into_iter().map(to_domain).collect()
+}
+
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    device: &Device,
+    credential_hash: &str,
+) -> Result<(), DbErr> {
+    let now = Utc::now();
+    let model = ActiveModel {
+        id: Set(device.id.0),
+        tenant_id: Set(device.tenant_id.0),
+        kind: Set(device.kind.as_str().to_owned()),
+        hardware_id: Set(device.hardware_id.clone()),
+        hostname: Set(device.hostname.clone()),
+        software_version: Set(device.software_version.clone()),
+        policy_id: Set(device.policy_id.0),
+        credential_hash: Set(credential_hash.to_owned()),
+        fingerprint_key: Set(device.fingerprint_key.clone()),
+        device_values: Set(encode_values(&device.device_values)?),
+        reassert: Set("[]".to_owned()),
+        version: Set(1),
+        status: Set(Lifecycle::Active.as_str().to_owned()),
+        registered_at: Set(device.registered_at),
+        credential_rotated_at: Set(device.credential_rotated_at),
+        last_seen_at: Set(None),
+        last_pull_at: Set(None),
+        next_pull_after: Set(None),
+        served_hash: Set(None),
+        applied_hash: Set(None),
+        applied_at: Set(None),
+        failed_hash: Set(None),
+        last_report_digest: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    Entity::insert(model)
+        .exec_without_returning(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: DeviceId,
+) -> Result<Option<Device>, DbErr> {
+    Entity::find_by_id(id.0)
+        .filter(Column::TenantId.eq(tenant.0))
+        .one(conn)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Reads and locks a device for a change, checking the version the client expects.
+pub async fn get_for_update(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: DeviceId,
+    expected: Expected,
+) -> Result<Written<Device>, DbErr> {
+    let found = Entity::find_by_id(id.0)
+        .filter(Column::TenantId.eq(tenant.0))
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .map(to_domain)
+        .transpose()?;
+    Ok(expect_version(found, |d| d.version, expected))
+}
+
+/// The device of a tenant with this hardware id, locked: re-registration finds it here.
+pub async fn find_by_hardware_for_update(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    hardware_id: &str,
+) -> Result<Option<Device>, DbErr> {
+    Entity::find()
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::HardwareId.eq(hardware_id))
+        .lock_exclusive()
+        .one(conn)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// The device presenting this credential. Device requests carry no tenant: the credential
+/// decides it, and every later query is scoped to that tenant.
+pub async fn find_by_credential(
+    conn: &impl ConnectionTrait,
+    credential_hash: &str,
+) -> Result<Option<Device>, DbErr> {
+    Entity::find()
+        .filter(Column::CredentialHash.eq(credential_hash))
+        .one(conn)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Filters of the device list; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceFilter {
+    pub kind: Option<DeviceKind>,
+    pub lifecycle: Option<Lifecycle>,
+    pub policy_ids: Option<Vec<PolicyId>>,
+    pub has_overrides: Option<bool>,
+    pub has_failures: Option<bool>,
+    pub drifted: Option<bool>,
+    pub stale_at: Option<DateTime<Utc>>,
+}
+
+fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(device_fields::Entity)
+            .and_where(
+                Expr::col((device_fields::Entity, device_fields::Column::DeviceId))
+                    .equals((Entity, Column::Id)),
+            )
+            .and_where(device_fields::Column::ReportedState.is_in(state.iter().copied()))
+            .to_owned(),
+    )
+}
+
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    filter: &DeviceFilter,
+    cursor: Option<Uuid>,
+    limit: Option<u64>,
+) -> Result<Vec<Device>, DbErr> {
+    let mut query = Entity::find()
+        .filter(Column::TenantId.eq(tenant.0))
+        .order_by_asc(Column::Id);
+    if let Some(limit) = limit {
+        query = query.limit(limit);
+    }
+    if let Some(after) = cursor {
+        query = query.filter(Column::Id.gt(after));
+    }
+    if let Some(kind) = filter.kind {
+        query = query.filter(Column::Kind.eq(kind.as_str()));
+    }
+    if let Some(lifecycle) = filter.lifecycle {
+        query = query.filter(Column::Status.eq(lifecycle.as_str()));
+    }
+    if let Some(policies) = &filter.policy_ids {
+        query = query.filter(Column::PolicyId.is_in(policies.iter().map(|p| p.0)));
+    }
+    for (wanted, states) in [
+        (filter.has_overrides, &["overridden"][..]),
+        (filter.has_failures, &["failed"][..]),
+        (filter.drifted, &["overridden", "failed"][..]),
+    ] {
+        if let Some(wanted) = wanted {
+            let exists = with_reported(states);
+            query = query.filter(if wanted { exists } else { exists.not() });
+        }
+    }
+    if let Some(now) = filter.stale_at {
+        query = query.filter(Column::NextPullAfter.lt(now - STALE_GRACE));
+    }
+    all(query.all(conn).await?)
+}
+
+pub async fn count_for_policy(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    policy: PolicyId,
+) -> Result<u64, DbErr> {
+    Entity::find()
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::PolicyId.eq(policy.0))
+        .count(conn)
+        .await
+}
+
+/// Stores what operators change on a device (assignment, device values, reassert) and bumps
+/// its version.
+pub async fn save_operator_state(conn: &impl ConnectionTrait, device: &Device) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::PolicyId, Expr::value(device.policy_id.0))
+        .col_expr(
+            Column::DeviceValues,
+            Expr::value(encode_values(&device.device_values)?),
+        )
+        .col_expr(Column::Reassert, Expr::value(reassert_json(&device.reassert)?))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(Column::Id.eq(device.id.0))
+        .filter(Column::TenantId.eq(device.tenant_id.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+fn reassert_json(reassert: &BTreeSet<String>) -> Result<String, DbErr> {
+    serde_json::to_string(reassert).map_err(|e| DbErr::Json(e.to_string()))
+}
+
+/// A new credential (and identity details) for a device, e.g. on re-registration.
+pub async fn replace_credential(
+    conn: &impl ConnectionTrait,
+    device: &Device,
+    credential_hash: &str,
+    lifecycle: Lifecycle,
+) -> Result<(), DbErr> {
+    let now = Utc::now();
+    Entity::update_many()
+        .col_expr(Column::CredentialHash, Expr::value(credential_hash))
+        .col_expr(Column::CredentialRotatedAt, Expr::value(now))
+        .col_expr(Column::Hostname, Expr::value(device.hostname.clone()))
+        .col_expr(
+            Column::SoftwareVersion,
+            Expr::value(device.software_version.clone()),
+        )
+        .col_expr(Column::Status, Expr::value(lifecycle.as_str()))
+        .col_expr(Column::Version, Expr::col(Column::Version).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(device.id.0))
+        .filter(Column::TenantId.eq(device.tenant_id.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+/// What a pull leaves behind: when the device was seen, when it should come back, what it got.
+pub async fn record_pull(
+    conn: &impl ConnectionTrait,
+    device: &Device,
+    now: DateTime<Utc>,
+    next_pull_after: DateTime<Utc>,
+    served_hash: &str,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::LastSeenAt, Expr::value(now))
+        .col_expr(Column::LastPullAt, Expr::value(now))
+        .col_expr(Column::NextPullAfter, Expr::value(next_pull_after))
+        .col_expr(Column::ServedHash, Expr::value(served_hash))
+        .filter(Column::Id.eq(device.id.0))
+        .filter(Column::TenantId.eq(device.tenant_id.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+/// What a report leaves behind.
+pub struct ReportOutcome<'a> {
+    pub applied_hash: Option<&'a str>,
+    pub failed_hash: Option<&'a str>,
+    pub digest: &'a str,
+    pub reassert: &'a BTreeSet<String>,
+}
+
+pub async fn record_report(
+    conn: &impl ConnectionTrait,
+    device: &Device,
+    now: DateTime<Utc>,
+    outcome: ReportOutcome<'_>,
+) -> Result<(), DbErr> {
+    let mut update = Entity::update_many()
+        .col_expr(Column::LastSeenAt, Expr::value(now))
+        .col_expr(Column::LastReportDigest, Expr::value(outcome.digest))
+        .col_expr(Column::Hostname, Expr::value(device.hostname.clone()))
+        .col_expr(
+            Column::SoftwareVersion,
+            Expr::value(device.software_version.clone()),
+        )
+        .col_expr(Column::Reassert, Expr::value(reassert_json(outcome.reassert)?))
+        .col_expr(
+            Column::FailedHash,
+            Expr::value(outcome.failed_hash.map(str::to_owned)),
+        );
+    if let Some(applied) = outcome.applied_hash {
+        update = update
+            .col_expr(Column::AppliedHash, Expr::value(applied))
+            .col_expr(Column::AppliedAt, Expr::value(now));
+    }
+    update
+        .filter(Column::Id.eq(device.id.0))
+        .filter(Column::TenantId.eq(device.tenant_id.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
