@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod secrets;
 pub mod services;
+pub mod sim;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

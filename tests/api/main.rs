@@ -15,6 +15,7 @@ mod openapi;
 mod operators;
 pub mod policies;
 mod secrets;
+mod sim;
 mod tenants;
 mod transfer;
 

@@ -1,0 +1,132 @@
+//! The device simulator against a real server: a small fleet end to end.
+
+use crate::devices::{enrollment_token, fast_tenant};
+use crate::helpers::TestApp;
+use crate::policies::{root_policy, save_ok, seed_settings};
+use gmp::sim::{SimOptions, run};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn options(app: &TestApp, token: &str, devices: u32) -> SimOptions {
+    SimOptions {
+        server: app.address.clone(),
+        enrollment_token: token.to_owned(),
+        devices,
+        kind: "mixed".into(),
+        rounds: 2,
+        interval: Some(Duration::from_millis(3200)),
+        override_fraction: 0.0,
+        fail_fraction: 0.0,
+        seed: 3,
+        hardware_prefix: "SIM".into(),
+        max_retry_wait: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test]
+async fn a_simulated_fleet_pulls_overrides_fails_and_reports() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let admin = &tenant.admin;
+    let (root, etag) = root_policy(&app, admin).await;
+    save_ok(&app, admin, &root, &etag, seed_settings()).await;
+    let token = enrollment_token(&app, admin, json!({"max_uses": 6})).await;
+
+    let summary = run(SimOptions {
+        override_fraction: 0.2,
+        fail_fraction: 0.34,
+        ..options(&app, token["token"].as_str().unwrap(), 6)
+    })
+    .await;
+    assert_eq!(summary.errors, 0, "{summary:?}");
+    assert_eq!(summary.registered, 6);
+    assert_eq!((summary.pulls_200, summary.reports), (6, 6), "one config each");
+    assert_eq!(
+        summary.pulls_304, 6,
+        "the second round finds nothing new: {summary:?}"
+    );
+    assert!(
+        summary.overriding_devices > 0 && summary.failing_devices > 0,
+        "the seed exercises both: {summary:?}"
+    );
+
+    let devices: Value = app
+        .get("/api/v1/devices?limit=200", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let devices = devices["items"].as_array().unwrap();
+    assert_eq!(devices.len(), 6);
+    assert_eq!(devices.iter().filter(|d| d["kind"] == "vault").count(), 3);
+    let overrides: Value = app
+        .get("/api/v1/audit/overrides", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        overrides["items"].as_array().unwrap().len() as u64,
+        summary.overridden_fields
+    );
+    let dashboard: Value = app
+        .get("/api/v1/dashboard/policies", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let default = &dashboard["policies"][0];
+    assert_eq!(default["assigned"], 6);
+    assert_eq!(default["overridden"].as_u64(), Some(summary.overriding_devices));
+    assert_eq!(default["failed"].as_u64(), Some(summary.failing_devices));
+    assert_eq!(default["in_sync"].as_u64(), Some(6 - summary.failing_devices));
+}
+
+#[tokio::test]
+async fn the_simulator_honours_retry_after() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let token = enrollment_token(&app, &tenant.admin, json!({"max_uses": 2})).await;
+    let summary = run(SimOptions {
+        interval: Some(Duration::from_millis(100)),
+        ..options(&app, token["token"].as_str().unwrap(), 2)
+    })
+    .await;
+    assert_eq!(summary.errors, 0, "{summary:?}");
+    assert!(
+        summary.pulls_429 >= 2,
+        "pulling every 100 ms is refused: {summary:?}"
+    );
+    assert_eq!(
+        summary.pulls_200 + summary.pulls_304,
+        4,
+        "and each device still completes its rounds"
+    );
+}
+
+#[tokio::test]
+async fn the_simulator_binary_prints_its_summary() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let token = enrollment_token(&app, &tenant.admin, json!({"max_uses": 3})).await;
+    let (server, token) = (app.address.clone(), token["token"].as_str().unwrap().to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gmp-device-sim"))
+            .args(["--server", &server, "--enrollment-token", &token])
+            .args(["--devices", "3", "--rounds", "1", "--kind", "vault"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (summary["registered"].as_u64(), summary["reports"].as_u64()),
+        (Some(3), Some(3))
+    );
+}
