@@ -81,6 +81,11 @@ pub const KEYS: &[&str] = &[
     "bootstrap_admin_password",
     "shutdown_timeout_seconds",
     "workers",
+    "connectwise_client_id",
+    "connectwise_timeout_seconds",
+    "connectwise_cache_seconds",
+    "connectwise_allow_http",
+    "connectwise_allowed_hosts",
 ];
 
 #[derive(Debug, Clone)]
@@ -104,6 +109,14 @@ pub struct Config {
     pub bootstrap_admin_password: Option<Secret>,
     pub shutdown_timeout_seconds: u64,
     pub workers: Option<usize>,
+    /// The `clientId` ConnectWise issued to this integration.
+    pub connectwise_client_id: String,
+    pub connectwise_timeout_seconds: u64,
+    pub connectwise_cache_seconds: u64,
+    /// Plain-http outbound calls, for tests against a local mock only.
+    pub connectwise_allow_http: bool,
+    /// Hosts or IPs outbound calls may reach although they are internal.
+    pub connectwise_allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -127,6 +140,11 @@ impl Default for Config {
             bootstrap_admin_password: None,
             shutdown_timeout_seconds: 30,
             workers: None,
+            connectwise_client_id: "gmp-unregistered-client".into(),
+            connectwise_timeout_seconds: 20,
+            connectwise_cache_seconds: 60,
+            connectwise_allow_http: false,
+            connectwise_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -211,6 +229,27 @@ impl Config {
             "bootstrap_admin_password" => self.bootstrap_admin_password = non_empty(value).map(Secret),
             "shutdown_timeout_seconds" => self.shutdown_timeout_seconds = number(&value).map_err(invalid)?,
             "workers" => self.workers = Some(number(&value).map_err(invalid)?),
+            "connectwise_client_id" => self.connectwise_client_id = value,
+            "connectwise_timeout_seconds" => {
+                self.connectwise_timeout_seconds = number(&value).map_err(invalid)?
+            }
+            "connectwise_cache_seconds" => {
+                self.connectwise_cache_seconds = number(&value).map_err(invalid)?
+            }
+            "connectwise_allow_http" => {
+                self.connectwise_allow_http = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("`{value}` is neither true nor false")))?
+            }
+            "connectwise_allowed_hosts" => {
+                self.connectwise_allowed_hosts = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
             unknown => {
                 return Err(ConfigError::UnknownKey {
                     key: unknown.to_owned(),

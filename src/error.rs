@@ -54,6 +54,7 @@ codes! {
     PreconditionRequired => 428, "precondition_required", "This update needs an If-Match header";
     RateLimited => 429, "rate_limited", "Too many requests; retry after the time given";
     Internal => 500, "internal_error", "Something went wrong on our side";
+    ConnectWiseUnavailable => 502, "connectwise_unavailable", "ConnectWise could not answer the request";
     Unavailable => 503, "service_unavailable", "The service is temporarily unavailable";
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod connectwise;
 pub mod db;
 pub mod domain;
 pub mod error;

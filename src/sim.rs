@@ -103,6 +103,7 @@ fn draw(seed: u64, words: &[&str]) -> f64 {
 
 /// Runs the fleet to the end and returns what happened.
 pub async fn run(options: SimOptions) -> SimSummary {
+    crate::connectwise::client::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

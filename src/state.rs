@@ -2,9 +2,12 @@
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, Keys};
+use crate::connectwise::guard::OutboundPolicy;
+use crate::connectwise::{ClientSettings, ConnectWiseClient, LookupCache};
 use crate::secrets::Keyring;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -12,12 +15,34 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub config: Arc<Config>,
     pub keyring: Keyring,
+    pub connectwise: Arc<ConnectWiseClient>,
+    pub lookups: Arc<LookupCache>,
 }
 
 impl AppState {
     pub fn new(db: DatabaseConnection, config: Config, keys: Keys) -> Self {
+        let connectwise = ConnectWiseClient::new(ClientSettings {
+            client_id: config.connectwise_client_id.clone(),
+            policy: OutboundPolicy {
+                allow_http: config.connectwise_allow_http,
+                allowed_hosts: config.connectwise_allowed_hosts.clone(),
+            },
+            connect_timeout: Duration::from_secs(config.connectwise_timeout_seconds.clamp(1, 10)),
+            timeout: Duration::from_secs(config.connectwise_timeout_seconds.max(1)),
+            page_size: 1000,
+            max_pages: 50,
+            max_retry_wait: Duration::from_secs(10),
+            backoff: Duration::from_millis(200),
+            max_body_bytes: 16 * 1024 * 1024,
+        })
+        .expect("the outbound HTTP client builds");
         Self {
             jwt: JwtKeys::new(keys.jwt_secret.expose(), config.access_token_ttl()),
+            lookups: Arc::new(LookupCache::new(
+                Duration::from_secs(config.connectwise_cache_seconds),
+                10_000,
+            )),
+            connectwise: Arc::new(connectwise),
             db,
             config: Arc::new(config),
             keyring: keys.keyring,

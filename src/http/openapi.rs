@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "The change log and the per-device field audit"),
         (name = "devices", description = "Enrollment tokens, devices, device values and dashboards"),
         (name = "device protocol", description = "What devices call: register, pull, report"),
+        (name = "connectwise", description = "Test Connection, dropdown lookups and reference checks against ConnectWise"),
         (name = "operations", description = "Health probes"),
     )
 )]

@@ -398,6 +398,26 @@ pub async fn update(
     Ok(detail)
 }
 
+/// What the policy would resolve to after `edit`, checked like a save but not saved — so a
+/// save can be checked against ConnectWise before any device receives it.
+pub async fn preview_update(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    edit: &PolicyEdit,
+) -> Result<Resolution, ApiError> {
+    let tenant = actor.tenant_id;
+    let mut tree = repo::load_tree(&state.db, tenant).await?;
+    let current = tree
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("policy"))?;
+    let content = apply_edit(&state.keyring, tenant, &current.content, edit)?;
+    tree.put(PolicyNode { content, ..current });
+    check_in_tree(&tree, id, "set.")?;
+    Ok(resolve(&tree.chain(id), &BTreeMap::new()))
+}
+
 /// Creates version N+1 with the content of version `version`.
 pub async fn rollback(
     state: &AppState,

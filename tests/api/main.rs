@@ -5,6 +5,8 @@ mod audit;
 mod auth;
 mod bootstrap;
 mod cli;
+mod connectwise;
+mod connectwise_mock;
 pub mod devices;
 mod docs;
 mod errors;

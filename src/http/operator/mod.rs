@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod connectwise;
 pub mod devices;
 pub mod me;
 pub mod operators;
@@ -59,5 +60,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(devices::list_policy_devices)
         .service(devices::get_policy_dashboard)
         .service(devices::get_device_settings)
-        .service(devices::update_device_settings);
+        .service(devices::update_device_settings)
+        .service(connectwise::test_connection)
+        .service(connectwise::list_cw_companies)
+        .service(connectwise::list_cw_agreements)
+        .service(connectwise::list_cw_additions)
+        .service(connectwise::list_cw_boards)
+        .service(connectwise::list_cw_statuses)
+        .service(connectwise::validate_policy);
 }

@@ -164,6 +164,15 @@ impl From<UpdatePolicyRequest> for PolicyEdit {
     }
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SaveQuery {
+    /// `connectwise`: check board and status references against ConnectWise before saving
+    /// (`422` listing each problem by field).
+    pub validate: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct VersionSummaryResponse {
     pub version: i32,
@@ -458,11 +467,13 @@ pub async fn get_policy(
 /// One request is one transaction creating version N+1. Needs `If-Match` with the version you
 /// read: `412` when someone saved in between. A value an ancestor locked is a `409` naming the
 /// locking policy. Every value is checked against the catalogue and the cross-field rules
-/// (for this policy and every descendant inheriting the change).
+/// (for this policy and every descendant inheriting the change). With
+/// `?validate=connectwise`, board and status references are first checked against
+/// ConnectWise.
 #[utoipa::path(
     tag = "policies",
     security(("operator_jwt" = [])),
-    params(("policy_id" = Uuid, Path), ("If-Match" = String, Header, description = "ETag of the policy as read")),
+    params(("policy_id" = Uuid, Path), ("If-Match" = String, Header, description = "ETag of the policy as read"), SaveQuery),
     request_body = UpdatePolicyRequest,
     responses(
         (status = 200, body = PolicyResponse, headers(("ETag" = String))),
@@ -481,10 +492,29 @@ pub async fn update_policy(
     caller: Operator<Editor>,
     req: HttpRequest,
     path: web::Path<Uuid>,
+    query: web::Query<SaveQuery>,
     body: ApiJson<UpdatePolicyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
-    let detail = policies::update(&state, &caller.actor(), PolicyId(*path), expected, body.0.into()).await?;
+    let (actor, id, edit) = (caller.actor(), PolicyId(*path), PolicyEdit::from(body.0));
+    match query.validate.as_deref() {
+        None => {}
+        Some("connectwise") => {
+            let preview = policies::preview_update(&state, &actor, id, &edit).await?;
+            let problems =
+                crate::services::connectwise::check_references(&state, actor.tenant_id, &preview).await?;
+            if !problems.is_empty() {
+                return Err(ApiError::validation(problems));
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::new(
+                crate::error::Code::InvalidQuery,
+                format!("validate=`{other}` is not supported; use validate=connectwise"),
+            ));
+        }
+    }
+    let detail = policies::update(&state, &actor, id, expected, edit).await?;
     Ok(policy_response(HttpResponse::Ok(), detail))
 }
 

@@ -1,0 +1,339 @@
+//! ConnectWise helpers for operators: Test Connection, the dropdown lookups, and checking a
+//! policy's board and status references against ConnectWise.
+
+use super::policies;
+use crate::connectwise::{Credentials, CwError};
+use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
+use crate::domain::policy::SettingValue;
+use crate::domain::resolve::Resolution;
+use crate::domain::validation::Validator;
+use crate::domain::{FieldError, PolicyId, TenantId};
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Credentials as typed into the form, before validation.
+#[derive(Debug)]
+pub struct RawCredentials {
+    pub site: String,
+    pub company_id: String,
+    pub public_key: String,
+    pub private_key: String,
+}
+
+/// Where Test Connection takes its credentials from.
+#[derive(Debug)]
+pub enum CredentialSource {
+    Given(RawCredentials),
+    /// The resolved credentials of a policy (the secret never leaves the server).
+    Policy(PolicyId),
+}
+
+/// The result of Test Connection.
+#[derive(Debug)]
+pub enum Tested {
+    Ok {
+        version: String,
+        is_cloud: bool,
+        latency_ms: u64,
+    },
+    Failed {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+fn refused(why: String) -> ApiError {
+    ApiError::field(FieldError::new("site", "refused_address", why))
+}
+
+fn upstream(error: CwError) -> ApiError {
+    match error {
+        CwError::Refused(why) => refused(why),
+        other => ApiError::new(Code::ConnectWiseUnavailable, other.sentence()),
+    }
+}
+
+fn validate_given(raw: &RawCredentials) -> Result<Credentials, ApiError> {
+    let catalog = Catalog::get();
+    let mut v = Validator::new();
+    let mut field = |path: &str, request_field: &str, value: &str| {
+        let def = catalog
+            .field(path)
+            .expect("credential fields are in the catalogue");
+        v.check(catalog.validate(request_field, def, &Value::from(value)))
+            .and_then(|valid| valid.as_str().map(str::to_owned))
+    };
+    let site = field("connectwise.site", "site", &raw.site);
+    let company_id = field("connectwise.company_id", "company_id", &raw.company_id);
+    let public_key = field("connectwise.public_key", "public_key", &raw.public_key);
+    let private_key = field("connectwise.private_key", "private_key", &raw.private_key);
+    v.finish().map_err(ApiError::validation)?;
+    match (site, company_id, public_key, private_key) {
+        (Some(site), Some(company_id), Some(public_key), Some(private_key)) => Ok(Credentials {
+            site,
+            company_id,
+            public_key,
+            private_key,
+        }),
+        _ => unreachable!("the validator reported no error, so every field parsed"),
+    }
+}
+
+/// The credentials a resolved policy carries, the secret decrypted; or what is missing.
+fn credentials_in(
+    state: &AppState,
+    tenant: TenantId,
+    resolution: &Resolution,
+) -> Result<Credentials, ApiError> {
+    let mut values = HashMap::new();
+    let mut missing = Vec::new();
+    for path in CREDENTIAL_FIELDS {
+        match resolution.get(path).and_then(|f| f.value.as_ref()) {
+            Some(SettingValue::Plain(Value::String(text))) => {
+                values.insert(path, text.clone());
+            }
+            Some(SettingValue::Secret(handle)) => {
+                let plaintext = state
+                    .keyring
+                    .open(tenant, path, &handle.sealed)
+                    .map_err(ApiError::internal)?;
+                values.insert(path, plaintext);
+            }
+            _ => missing.push(FieldError::new(
+                path,
+                "required",
+                "the policy's resolved settings lack this credential",
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::validation(missing));
+    }
+    let mut take = |path: &str| values.remove(path).unwrap_or_default();
+    Ok(Credentials {
+        site: take("connectwise.site"),
+        company_id: take("connectwise.company_id"),
+        public_key: take("connectwise.public_key"),
+        private_key: take("connectwise.private_key"),
+    })
+}
+
+async fn policy_credentials(
+    state: &AppState,
+    tenant: TenantId,
+    policy: PolicyId,
+) -> Result<Credentials, ApiError> {
+    let (_, resolution) = policies::resolved(state, tenant, policy).await?;
+    credentials_in(state, tenant, &resolution)
+}
+
+pub async fn test_connection(
+    state: &AppState,
+    tenant: TenantId,
+    source: CredentialSource,
+) -> Result<Tested, ApiError> {
+    let credentials = match source {
+        CredentialSource::Given(raw) => validate_given(&raw)?,
+        CredentialSource::Policy(policy) => policy_credentials(state, tenant, policy).await?,
+    };
+    let started = Instant::now();
+    match state.connectwise.system_info(&credentials).await {
+        Ok(info) => Ok(Tested::Ok {
+            version: info
+                .get("version")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            is_cloud: info.get("isCloud").and_then(Value::as_bool).unwrap_or(false),
+            latency_ms: started.elapsed().as_millis() as u64,
+        }),
+        Err(CwError::Refused(why)) => Err(refused(why)),
+        Err(error) => {
+            tracing::info!(reason = error.reason(), "ConnectWise test connection failed");
+            Ok(Tested::Failed {
+                reason: error.reason(),
+                detail: error.sentence(),
+            })
+        }
+    }
+}
+
+/// A dropdown to fill from ConnectWise.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Companies { search: Option<String> },
+    Agreements { company_id: i64 },
+    Additions { agreement_id: i64 },
+    Boards,
+    Statuses { board_id: i64 },
+}
+
+impl Lookup {
+    fn cache_key(&self) -> String {
+        match self {
+            Lookup::Companies { search } => format!(
+                "companies|{}",
+                search.as_deref().unwrap_or_default().trim().to_lowercase()
+            ),
+            Lookup::Agreements { company_id } => format!("agreements|{company_id}"),
+            Lookup::Additions { agreement_id } => format!("additions|{agreement_id}"),
+            Lookup::Boards => "boards".into(),
+            Lookup::Statuses { board_id } => format!("statuses|{board_id}"),
+        }
+    }
+}
+
+fn text(v: &Value, key: &str) -> Value {
+    v.get(key).cloned().unwrap_or(Value::Null)
+}
+
+fn flag(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Records reduced to what a dropdown needs: `{id, name, …}`.
+fn normalise(lookup: &Lookup, record: &Value) -> Value {
+    let id = text(record, "id");
+    match lookup {
+        Lookup::Companies { .. } => {
+            json!({"id": id, "name": text(record, "name"), "identifier": text(record, "identifier")})
+        }
+        Lookup::Agreements { .. } => json!({
+            "id": id, "name": text(record, "name"),
+            "status": text(record, "agreementStatus"), "cancelled": flag(record, "cancelledFlag"),
+        }),
+        Lookup::Additions { .. } => {
+            let product = record.get("product").and_then(|p| p.get("identifier")).cloned();
+            let name = product
+                .filter(|p| !p.is_null())
+                .unwrap_or_else(|| text(record, "description"));
+            json!({"id": id, "name": name, "quantity": text(record, "quantity"), "agreement_id": text(record, "agreementId")})
+        }
+        Lookup::Boards => json!({
+            "id": id, "name": text(record, "name"),
+            "inactive": flag(record, "inactiveFlag"), "project": flag(record, "projectFlag"),
+        }),
+        Lookup::Statuses { .. } => json!({
+            "id": id, "name": text(record, "name"), "closed": flag(record, "closedStatus"),
+            "inactive": flag(record, "inactive"), "default": flag(record, "defaultFlag"),
+        }),
+    }
+}
+
+async fn fetch(
+    state: &AppState,
+    tenant: TenantId,
+    credentials: &Credentials,
+    lookup: &Lookup,
+) -> Result<Arc<Vec<Value>>, ApiError> {
+    let key = format!("{tenant}|{}|{}", credentials.fingerprint(), lookup.cache_key());
+    if let Some(hit) = state.lookups.get(&key) {
+        return Ok(hit);
+    }
+    let client = &state.connectwise;
+    let records = match lookup {
+        Lookup::Companies { search } => client.companies(credentials, search.as_deref()).await,
+        Lookup::Agreements { company_id } => client.agreements(credentials, *company_id).await,
+        Lookup::Additions { agreement_id } => client.additions(credentials, *agreement_id).await,
+        Lookup::Boards => client.boards(credentials).await,
+        Lookup::Statuses { board_id } => client.statuses(credentials, *board_id).await,
+    }
+    .map_err(upstream)?;
+    let normalised = Arc::new(records.iter().map(|r| normalise(lookup, r)).collect::<Vec<_>>());
+    state.lookups.put(key, normalised.clone());
+    Ok(normalised)
+}
+
+/// Fills a dropdown with the policy's resolved credentials. Cached briefly per tenant,
+/// credentials and query.
+pub async fn lookup(
+    state: &AppState,
+    tenant: TenantId,
+    policy: PolicyId,
+    lookup: Lookup,
+) -> Result<Arc<Vec<Value>>, ApiError> {
+    let credentials = policy_credentials(state, tenant, policy).await?;
+    fetch(state, tenant, &credentials, &lookup).await
+}
+
+/// Checks every board and status a resolved policy refers to: the board exists and is active,
+/// both statuses belong to it, and the Closed status is a closed status. Problems by field.
+pub async fn check_references(
+    state: &AppState,
+    tenant: TenantId,
+    resolution: &Resolution,
+) -> Result<Vec<FieldError>, ApiError> {
+    let credentials = credentials_in(state, tenant, resolution)?;
+    let reference = |path: &str| -> Option<(i64, String)> {
+        match resolution.get(path).and_then(|f| f.value.as_ref()) {
+            Some(SettingValue::Plain(v)) => {
+                Some((v.get("id")?.as_i64()?, v.get("name")?.as_str()?.to_owned()))
+            }
+            _ => None,
+        }
+    };
+    let boards = fetch(state, tenant, &credentials, &Lookup::Boards).await?;
+    let mut problems = Vec::new();
+    for class in EVENT_CLASSES {
+        let path = |leaf: &str| format!("ticketing.events.{}.{leaf}", class.key);
+        let Some((board_id, board_name)) = reference(&path("service_board")) else {
+            continue;
+        };
+        match boards.iter().find(|b| b["id"].as_i64() == Some(board_id)) {
+            None => {
+                problems.push(FieldError::new(
+                    path("service_board"),
+                    "not_in_connectwise",
+                    format!("board {board_id} (“{board_name}”) does not exist in ConnectWise"),
+                ));
+                continue;
+            }
+            Some(board) if board["inactive"] == true => problems.push(FieldError::new(
+                path("service_board"),
+                "inactive_board",
+                format!("board “{board_name}” is inactive in ConnectWise"),
+            )),
+            Some(_) => {}
+        }
+        let statuses = fetch(state, tenant, &credentials, &Lookup::Statuses { board_id }).await?;
+        let statuses: BTreeMap<i64, &Value> = statuses
+            .iter()
+            .filter_map(|s| Some((s["id"].as_i64()?, s)))
+            .collect();
+        for leaf in ["new_status", "closed_status"] {
+            let Some((status_id, status_name)) = reference(&path(leaf)) else {
+                continue;
+            };
+            match statuses.get(&status_id) {
+                None => problems.push(FieldError::new(
+                    path(leaf),
+                    "status_not_on_board",
+                    format!("status {status_id} (“{status_name}”) is not a status of board “{board_name}”"),
+                )),
+                Some(status) if leaf == "closed_status" && status["closed"] != true => {
+                    problems.push(FieldError::new(
+                        path(leaf),
+                        "not_a_closed_status",
+                        format!("status “{status_name}” is open in ConnectWise; pick a closed status"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// [`check_references`] for a policy as it is now.
+pub async fn check_policy(
+    state: &AppState,
+    tenant: TenantId,
+    policy: PolicyId,
+) -> Result<Vec<FieldError>, ApiError> {
+    let (_, resolution) = policies::resolved(state, tenant, policy).await?;
+    check_references(state, tenant, &resolution).await
+}
