@@ -1,5 +1,6 @@
 //! Secrets never appear in clear in storage, logs or responses.
 
+use crate::connectwise_mock::MockConnectWise;
 use crate::helpers::{SERVER_ADMIN, Server, TestApp, TestDb, contains_bytes};
 use crate::policies::{SECRET, root_policy, save, save_ok, seed_settings};
 use reqwest::StatusCode;
@@ -41,12 +42,15 @@ async fn secrets_are_encrypted_in_the_database() {
 #[tokio::test]
 async fn secrets_never_reach_logs_responses_or_the_change_log() {
     let db = TestDb::fresh().await;
+    let mock = MockConnectWise::start().await;
     let server = Server::start(
         &db,
         &[
             ("GMP_BOOTSTRAP_ADMIN_EMAIL", SERVER_ADMIN.0),
             ("GMP_BOOTSTRAP_ADMIN_PASSWORD", SERVER_ADMIN.1),
             ("GMP_LOG_LEVEL", "debug"),
+            ("GMP_CONNECTWISE_ALLOW_HTTP", "true"),
+            ("GMP_CONNECTWISE_ALLOWED_HOSTS", "127.0.0.1"),
         ],
     );
     let session = server.sign_in().await;
@@ -112,6 +116,32 @@ async fn secrets_never_reach_logs_responses_or_the_change_log() {
         .await
         .unwrap();
     bodies.push(exported.text().await.unwrap());
+
+    // The policy's credentials used against ConnectWise: accepted, then refused.
+    let point_at_mock = json!({"set": {"connectwise.site": mock.site}});
+    let moved = client
+        .patch(&policy_url)
+        .bearer_auth(token)
+        .header("if-match", "*")
+        .json(&point_at_mock)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), StatusCode::OK);
+    let policy_id = policy_url.rsplit('/').next().unwrap().to_owned();
+    for status in [200, 401] {
+        mock.set(|b| b.status = status);
+        let tested = client
+            .post(server.url("/api/v1/connectwise/test-connection"))
+            .bearer_auth(token)
+            .json(&json!({"policy_id": policy_id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tested.status(), StatusCode::OK);
+        bodies.push(tested.text().await.unwrap());
+    }
+    assert!(mock.api_requests().len() >= 2, "the secret was really used");
 
     // Health checks log at debug level: proof that the debug output is captured.
     client.get(server.url("/healthz")).send().await.unwrap();
