@@ -86,6 +86,15 @@ pub const KEYS: &[&str] = &[
     "connectwise_cache_seconds",
     "connectwise_allow_http",
     "connectwise_allowed_hosts",
+    "stale_grace_seconds",
+    "offline_after_seconds",
+    "checkin_flush_interval_ms",
+    "checkin_buffer_capacity",
+    "jobs_enabled",
+    "job_connectivity_interval_seconds",
+    "job_retention_interval_seconds",
+    "job_expiry_interval_seconds",
+    "retention_days",
 ];
 
 #[derive(Debug, Clone)]
@@ -117,6 +126,17 @@ pub struct Config {
     pub connectwise_allow_http: bool,
     /// Hosts or IPs outbound calls may reach although they are internal.
     pub connectwise_allowed_hosts: Vec<String>,
+    pub stale_grace_seconds: u64,
+    pub offline_after_seconds: u64,
+    /// How often buffered device check-ins are written; 0 writes each one at once.
+    pub checkin_flush_interval_ms: u64,
+    pub checkin_buffer_capacity: usize,
+    pub jobs_enabled: bool,
+    pub job_connectivity_interval_seconds: u64,
+    pub job_retention_interval_seconds: u64,
+    pub job_expiry_interval_seconds: u64,
+    /// How long device field history and the change log are kept.
+    pub retention_days: u64,
 }
 
 impl Default for Config {
@@ -145,6 +165,15 @@ impl Default for Config {
             connectwise_cache_seconds: 60,
             connectwise_allow_http: false,
             connectwise_allowed_hosts: Vec::new(),
+            stale_grace_seconds: 3600,
+            offline_after_seconds: 24 * 3600,
+            checkin_flush_interval_ms: 2000,
+            checkin_buffer_capacity: 10_000,
+            jobs_enabled: true,
+            job_connectivity_interval_seconds: 60,
+            job_retention_interval_seconds: 3600,
+            job_expiry_interval_seconds: 600,
+            retention_days: 400,
         }
     }
 }
@@ -201,6 +230,12 @@ impl Config {
                 .parse()
                 .map_err(|_| format!("`{value}` is not a valid number"))
         }
+        fn boolean(value: &str) -> Result<bool, String> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{value}` is neither true nor false"))
+        }
         let non_empty = |value: String| (!value.is_empty()).then_some(value);
         match key {
             "bind" => self.bind = value,
@@ -236,12 +271,24 @@ impl Config {
             "connectwise_cache_seconds" => {
                 self.connectwise_cache_seconds = number(&value).map_err(invalid)?
             }
-            "connectwise_allow_http" => {
-                self.connectwise_allow_http = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid(format!("`{value}` is neither true nor false")))?
+            "connectwise_allow_http" => self.connectwise_allow_http = boolean(&value).map_err(invalid)?,
+            "jobs_enabled" => self.jobs_enabled = boolean(&value).map_err(invalid)?,
+            "stale_grace_seconds" => self.stale_grace_seconds = number(&value).map_err(invalid)?,
+            "offline_after_seconds" => self.offline_after_seconds = number(&value).map_err(invalid)?,
+            "checkin_flush_interval_ms" => {
+                self.checkin_flush_interval_ms = number(&value).map_err(invalid)?
             }
+            "checkin_buffer_capacity" => self.checkin_buffer_capacity = number(&value).map_err(invalid)?,
+            "job_connectivity_interval_seconds" => {
+                self.job_connectivity_interval_seconds = number(&value).map_err(invalid)?
+            }
+            "job_retention_interval_seconds" => {
+                self.job_retention_interval_seconds = number(&value).map_err(invalid)?
+            }
+            "job_expiry_interval_seconds" => {
+                self.job_expiry_interval_seconds = number(&value).map_err(invalid)?
+            }
+            "retention_days" => self.retention_days = number(&value).map_err(invalid)?,
             "connectwise_allowed_hosts" => {
                 self.connectwise_allowed_hosts = value
                     .split(',')
@@ -269,6 +316,14 @@ impl Config {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("gmp.db").display()
             )),
+        }
+    }
+
+    /// When devices count as stale and offline.
+    pub fn thresholds(&self) -> crate::domain::device::Thresholds {
+        crate::domain::device::Thresholds {
+            grace: chrono::Duration::seconds(self.stale_grace_seconds as i64),
+            offline_after: chrono::Duration::seconds(self.offline_after_seconds as i64),
         }
     }
 

@@ -11,6 +11,8 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod jobs;
+pub mod metrics;
 pub mod secrets;
 pub mod services;
 pub mod sim;

@@ -2,11 +2,13 @@
 //! and the bound HTTP server. Used by `gmp serve` and by the tests.
 
 use crate::config::{Config, ConfigError};
+use crate::services::checkins;
 use crate::state::AppState;
-use crate::{db, http, services};
+use crate::{db, http, jobs, services};
 use actix_web::{HttpServer, web};
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -18,13 +20,16 @@ pub enum StartupError {
     Bootstrap(crate::error::ApiError),
     #[error("cannot listen on {bind}: {source}")]
     Bind { bind: String, source: std::io::Error },
+    #[error("cannot start the scheduled jobs: {0}")]
+    Jobs(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
-/// A server bound to its port, not yet running.
+/// A server bound to its port, with its scheduled jobs started.
 pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     state: web::Data<AppState>,
+    scheduler: tokio_cron_scheduler::JobScheduler,
 }
 
 impl Application {
@@ -61,8 +66,15 @@ impl Application {
             server = server.workers(workers.max(1));
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
+        let holder = format!("gmp-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let scheduler = jobs::start(state.get_ref().clone(), holder).await?;
         tracing::info!(port, "listening");
-        Ok(Self { server, port, state })
+        Ok(Self {
+            server,
+            port,
+            state,
+            scheduler,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -73,9 +85,10 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting connections and lets in-flight
-    /// requests finish (up to `shutdown_timeout_seconds`).
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    /// Serves until `shutdown` resolves. Then: `/readyz` starts failing, the server stops
+    /// accepting connections and lets in-flight requests finish (up to
+    /// `shutdown_timeout_seconds`), the jobs stop, and buffered check-ins are written.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         // The server runs as its own task: stopping it needs the server future to keep being
         // polled while `stop` waits for in-flight requests.
@@ -84,8 +97,16 @@ impl Application {
             result = &mut server => return result.map_err(std::io::Error::other)?,
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
         }
+        self.state.draining.store(true, Ordering::Relaxed);
         handle.stop(true).await;
         let result = server.await.map_err(std::io::Error::other)?;
+        if let Err(error) = self.scheduler.shutdown().await {
+            tracing::warn!(%error, "the job scheduler did not stop cleanly");
+        }
+        match checkins::flush(&self.state).await {
+            Ok(flushed) => tracing::info!(flushed, "check-ins written"),
+            Err(error) => tracing::error!(%error, "could not write the last check-ins"),
+        }
         self.state.db.clone().close().await.ok();
         tracing::info!("stopped");
         result

@@ -4,9 +4,12 @@ use crate::auth::JwtKeys;
 use crate::config::{Config, Keys};
 use crate::connectwise::guard::OutboundPolicy;
 use crate::connectwise::{ClientSettings, ConnectWiseClient, LookupCache};
+use crate::metrics::Metrics;
 use crate::secrets::Keyring;
+use crate::services::checkins::CheckinBuffer;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 #[derive(Clone)]
@@ -17,6 +20,10 @@ pub struct AppState {
     pub keyring: Keyring,
     pub connectwise: Arc<ConnectWiseClient>,
     pub lookups: Arc<LookupCache>,
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins: `/readyz` fails so load balancers stop sending traffic.
+    pub draining: Arc<AtomicBool>,
+    pub checkins: Arc<CheckinBuffer>,
 }
 
 impl AppState {
@@ -43,6 +50,9 @@ impl AppState {
                 10_000,
             )),
             connectwise: Arc::new(connectwise),
+            metrics: Arc::new(Metrics::default()),
+            draining: Arc::new(AtomicBool::new(false)),
+            checkins: Arc::new(CheckinBuffer::new(config.checkin_buffer_capacity)),
             db,
             config: Arc::new(config),
             keyring: keys.keyring,

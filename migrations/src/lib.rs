@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_tenants_operators;
 mod m20261127_000002_policies_audit;
 mod m20261127_000003_devices;
+mod m20261127_000004_jobs;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_tenants_operators::Migration),
             Box::new(m20261127_000002_policies_audit::Migration),
             Box::new(m20261127_000003_devices::Migration),
+            Box::new(m20261127_000004_jobs::Migration),
         ]
     }
 }

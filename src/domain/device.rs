@@ -93,20 +93,53 @@ pub enum Connectivity {
     Offline,
 }
 
-/// Grace after `next_pull_after` before a device counts as stale, and the silence after which
-/// it counts as offline.
-pub const STALE_GRACE: Duration = Duration::hours(1);
-pub const OFFLINE_AFTER: Duration = Duration::hours(24);
+impl Connectivity {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Connectivity::New => "new",
+            Connectivity::Online => "online",
+            Connectivity::Stale => "stale",
+            Connectivity::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "online" => Connectivity::Online,
+            "stale" => Connectivity::Stale,
+            "offline" => Connectivity::Offline,
+            _ => Connectivity::New,
+        }
+    }
+}
+
+/// When a device counts as stale (past `next_pull_after` plus `grace`) and offline (silent for
+/// `offline_after`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub grace: Duration,
+    pub offline_after: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            grace: Duration::hours(1),
+            offline_after: Duration::hours(24),
+        }
+    }
+}
 
 pub fn connectivity(
     last_seen: Option<DateTime<Utc>>,
     next_pull_after: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    thresholds: Thresholds,
 ) -> Connectivity {
     match (last_seen, next_pull_after) {
         (None, _) => Connectivity::New,
-        (Some(seen), _) if now - seen > OFFLINE_AFTER => Connectivity::Offline,
-        (Some(_), Some(due)) if now > due + STALE_GRACE => Connectivity::Stale,
+        (Some(seen), _) if now - seen > thresholds.offline_after => Connectivity::Offline,
+        (Some(_), Some(due)) if now > due + thresholds.grace => Connectivity::Stale,
         _ => Connectivity::Online,
     }
 }
@@ -441,6 +474,8 @@ pub struct Device {
     pub applied_at: Option<DateTime<Utc>>,
     pub failed_hash: Option<String>,
     pub last_report_digest: Option<String>,
+    /// Connectivity as the connectivity job (or the last pull) recorded it.
+    pub recorded_connectivity: Connectivity,
 }
 
 /// A token devices register with.
@@ -522,26 +557,33 @@ mod tests {
     #[test]
     fn connectivity_follows_the_schedule() {
         let now = Utc::now();
-        assert_eq!(connectivity(None, None, now), Connectivity::New);
+        let t = Thresholds::default();
+        let hours = Duration::hours;
+        assert_eq!(connectivity(None, None, now, t), Connectivity::New);
         assert_eq!(
-            connectivity(Some(now), Some(now + Duration::hours(4)), now),
+            connectivity(Some(now), Some(now + hours(4)), now, t),
             Connectivity::Online
         );
         assert_eq!(
-            connectivity(
-                Some(now - Duration::hours(6)),
-                Some(now - Duration::hours(2)),
-                now
-            ),
+            connectivity(Some(now - hours(6)), Some(now - hours(2)), now, t),
             Connectivity::Stale
         );
         assert_eq!(
-            connectivity(
-                Some(now - Duration::hours(30)),
-                Some(now - Duration::hours(26)),
-                now
-            ),
+            connectivity(Some(now - hours(30)), Some(now - hours(26)), now, t),
             Connectivity::Offline
+        );
+        let strict = Thresholds {
+            grace: Duration::minutes(5),
+            offline_after: hours(2),
+        };
+        assert_eq!(
+            connectivity(
+                Some(now - hours(1)),
+                Some(now - Duration::minutes(10)),
+                now,
+                strict
+            ),
+            Connectivity::Stale
         );
     }
 

@@ -24,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .service(health::metrics)
         .service(utoipa_actix_web::scope("/api/v1").configure(operator::configure))
         .service(utoipa_actix_web::scope("/device/v1").configure(device::configure));
 }

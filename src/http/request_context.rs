@@ -2,11 +2,12 @@
 //! a tracing span carrying it and, once authenticated, the tenant, and one log line per request.
 
 use super::problem::REQUEST_ID;
-use actix_web::HttpMessage;
+use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -43,12 +44,20 @@ pub async fn request_context(
         device_id = tracing::field::Empty,
     );
     let started = Instant::now();
-    let quiet = matches!(route.as_str(), "/healthz" | "/readyz");
+    let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let method = req.method().to_string();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.metrics.clone());
     let mut response = REQUEST_ID
         .scope(request_id.clone(), next.call(req).instrument(span.clone()))
         .await?;
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    if let Some(metrics) = metrics {
+        metrics.http_request(&route, &method, status, elapsed);
+    }
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if quiet {
             tracing::debug!(status, latency_ms, "request served");

@@ -1,7 +1,7 @@
 //! Devices: registration, the pull and the report of the device protocol, operator management,
 //! and the field audit built from what was served and what devices reported.
 
-use super::{Page, PageRequest, audit, written};
+use super::{Page, PageRequest, audit, checkins, written};
 use crate::auth::token;
 use crate::db;
 use crate::db::repo::devices::{DeviceFilter, ReportOutcome};
@@ -172,6 +172,7 @@ pub async fn register(
                 applied_at: None,
                 failed_hash: None,
                 last_report_digest: None,
+                recorded_connectivity: Connectivity::New,
             };
             devices::insert(&txn, &device, &credential_hash).await?;
             let actor = Actor::device(tenant, device.id, request_id);
@@ -274,7 +275,10 @@ pub async fn pull(
     let now = Utc::now();
     let tenant = device.tenant_id;
     let interval = pull_interval(state, tenant).await?;
-    if let Some(last) = device.last_pull_at {
+    let last_pull = device
+        .last_pull_at
+        .max(state.checkins.pending(device.id).map(|(seen, _)| seen));
+    if let Some(last) = last_pull {
         let gap = device::min_pull_gap(interval);
         if now - last < gap {
             let wait = (gap - (now - last)).num_seconds().max(1) as u64;
@@ -289,12 +293,38 @@ pub async fn pull(
     let (resolution, hash) = effective(&tree, &device);
     let next_pull_after = device::next_pull_after(device.id.0, interval, now, rand::random::<f64>());
 
-    let txn = db::begin_write(&state.db).await?;
-    devices::record_pull(&txn, &device, now, next_pull_after, &hash).await?;
-    if device.served_hash.as_deref() != Some(hash.as_str()) {
-        record_served(&txn, &device, &resolution, now).await?;
+    checkins::record(state, tenant, device.id, now, next_pull_after).await?;
+    // Written on the request path only when something changed: what is served, or the
+    // device coming back.
+    let served_changed = device.served_hash.as_deref() != Some(hash.as_str());
+    let came_back = matches!(
+        device.recorded_connectivity,
+        Connectivity::Stale | Connectivity::Offline
+    );
+    if served_changed || came_back {
+        let txn = db::begin_write(&state.db).await?;
+        if served_changed {
+            devices::record_served_hash(&txn, &device, &hash).await?;
+            record_served(&txn, &device, &resolution, now).await?;
+        }
+        if came_back {
+            devices::set_connectivity(&txn, &device, Connectivity::Online).await?;
+            let changes = vec![Change::of(
+                "connectivity",
+                Some(device.recorded_connectivity.as_str().into()),
+                Some("online".into()),
+            )];
+            let actor = Actor::system(tenant);
+            audit::record(
+                &txn,
+                &actor,
+                tenant,
+                device_entry("device.online", device.id, changes),
+            )
+            .await?;
+        }
+        txn.commit().await?;
     }
-    txn.commit().await?;
 
     let failed_before = device.failed_hash.as_deref() == Some(hash.as_str());
     if failed_before || if_none_match(&hash) {
@@ -546,10 +576,14 @@ pub struct DeviceView {
     pub failed: bool,
 }
 
-fn view(tree: &PolicyTree, device: Device, now: DateTime<Utc>) -> DeviceView {
+fn view(state: &AppState, tree: &PolicyTree, device: Device, now: DateTime<Utc>) -> DeviceView {
     let (_, current_hash) = effective(tree, &device);
+    let (last_seen, next_pull) = match state.checkins.pending(device.id) {
+        Some((seen, next)) => (Some(seen), Some(next)),
+        None => (device.last_seen_at, device.next_pull_after),
+    };
     DeviceView {
-        connectivity: connectivity(device.last_seen_at, device.next_pull_after, now),
+        connectivity: connectivity(last_seen, next_pull, now, state.config.thresholds()),
         in_sync: device.applied_hash.as_deref() == Some(current_hash.as_str()),
         failed: device.failed_hash.as_deref() == Some(current_hash.as_str()),
         current_hash,
@@ -568,7 +602,11 @@ pub async fn list(
     let now = Utc::now();
     let page = page.page(rows, |d| d.id.0);
     Ok(Page {
-        items: page.items.into_iter().map(|d| view(&tree, d, now)).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|d| view(state, &tree, d, now))
+            .collect(),
         next_cursor: page.next_cursor,
     })
 }
@@ -578,7 +616,7 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
     let tree = policies::load_tree(&state.db, tenant).await?;
-    Ok(view(&tree, device, Utc::now()))
+    Ok(view(state, &tree, device, Utc::now()))
 }
 
 /// Operator changes to a device: its policy and its own values.
@@ -938,7 +976,7 @@ pub async fn fields(
         record: Some(record),
     }));
     views.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((view(&tree, device, Utc::now()), views))
+    Ok((view(state, &tree, device, Utc::now()), views))
 }
 
 pub async fn history(
@@ -1017,7 +1055,7 @@ pub async fn policy_devices(
     let views = devices::list(&state.db, tenant, &filter, None, None)
         .await?
         .into_iter()
-        .map(|d| view(&tree, d, now))
+        .map(|d| view(state, &tree, d, now))
         .filter(|v| match wanted {
             None => true,
             Some(SyncState::InSync) => v.in_sync,
@@ -1063,7 +1101,7 @@ pub async fn dashboard(
     let now = Utc::now();
     let mut counts: BTreeMap<PolicyId, PolicyCounts> = BTreeMap::new();
     for device in devices {
-        let v = view(&tree, device, now);
+        let v = view(state, &tree, device, now);
         let c = counts.entry(v.device.policy_id).or_default();
         let id = v.device.id;
         c.assigned += 1;

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod checkins;
 pub mod connectwise;
 pub mod devices;
 pub mod enrollment;

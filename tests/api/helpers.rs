@@ -135,6 +135,10 @@ pub fn test_config(db: &TestDb) -> Config {
         bootstrap_admin_email: Some(ADMIN_EMAIL.into()),
         bootstrap_admin_password: Some(Secret::new(ADMIN_PASSWORD)),
         workers: Some(1),
+        // Tests call the jobs directly and read check-ins at once; the tests of batching and
+        // scheduling turn these back on.
+        jobs_enabled: false,
+        checkin_flush_interval_ms: 0,
         ..Config::default()
     }
 }

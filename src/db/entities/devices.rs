@@ -28,6 +28,7 @@ pub struct Model {
     pub applied_at: Option<DateTimeUtc>,
     pub failed_hash: Option<String>,
     pub last_report_digest: Option<String>,
+    pub connectivity: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

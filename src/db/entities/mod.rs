@@ -5,6 +5,7 @@ pub mod device_field_history;
 pub mod device_fields;
 pub mod devices;
 pub mod enrollment_tokens;
+pub mod job_leases;
 pub mod operators;
 pub mod policies;
 pub mod policy_versions;

@@ -4,7 +4,7 @@ use super::policies::{decode_values, encode_values};
 use super::{Written, expect_version};
 use crate::db::entities::device_fields;
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
-use crate::domain::device::{Device, DeviceKind, Lifecycle, STALE_GRACE};
+use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -40,6 +40,7 @@ fn to_domain(m: Model) -> Result<Device, DbErr> {
         applied_at: m.applied_at,
         failed_hash: m.failed_hash,
         last_report_digest: m.last_report_digest,
+        recorded_connectivity: Connectivity::parse(&m.connectivity),
     })
 }
 
@@ -77,6 +78,7 @@ pub async fn insert(
         applied_at: Set(None),
         failed_hash: Set(None),
         last_report_digest: Set(None),
+        connectivity: Set(Connectivity::New.as_str().to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -155,7 +157,8 @@ pub struct DeviceFilter {
     pub has_overrides: Option<bool>,
     pub has_failures: Option<bool>,
     pub drifted: Option<bool>,
-    pub stale_at: Option<DateTime<Utc>>,
+    /// Only devices whose `next_pull_after` is before this (now minus the grace).
+    pub due_before: Option<DateTime<Utc>>,
 }
 
 fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
@@ -207,8 +210,8 @@ pub async fn list(
             query = query.filter(if wanted { exists } else { exists.not() });
         }
     }
-    if let Some(now) = filter.stale_at {
-        query = query.filter(Column::NextPullAfter.lt(now - STALE_GRACE));
+    if let Some(due_before) = filter.due_before {
+        query = query.filter(Column::NextPullAfter.lt(due_before));
     }
     all(query.all(conn).await?)
 }
@@ -274,24 +277,71 @@ pub async fn replace_credential(
         .map(|_| ())
 }
 
-/// What a pull leaves behind: when the device was seen, when it should come back, what it got.
-pub async fn record_pull(
+/// A device's check-in: when it pulled and when it should come back. Never moves time
+/// backwards, so batches from several replicas can land in any order.
+pub async fn record_checkin(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    device: DeviceId,
+    seen_at: DateTime<Utc>,
+    next_pull_after: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::LastSeenAt, Expr::value(seen_at))
+        .col_expr(Column::LastPullAt, Expr::value(seen_at))
+        .col_expr(Column::NextPullAfter, Expr::value(next_pull_after))
+        .filter(Column::Id.eq(device.0))
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::LastSeenAt.is_null().or(Column::LastSeenAt.lt(seen_at)))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The config hash now served to the device (written only when it changes).
+pub async fn record_served_hash(
     conn: &impl ConnectionTrait,
     device: &Device,
-    now: DateTime<Utc>,
-    next_pull_after: DateTime<Utc>,
     served_hash: &str,
 ) -> Result<(), DbErr> {
     Entity::update_many()
-        .col_expr(Column::LastSeenAt, Expr::value(now))
-        .col_expr(Column::LastPullAt, Expr::value(now))
-        .col_expr(Column::NextPullAfter, Expr::value(next_pull_after))
         .col_expr(Column::ServedHash, Expr::value(served_hash))
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
         .exec(conn)
         .await
         .map(|_| ())
+}
+
+/// Records a connectivity transition.
+pub async fn set_connectivity(
+    conn: &impl ConnectionTrait,
+    device: &Device,
+    connectivity: Connectivity,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::Connectivity, Expr::value(connectivity.as_str()))
+        .filter(Column::Id.eq(device.id.0))
+        .filter(Column::TenantId.eq(device.tenant_id.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Every active device of every tenant, for the connectivity job (a platform task).
+pub async fn all_active(
+    conn: &impl ConnectionTrait,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Device>, DbErr> {
+    let mut query = Entity::find()
+        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
+        .order_by_asc(Column::Id)
+        .limit(limit);
+    if let Some(after) = after {
+        query = query.filter(Column::Id.gt(after));
+    }
+    all(query.all(conn).await?)
 }
 
 /// What a report leaves behind.

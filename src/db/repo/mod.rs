@@ -8,6 +8,8 @@ pub mod audit;
 pub mod device_fields;
 pub mod devices;
 pub mod enrollment_tokens;
+pub mod job_leases;
+pub mod maintenance;
 pub mod operators;
 pub mod policies;
 pub mod refresh_tokens;

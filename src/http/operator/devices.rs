@@ -289,7 +289,10 @@ pub async fn list_devices(
         has_overrides: q.has_overrides,
         has_failures: q.has_failures,
         drifted: q.drifted,
-        stale_at: q.stale.filter(|s| *s).map(|_| Utc::now()),
+        due_before: q
+            .stale
+            .filter(|s| *s)
+            .map(|_| Utc::now() - state.config.thresholds().grace),
     };
     let page = devices::list(&state, caller.tenant_id, filter, page).await?;
     Ok(HttpResponse::Ok().json(PageResponse::from_page(page, DeviceResponse::from)))

@@ -1,0 +1,116 @@
+//! Device check-ins (`last_seen_at`, `last_pull_at`, `next_pull_after`), buffered in memory and
+//! written in batches, so a pull does not write to the database just to say a device was seen.
+//!
+//! A crash loses at most the check-ins of the last flush interval — never a report, a policy
+//! or an audit entry, which are written in their own transactions on the request path.
+
+use crate::db;
+use crate::db::repo::devices;
+use crate::domain::{DeviceId, TenantId};
+use crate::error::ApiError;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy)]
+struct Checkin {
+    tenant: TenantId,
+    seen_at: DateTime<Utc>,
+    next_pull_after: DateTime<Utc>,
+}
+
+/// Check-ins not yet written, at most one per device (the latest).
+#[derive(Debug)]
+pub struct CheckinBuffer {
+    pending: Mutex<HashMap<DeviceId, Checkin>>,
+    capacity: usize,
+}
+
+impl CheckinBuffer {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// A device's check-in this replica has not written yet: when it pulled, and when it
+    /// should pull next.
+    pub fn pending(&self, device: DeviceId) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        self.pending
+            .lock()
+            .expect("check-in buffer")
+            .get(&device)
+            .map(|c| (c.seen_at, c.next_pull_after))
+    }
+
+    /// Buffers a check-in; true when the buffer is full and should be flushed now.
+    fn push(&self, device: DeviceId, checkin: Checkin) -> bool {
+        let mut pending = self.pending.lock().expect("check-in buffer");
+        pending.insert(device, checkin);
+        pending.len() >= self.capacity
+    }
+
+    fn drain(&self) -> Vec<(DeviceId, Checkin)> {
+        self.pending.lock().expect("check-in buffer").drain().collect()
+    }
+
+    fn restore(&self, unwritten: Vec<(DeviceId, Checkin)>) {
+        let mut pending = self.pending.lock().expect("check-in buffer");
+        for (device, checkin) in unwritten {
+            pending.entry(device).or_insert(checkin);
+        }
+    }
+}
+
+/// Records that `device` pulled at `seen_at`: buffered, or written at once when batching is
+/// off (`checkin_flush_interval_ms = 0`).
+pub async fn record(
+    state: &AppState,
+    tenant: TenantId,
+    device: DeviceId,
+    seen_at: DateTime<Utc>,
+    next_pull_after: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if state.config.checkin_flush_interval_ms == 0 {
+        devices::record_checkin(&state.db, tenant, device, seen_at, next_pull_after).await?;
+        return Ok(());
+    }
+    let checkin = Checkin {
+        tenant,
+        seen_at,
+        next_pull_after,
+    };
+    if state.checkins.push(device, checkin) {
+        flush(state).await?;
+    }
+    Ok(())
+}
+
+/// Writes every buffered check-in in one transaction; returns how many. On failure they go
+/// back into the buffer for the next flush.
+pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
+    let batch = state.checkins.drain();
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let written = async {
+        let txn = db::begin_write(&state.db).await?;
+        for (device, c) in &batch {
+            devices::record_checkin(&txn, c.tenant, *device, c.seen_at, c.next_pull_after).await?;
+        }
+        txn.commit().await
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            state.metrics.checkins_flushed(batch.len() as u64);
+            Ok(batch.len())
+        }
+        Err(error) => {
+            state.checkins.restore(batch);
+            Err(ApiError::internal(error))
+        }
+    }
+}
