@@ -957,3 +957,10 @@ async fn pending_failed_and_stale_devices_of_a_policy() {
     )
     .await;
 }
+
+/// `n` unused enrollment tokens.
+pub async fn enrollment_tokens_for(app: &TestApp, session: &Session, n: usize) {
+    for _ in 0..n {
+        enrollment_token(app, session, json!({})).await;
+    }
+}

@@ -12,6 +12,7 @@ mod docs;
 mod errors;
 mod health;
 mod isolation;
+mod jobs;
 mod migrations;
 mod openapi;
 mod operators;

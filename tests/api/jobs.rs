@@ -1,0 +1,353 @@
+//! The scheduled jobs, called directly, and the lease that keeps them to one replica.
+
+use crate::devices::{enrollment_tokens_for, fast_tenant, pull, register};
+use crate::helpers::TestApp;
+use chrono::{Duration, Utc};
+use gmp::jobs::{self, Outcome};
+use reqwest::StatusCode;
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+async fn sql(app: &TestApp, statement: &str) {
+    app.state.db.execute_unprepared(statement).await.unwrap();
+}
+
+async fn actions(app: &TestApp, token: &str, device: &str) -> Vec<String> {
+    let log: Value = app
+        .get(&format!("/api/v1/audit/changes?target_id={device}"), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn connectivity_transitions_are_logged_once() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let device = register(&app, &tenant.admin, "HW-CONN", "appliance").await;
+    assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
+    let token = &tenant.admin.access;
+
+    assert_eq!(
+        jobs::connectivity_job(&app.state, Utc::now()).await.unwrap(),
+        Outcome { changed: 0 }
+    );
+    // Past its next pull plus the hour of grace: stale, logged once however often the job runs.
+    let later = Utc::now() + Duration::hours(2);
+    assert_eq!(
+        jobs::connectivity_job(&app.state, later).await.unwrap().changed,
+        1
+    );
+    assert_eq!(
+        jobs::connectivity_job(&app.state, later).await.unwrap().changed,
+        0
+    );
+    assert_eq!(actions(&app, token, &device.id).await[0], "device.stale");
+    // A day without a pull: offline.
+    let much_later = Utc::now() + Duration::hours(30);
+    assert_eq!(
+        jobs::connectivity_job(&app.state, much_later)
+            .await
+            .unwrap()
+            .changed,
+        1
+    );
+    assert_eq!(
+        jobs::connectivity_job(&app.state, much_later)
+            .await
+            .unwrap()
+            .changed,
+        0
+    );
+    let view: Value = app
+        .get(&format!("/api/v1/devices/{}", device.id), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        view["connectivity"], "online",
+        "the view reads the clock, the job records transitions"
+    );
+
+    // The next pull brings it back online, logged once.
+    sql(
+        &app,
+        "UPDATE devices SET last_pull_at = '2000-01-01T00:00:00+00:00'",
+    )
+    .await;
+    assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
+    sql(
+        &app,
+        "UPDATE devices SET last_pull_at = '2000-01-01T00:00:00+00:00'",
+    )
+    .await;
+    pull(&app, &device, None).await;
+    let log = actions(&app, token, &device.id).await;
+    assert_eq!(log[..3], ["device.online", "device.offline", "device.stale"]);
+    assert_eq!(log.iter().filter(|a| *a == "device.online").count(), 1);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_old_rows_in_batches() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let (root, etag) = crate::policies::root_policy(&app, &tenant.admin).await;
+    crate::policies::save_ok(
+        &app,
+        &tenant.admin,
+        &root,
+        &etag,
+        crate::policies::seed_settings(),
+    )
+    .await;
+    let device = register(&app, &tenant.admin, "HW-RET", "appliance").await;
+    pull(&app, &device, None).await;
+    let count = |table: &'static str| {
+        let app = &app;
+        async move {
+            let row = app
+                .state
+                .db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    app.state.db.get_database_backend(),
+                    format!("SELECT COUNT(*) AS n FROM {table}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        }
+    };
+    let (history, log) = (count("device_field_history").await, count("audit_changes").await);
+    assert!(history > 3 && log > 3);
+    // Age every row but the newest of each table past the 400 days.
+    sql(&app, "UPDATE device_field_history SET recorded_at = '2020-01-01T00:00:00+00:00' WHERE id <> (SELECT id FROM device_field_history ORDER BY id DESC LIMIT 1)").await;
+    sql(&app, "UPDATE audit_changes SET created_at = '2020-01-01T00:00:00+00:00' WHERE id <> (SELECT id FROM audit_changes ORDER BY id DESC LIMIT 1)").await;
+    let outcome = jobs::retention_job(&app.state, Utc::now(), 2).await.unwrap();
+    assert_eq!(outcome.changed as i64, history - 1 + log - 1);
+    assert_eq!(
+        (count("device_field_history").await, count("audit_changes").await),
+        (1, 1)
+    );
+    assert_eq!(
+        jobs::retention_job(&app.state, Utc::now(), 2)
+            .await
+            .unwrap()
+            .changed,
+        0
+    );
+}
+
+#[tokio::test]
+async fn expired_tokens_are_deleted() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    enrollment_tokens_for(&app, &tenant.admin, 2).await;
+    sql(
+        &app,
+        "UPDATE refresh_tokens SET expires_at = '2020-01-01T00:00:00+00:00'",
+    )
+    .await;
+    sql(
+        &app,
+        "UPDATE enrollment_tokens SET expires_at = '2020-01-01T00:00:00+00:00'",
+    )
+    .await;
+    let outcome = jobs::expiry_job(&app.state, Utc::now()).await.unwrap();
+    assert!(
+        outcome.changed >= 4,
+        "{outcome:?}: the platform admin's and the tenant admin's sessions, two tokens"
+    );
+    let listed: Value = app
+        .get("/api/v1/enrollment-tokens", &tenant.admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn racing_runners_run_a_tick_once() {
+    let app = TestApp::spawn().await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let lease = std::time::Duration::from_secs(30);
+    let attempt = |holder: &'static str| {
+        let (state, runs) = (app.state.clone(), runs.clone());
+        async move {
+            jobs::run_with_lease(&state, "race", holder, 7, lease, || async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Ok(Outcome::default())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let results = futures_util::future::join_all(["a", "b", "c", "d"].map(attempt)).await;
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // Finished and released: still nobody reruns tick 7, and tick 8 runs once.
+    assert!(attempt("e").await.is_none());
+    let next = jobs::run_with_lease(&app.state, "race", "f", 8, lease, || async {
+        Ok(Outcome::default())
+    })
+    .await
+    .unwrap();
+    assert!(next.is_some());
+}
+
+#[tokio::test]
+async fn a_dead_holders_lease_is_taken_over_after_it_expires() {
+    let app = TestApp::spawn().await;
+    let now = Utc::now();
+    // Holder "dead" takes tick 1 and never finishes (a crashed replica).
+    assert!(gmp_lease_acquire(&app, "dead", 1, now, now + Duration::seconds(2)).await);
+    assert!(
+        !gmp_lease_acquire(&app, "alive", 2, now, now + Duration::seconds(30)).await,
+        "the lease is still live"
+    );
+    let after_expiry = now + Duration::seconds(3);
+    assert!(
+        gmp_lease_acquire(
+            &app,
+            "alive",
+            2,
+            after_expiry,
+            after_expiry + Duration::seconds(30)
+        )
+        .await
+    );
+}
+
+async fn gmp_lease_acquire(
+    app: &TestApp,
+    holder: &str,
+    tick: i64,
+    now: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> bool {
+    gmp::db::repo::job_leases::acquire(&app.state.db, "takeover", holder, tick, now, until)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let device = register(&app, &tenant.admin, "HW-MET", "vault").await;
+    let first = pull(&app, &device, None).await;
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(
+        pull(&app, &device, Some(&etag)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    sql(
+        &app,
+        "UPDATE devices SET last_pull_at = '2000-01-01T00:00:00+00:00'",
+    )
+    .await;
+    assert_eq!(
+        pull(&app, &device, Some(&etag)).await.status(),
+        StatusCode::NOT_MODIFIED
+    );
+    let stranger = crate::devices::TestDevice {
+        id: String::new(),
+        credential: "gmp_dc_unknown".into(),
+    };
+    assert_eq!(
+        pull(&app, &stranger, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    jobs::run_with_lease(
+        &app.state,
+        "connectivity",
+        "me",
+        1,
+        std::time::Duration::from_secs(30),
+        || jobs::connectivity_job(&app.state, Utc::now()),
+    )
+    .await
+    .unwrap();
+
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "gmp_device_pulls_total{outcome=\"200\"} 1",
+        "gmp_device_pulls_total{outcome=\"304\"} 1",
+        "gmp_device_pulls_total{outcome=\"401\"} 1",
+        "gmp_device_pulls_total{outcome=\"429\"} 1",
+        &format!("gmp_devices{{tenant=\"{}\",status=\"online\"}} 1", tenant.id),
+        "gmp_job_runs_total{job=\"connectivity\",outcome=\"success\"} 1",
+        "gmp_http_requests_total{route=\"/device/v1/register\",method=\"POST\",status=\"201\"} 1",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    assert!(
+        text.contains("gmp_http_request_duration_seconds_bucket{route=\"/device/v1/config\",le=\"+Inf\"} 4")
+    );
+    assert!(text.contains("gmp_db_pool_connections{state=\"max\"} 5"));
+    assert!(!text.contains(&device.id), "raw paths never become labels");
+}
+
+#[tokio::test]
+async fn check_ins_are_buffered_and_flushed_in_batches() {
+    let app = TestApp::spawn_with(|config| config.checkin_flush_interval_ms = 60_000).await;
+    let tenant = app.create_tenant("Acme").await;
+    let device = register(&app, &tenant.admin, "HW-BUF", "vault").await;
+    assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
+    let stored = |app: &TestApp| {
+        let db = app.state.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT last_seen_at FROM devices".to_owned(),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<Option<chrono::DateTime<Utc>>>("", "last_seen_at")
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        stored(&app).await,
+        None,
+        "the pull wrote nothing just to record the check-in"
+    );
+    // Yet the server knows: a second pull is still rate limited, and the device shows online.
+    assert_eq!(
+        pull(&app, &device, None).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let view: Value = app
+        .get(&format!("/api/v1/devices/{}", device.id), &tenant.admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["connectivity"], "online");
+    assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 1);
+    assert!(stored(&app).await.is_some());
+    assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 0);
+}
