@@ -34,6 +34,12 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Exit 0 when the server answers its health check (for container health checks).
+    Healthcheck {
+        /// Default: `/healthz` on the configured bind address.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Print the OpenAPI document, or write it to a file.
     Openapi {
         #[arg(long)]
@@ -147,6 +153,7 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 }
 
 pub fn main() -> ExitCode {
+    crate::connectwise::client::install_crypto_provider();
     let cli = Cli::parse();
     if let Command::Openapi { out } = &cli.command {
         return write_openapi(out.as_deref());
@@ -267,6 +274,19 @@ async fn run(command: Command, config: Config) -> CliResult {
             );
         }
         Command::Policy { action } => run_policy(action, admin_state(config).await?).await?,
+        Command::Healthcheck { url } => {
+            let url = url
+                .unwrap_or_else(|| format!("http://{}/healthz", config.bind.replace("0.0.0.0", "127.0.0.1")));
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?
+                .get(&url)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                return Err(format!("{url} answered {}", response.status()).into());
+            }
+        }
         Command::Openapi { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(())

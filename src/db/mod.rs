@@ -46,9 +46,28 @@ pub async fn connect(url: &Secret, max_connections: u32) -> Result<DatabaseConne
     Database::connect(options).await
 }
 
-/// Applies every pending migration.
+/// Applies every pending migration. On PostgreSQL it holds an advisory lock while it does, on
+/// a connection of its own, so replicas starting together migrate one after the other.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Migrator::up(db, None).await;
+    }
+    let pool = db.get_postgres_connection_pool().clone();
+    let lock_holder = pool
+        .acquire()
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+    let mut lock_holder = lock_holder.detach();
+    use sea_orm::sqlx::Executor;
+    (&mut lock_holder)
+        .execute("SELECT pg_advisory_lock(72716571)")
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+    let migrated = Migrator::up(db, None).await;
+    let _ = (&mut lock_holder)
+        .execute("SELECT pg_advisory_unlock(72716571)")
+        .await;
+    migrated
 }
 
 /// Names of (applied, pending) migrations.

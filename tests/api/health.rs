@@ -53,3 +53,18 @@ async fn swagger_ui_and_the_spec_are_served() {
         .unwrap();
     assert_eq!(spec, serde_json::to_value(gmp::http::spec()).unwrap());
 }
+
+#[tokio::test]
+async fn readyz_fails_while_draining() {
+    let app = TestApp::spawn().await;
+    app.state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let problem = assert_problem(ready, 503, "service_unavailable").await;
+    assert!(problem["detail"].as_str().unwrap().contains("shutting down"));
+    assert_eq!(
+        app.client.get(app.url("/healthz")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+}

@@ -39,6 +39,8 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn fresh() -> Self {
+        // Every HTTP client in this process needs rustls's crypto provider selected.
+        gmp::connectwise::client::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         match std::env::var("TEST_DATABASE_URL")
             .ok()

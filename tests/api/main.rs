@@ -17,6 +17,7 @@ mod migrations;
 mod openapi;
 mod operators;
 pub mod policies;
+mod replicas;
 mod secrets;
 mod sim;
 mod tenants;
