@@ -112,3 +112,28 @@ fn the_openapi_command_prints_the_committed_document() {
     assert!(output.status.success());
     assert_eq!(String::from_utf8(output.stdout).unwrap(), gmp::http::spec_json());
 }
+
+#[tokio::test]
+async fn the_healthcheck_command_reports_the_servers_health() {
+    let db = TestDb::fresh().await;
+    let server = Server::start(&db, &[]);
+    let url = server.url("/healthz");
+    let check = move |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gmp"))
+            .args(["healthcheck", "--url", &url])
+            .env_remove("GMP_DATABASE_URL")
+            .output()
+            .unwrap()
+            .status
+    };
+    let healthy = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || check(url)
+    })
+    .await
+    .unwrap();
+    assert!(healthy.success());
+    assert!(server.terminate().success());
+    let down = tokio::task::spawn_blocking(move || check(url)).await.unwrap();
+    assert!(!down.success(), "a stopped server fails the health check");
+}

@@ -7,6 +7,7 @@ mod bootstrap;
 mod cli;
 mod connectwise;
 mod connectwise_mock;
+mod deploy;
 pub mod devices;
 mod docs;
 mod errors;
