@@ -780,6 +780,26 @@ pub async fn update(
     .await
 }
 
+/// Checks that the device exists in the tenant (a `404` first, whatever the field) and that
+/// `path` is a setting; returns the setting.
+async fn device_and_field(
+    state: &AppState,
+    tenant: TenantId,
+    id: DeviceId,
+    path: &str,
+) -> Result<&'static crate::domain::catalog::FieldDef, ApiError> {
+    devices::get(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    Catalog::get().field(path).ok_or_else(|| {
+        ApiError::field(FieldError::new(
+            "field",
+            "unknown_setting",
+            format!("`{path}` is not a setting"),
+        ))
+    })
+}
+
 /// Makes a device's reported local override its server-side device value.
 pub async fn adopt(
     state: &AppState,
@@ -789,16 +809,7 @@ pub async fn adopt(
     path: &str,
 ) -> Result<DeviceView, ApiError> {
     let tenant = actor.tenant_id;
-    devices::get(&state.db, tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("device"))?;
-    let def = Catalog::get().field(path).ok_or_else(|| {
-        ApiError::field(FieldError::new(
-            "field",
-            "unknown_setting",
-            format!("`{path}` is not a setting"),
-        ))
-    })?;
+    let def = device_and_field(state, tenant, id, path).await?;
     let records = device_fields::load(&state.db, tenant, id).await?;
     let local = records
         .get(path)
@@ -840,16 +851,7 @@ pub async fn reassert(
     expected: Expected,
     path: &str,
 ) -> Result<DeviceView, ApiError> {
-    devices::get(&state.db, actor.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("device"))?;
-    let def = Catalog::get().field(path).ok_or_else(|| {
-        ApiError::field(FieldError::new(
-            "field",
-            "unknown_setting",
-            format!("`{path}` is not a setting"),
-        ))
-    })?;
+    let def = device_and_field(state, actor.tenant_id, id, path).await?;
     if def.scope == Scope::Device {
         return Err(ApiError::field(FieldError::new(
             "field",
