@@ -174,7 +174,11 @@ pub async fn register(
                 last_report_digest: None,
                 recorded_connectivity: Connectivity::New,
             };
-            devices::insert(&txn, &device, &credential_hash).await?;
+            devices::insert(&txn, &device, &credential_hash)
+                .await
+                .map_err(super::conflict_if_duplicate(
+                    "this hardware id is registering right now on another request; try again".into(),
+                ))?;
             let actor = Actor::device(tenant, device.id, request_id);
             let changes = vec![
                 Change::of("hardware_id", None, Some(device.hardware_id.as_str().into())),

@@ -964,3 +964,29 @@ pub async fn enrollment_tokens_for(app: &TestApp, session: &Session, n: usize) {
         enrollment_token(app, session, json!({})).await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_hardware_id_make_one_device() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let token = enrollment_token(&app, &tenant.admin, json!({"max_uses": 6})).await;
+    let token = token["token"].as_str().unwrap();
+    let attempts = (0..6).map(|_| register_with(&app, token, "HW-TWIN", "vault"));
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| [200, 201, 409].contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    let devices: Value = app
+        .get("/api/v1/devices", &tenant.admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(devices["items"].as_array().unwrap().len(), 1);
+}
