@@ -2,6 +2,7 @@
 //! and the bound HTTP server. Used by `gmp serve` and by the tests.
 
 use crate::config::{Config, ConfigError};
+use crate::db::repo::job_leases;
 use crate::services::checkins;
 use crate::state::AppState;
 use crate::{db, http, jobs, services};
@@ -30,6 +31,8 @@ pub struct Application {
     port: u16,
     state: web::Data<AppState>,
     scheduler: tokio_cron_scheduler::JobScheduler,
+    /// This replica's name on job leases.
+    holder: String,
 }
 
 impl Application {
@@ -67,13 +70,14 @@ impl Application {
         }
         let server = server.listen(listener).map_err(bind_error)?.run();
         let holder = format!("gmp-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        let scheduler = jobs::start(state.get_ref().clone(), holder).await?;
+        let scheduler = jobs::start(state.get_ref().clone(), holder.clone()).await?;
         tracing::info!(port, "listening");
         Ok(Self {
             server,
             port,
             state,
             scheduler,
+            holder,
         })
     }
 
@@ -102,6 +106,10 @@ impl Application {
         let result = server.await.map_err(std::io::Error::other)?;
         if let Err(error) = self.scheduler.shutdown().await {
             tracing::warn!(%error, "the job scheduler did not stop cleanly");
+        }
+        // Another replica can take over a job this one was running at once.
+        if let Err(error) = job_leases::release_all(&self.state.db, &self.holder).await {
+            tracing::warn!(%error, "could not release the job leases");
         }
         match checkins::flush(&self.state).await {
             Ok(flushed) => tracing::info!(flushed, "check-ins written"),

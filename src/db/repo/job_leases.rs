@@ -67,3 +67,13 @@ pub async fn release(conn: &impl ConnectionTrait, job: &str, holder: &str) -> Re
         .await
         .map(|_| ())
 }
+
+/// Gives up every lease `holder` has (on shutdown, mid-run or not).
+pub async fn release_all(conn: &impl ConnectionTrait, holder: &str) -> Result<u64, DbErr> {
+    Ok(Entity::update_many()
+        .col_expr(Column::ExpiresAt, Expr::value(DateTime::<Utc>::UNIX_EPOCH))
+        .filter(Column::Holder.eq(holder))
+        .exec(conn)
+        .await?
+        .rows_affected)
+}
