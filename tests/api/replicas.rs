@@ -251,7 +251,8 @@ async fn sigterm_under_load_finishes_requests_and_writes_check_ins() {
             .send()
     });
     let in_flight = tokio::spawn(futures_util::future::join_all(logins));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Long enough for the requests to be accepted, short of the time eight hashes take.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
