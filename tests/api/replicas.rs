@@ -244,20 +244,30 @@ async fn sigterm_under_load_finishes_requests_and_writes_check_ins() {
     );
 
     // Slow requests in flight (password hashing), then SIGTERM.
-    let logins = (0..8).map(|_| {
-        client
+    let logins = (0..16).map(|_| {
+        let request = client
             .post(server.url("/api/v1/auth/login"))
             .json(&json!({"email": SERVER_ADMIN.0, "password": SERVER_ADMIN.1}))
-            .send()
+            .send();
+        async move {
+            let response = request.await;
+            (response, std::time::Instant::now())
+        }
     });
     let in_flight = tokio::spawn(futures_util::future::join_all(logins));
-    // Long enough for the requests to be accepted, short of the time eight hashes take.
+    // Long enough for the requests to be accepted, short of the time sixteen hashes take.
     tokio::time::sleep(Duration::from_millis(150)).await;
+    let signalled = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
     assert!(status.success());
-    for response in in_flight.await.unwrap() {
+    let finished = in_flight.await.unwrap();
+    assert!(
+        finished.iter().any(|(_, at)| *at > signalled),
+        "some requests were still in flight at SIGTERM"
+    );
+    for (response, _) in finished {
         assert_eq!(response.expect("no request was cut off").status(), StatusCode::OK);
     }
 
