@@ -107,15 +107,23 @@ impl Application {
         if let Err(error) = self.scheduler.shutdown().await {
             tracing::warn!(%error, "the job scheduler did not stop cleanly");
         }
-        // Another replica can take over a job this one was running at once.
-        if let Err(error) = job_leases::release_all(&self.state.db, &self.holder).await {
-            tracing::warn!(%error, "could not release the job leases");
-        }
-        match checkins::flush(&self.state).await {
-            Ok(flushed) => tracing::info!(flushed, "check-ins written"),
-            Err(error) => tracing::error!(%error, "could not write the last check-ins"),
-        }
+        // The pool's connections were opened on the HTTP workers' runtimes, which have stopped:
+        // the last writes go through a connection of this runtime.
         self.state.db.clone().close().await.ok();
+        match db::connect(&self.state.config.database_url(), 1).await {
+            Ok(last) => {
+                // Another replica can take over a job this one was running at once.
+                if let Err(error) = job_leases::release_all(&last, &self.holder).await {
+                    tracing::warn!(%error, "could not release the job leases");
+                }
+                match checkins::flush_through(&self.state, &last).await {
+                    Ok(flushed) => tracing::info!(flushed, "check-ins written"),
+                    Err(error) => tracing::error!(error = ?error, "could not write the last check-ins"),
+                }
+                last.close().await.ok();
+            }
+            Err(error) => tracing::error!(%error, "could not reconnect to write the last check-ins"),
+        }
         tracing::info!("stopped");
         result
     }

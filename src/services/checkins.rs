@@ -10,6 +10,7 @@ use crate::domain::{DeviceId, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -91,12 +92,18 @@ pub async fn record(
 /// Writes every buffered check-in in one transaction; returns how many. On failure they go
 /// back into the buffer for the next flush.
 pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
+    flush_through(state, &state.db).await
+}
+
+/// [`flush`] through a given connection (at shutdown, the pool's connections may belong to
+/// worker runtimes that are already gone).
+pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
     let batch = state.checkins.drain();
     if batch.is_empty() {
         return Ok(0);
     }
     let written = async {
-        let txn = db::begin_write(&state.db).await?;
+        let txn = db::begin_write(conn).await?;
         for (device, c) in &batch {
             devices::record_checkin(&txn, c.tenant, *device, c.seen_at, c.next_pull_after).await?;
         }

@@ -257,6 +257,7 @@ async fn sigterm_under_load_finishes_requests_and_writes_check_ins() {
     let in_flight = tokio::spawn(futures_util::future::join_all(logins));
     // Long enough for the requests to be accepted, short of the time sixteen hashes take.
     tokio::time::sleep(Duration::from_millis(150)).await;
+    let output = server.output_handle();
     let signalled = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -283,5 +284,9 @@ async fn sigterm_under_load_finishes_requests_and_writes_check_ins() {
         .unwrap()
         .unwrap();
     let seen: Option<chrono::DateTime<chrono::Utc>> = row.try_get("", "last_seen_at").unwrap();
-    assert!(seen.is_some(), "check-ins were flushed on shutdown");
+    let log = output.lock().unwrap().join("\n");
+    assert!(
+        seen.is_some(),
+        "check-ins were flushed on shutdown; the server said:\n{log}"
+    );
 }
