@@ -15,6 +15,7 @@ use crate::domain::device::{
 use crate::domain::diff::{Change, ChangeKind, diff_values};
 use crate::domain::policy::{PolicyTree, SecretHandle, SettingValue};
 use crate::domain::resolve::{Resolution, Source, masked_values, resolve};
+use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
 use crate::domain::{DeviceId, Expected, FieldError, PolicyId, TenantId};
 use crate::error::{ApiError, Code};
@@ -70,16 +71,10 @@ pub struct Registered {
     pub next_pull_after: DateTime<Utc>,
 }
 
+/// A device's self-description (hardware id, hostname, version): the same rules as any display
+/// text. On error the problem is recorded in `v` and the value is not used.
 fn identity_text(v: &mut Validator, field: &str, raw: &str, max: usize) -> String {
-    let text = raw.trim();
-    if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
-        v.push(FieldError::new(
-            field,
-            "invalid",
-            format!("must be 1–{max} printable characters"),
-        ));
-    }
-    text.to_owned()
+    v.check(parse_display_text(field, raw, max)).unwrap_or_default()
 }
 
 fn invalid_token(reason: &str) -> ApiError {
