@@ -267,8 +267,9 @@ async fn run(command: Command, config: Config) -> CliResult {
                 .await
                 .map_err(describe)?;
             println!(
-                "checked {} policy versions, re-encrypted {} secrets under key {}",
+                "checked {} policy versions and {} devices, re-encrypted {} secrets under key {}",
                 rotation.versions_checked,
+                rotation.devices_checked,
                 rotation.secrets_resealed,
                 state.keyring.current_kid()
             );

@@ -44,9 +44,11 @@ codes! {
     InvalidEnrollmentToken => 401, "invalid_enrollment_token", "The enrollment token is invalid, expired, used up or revoked";
     InvalidDeviceCredential => 401, "invalid_device_credential", "The device credential is invalid or the device was decommissioned";
     Forbidden => 403, "forbidden", "Your role does not allow this";
+    RegistrationPending => 403, "registration_pending", "This device's registration waits for an operator's approval";
     NotFound => 404, "not_found", "The resource does not exist";
     RouteNotFound => 404, "route_not_found", "No such route";
     Conflict => 409, "conflict", "The request conflicts with the current state";
+    DeviceDecommissioned => 409, "device_decommissioned", "The device was decommissioned and cannot register again";
     PreconditionFailed => 412, "precondition_failed", "The resource changed since you read it";
     PayloadTooLarge => 413, "payload_too_large", "The request body is too large";
     UnsupportedMediaType => 415, "unsupported_media_type", "The request body must be application/json";

@@ -7,6 +7,7 @@ use crate::connectwise::{ClientSettings, ConnectWiseClient, LookupCache};
 use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
+use crate::services::sessions::SessionEpochs;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -24,6 +25,8 @@ pub struct AppState {
     /// Set when shutdown begins: `/readyz` fails so load balancers stop sending traffic.
     pub draining: Arc<AtomicBool>,
     pub checkins: Arc<CheckinBuffer>,
+    /// Current session epochs of operators, cached briefly (see `services::sessions`).
+    pub sessions: Arc<SessionEpochs>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             draining: Arc::new(AtomicBool::new(false)),
             checkins: Arc::new(CheckinBuffer::new(config.checkin_buffer_capacity)),
+            sessions: Arc::new(SessionEpochs::default()),
             db,
             config: Arc::new(config),
             keyring: keys.keyring,

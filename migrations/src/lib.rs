@@ -8,6 +8,7 @@ mod m20261127_000001_tenants_operators;
 mod m20261127_000002_policies_audit;
 mod m20261127_000003_devices;
 mod m20261127_000004_jobs;
+mod m20261128_000005_reregistrations_sessions;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_policies_audit::Migration),
             Box::new(m20261127_000003_devices::Migration),
             Box::new(m20261127_000004_jobs::Migration),
+            Box::new(m20261128_000005_reregistrations_sessions::Migration),
         ]
     }
 }

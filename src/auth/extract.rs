@@ -9,7 +9,7 @@ use crate::http::request_context::RequestId;
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
-use std::future::{Ready, ready};
+use futures_util::future::LocalBoxFuture;
 use std::marker::PhantomData;
 
 /// What a route requires of the operator calling it.
@@ -53,19 +53,33 @@ pub struct Operator<P: Permission = AnyRole> {
     _permission: PhantomData<P>,
 }
 
+fn invalid_token() -> ApiError {
+    ApiError::new(
+        Code::InvalidToken,
+        "the access token is invalid or expired; sign in or refresh",
+    )
+}
+
 impl<P: Permission> Operator<P> {
-    fn authenticate(req: &HttpRequest) -> Result<Self, ApiError> {
+    async fn authenticate(req: HttpRequest) -> Result<Self, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
             .ok_or_else(|| ApiError::internal("AppState is not registered"))?;
-        let token = bearer_token(req)?;
+        let token = bearer_token(&req)?;
         let claims = state.jwt.verify(token).map_err(|error| {
             tracing::debug!(%error, "rejected access token");
-            ApiError::new(
-                Code::InvalidToken,
-                "the access token is invalid or expired; sign in or refresh",
-            )
+            invalid_token()
         })?;
+        // A signed token is not enough: its session must not have ended since it was issued
+        // (password or role change, sign-out, deletion).
+        let epoch = state
+            .sessions
+            .current(&state.db, claims.tenant_id(), claims.operator_id())
+            .await?;
+        if epoch != Some(claims.sep) {
+            tracing::debug!(operator_id = %claims.sub, "access token of an ended session");
+            return Err(invalid_token());
+        }
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(claims.tid));
         span.record("operator_id", tracing::field::display(claims.sub));
@@ -97,16 +111,17 @@ impl<P: Permission> Operator<P> {
             operator_id: Some(self.id),
             device_id: None,
             request_id: self.request_id.clone(),
+            platform_admin: self.platform_admin,
         }
     }
 }
 
-impl<P: Permission> FromRequest for Operator<P> {
+impl<P: Permission + 'static> FromRequest for Operator<P> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Self::authenticate(req))
+        Box::pin(Self::authenticate(req.clone()))
     }
 }
 

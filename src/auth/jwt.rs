@@ -23,6 +23,9 @@ pub struct Claims {
     /// Platform admin: may provision tenants.
     #[serde(default)]
     pub padm: bool,
+    /// The operator's session epoch at issue: the token dies when the epoch moves on.
+    #[serde(default)]
+    pub sep: i32,
     pub iat: u64,
     pub exp: u64,
     pub jti: Uuid,
@@ -74,6 +77,7 @@ impl JwtKeys {
         tenant: TenantId,
         role: Role,
         platform_admin: bool,
+        session_epoch: i32,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = jsonwebtoken::get_current_timestamp();
         self.sign(&Claims {
@@ -83,6 +87,7 @@ impl JwtKeys {
             tid: tenant.0,
             role,
             padm: platform_admin,
+            sep: session_epoch,
             iat: now,
             exp: now + self.ttl.as_secs(),
             jti: Uuid::new_v4(),
@@ -111,7 +116,7 @@ mod tests {
 
     fn claims(keys: &JwtKeys) -> Claims {
         let token = keys
-            .issue(OperatorId::new(), TenantId::new(), Role::Editor, false)
+            .issue(OperatorId::new(), TenantId::new(), Role::Editor, false, 0)
             .unwrap();
         keys.verify(&token).unwrap()
     }
@@ -120,12 +125,13 @@ mod tests {
     fn issued_tokens_verify_and_carry_the_tenant_and_role() {
         let keys = keys();
         let (operator, tenant) = (OperatorId::new(), TenantId::new());
-        let token = keys.issue(operator, tenant, Role::Admin, true).unwrap();
+        let token = keys.issue(operator, tenant, Role::Admin, true, 3).unwrap();
         let claims = keys.verify(&token).unwrap();
         assert_eq!(claims.operator_id(), operator);
         assert_eq!(claims.tenant_id(), tenant);
         assert_eq!(claims.role, Role::Admin);
         assert!(claims.padm);
+        assert_eq!(claims.sep, 3);
         assert_eq!(claims.exp - claims.iat, 900);
     }
 

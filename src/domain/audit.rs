@@ -15,6 +15,8 @@ pub struct Actor {
     /// A device acting for itself (registering).
     pub device_id: Option<DeviceId>,
     pub request_id: Option<String>,
+    /// The acting operator is a platform admin (only they may change another platform admin).
+    pub platform_admin: bool,
 }
 
 impl Actor {
@@ -25,6 +27,7 @@ impl Actor {
             operator_id: None,
             device_id: Some(device_id),
             request_id,
+            platform_admin: false,
         }
     }
 
@@ -35,6 +38,7 @@ impl Actor {
             operator_id: None,
             device_id: None,
             request_id: None,
+            platform_admin: false,
         }
     }
 }

@@ -478,6 +478,21 @@ pub struct Device {
     pub recorded_connectivity: Connectivity,
 }
 
+/// A known hardware id registering again (an appliance reinstalled, or someone holding an
+/// enrollment token and a hardware id they read). It waits for an operator: the device's live
+/// credential keeps working, and the new one works only once an operator approves.
+#[derive(Debug, Clone)]
+pub struct Reregistration {
+    pub id: super::ReregistrationId,
+    pub tenant_id: super::TenantId,
+    pub device_id: super::DeviceId,
+    pub kind: DeviceKind,
+    pub hostname: String,
+    pub software_version: String,
+    pub enrollment_token_id: super::EnrollmentTokenId,
+    pub requested_at: DateTime<Utc>,
+}
+
 /// A token devices register with.
 #[derive(Debug, Clone)]
 pub struct EnrollmentToken {

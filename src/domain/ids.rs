@@ -57,3 +57,7 @@ id_type!(
     /// A token devices register with.
     EnrollmentTokenId
 );
+id_type!(
+    /// A known hardware id asking to register again, waiting for an operator.
+    ReregistrationId
+);

@@ -1,6 +1,7 @@
 //! Pure domain types and rules. Nothing here knows about HTTP or the database.
 
 pub mod audit;
+pub mod binding;
 pub mod catalog;
 pub mod device;
 pub mod diff;
@@ -12,7 +13,7 @@ pub mod tenant;
 pub mod validation;
 pub mod version;
 
-pub use ids::{DeviceId, EnrollmentTokenId, OperatorId, PolicyId, TenantId};
+pub use ids::{DeviceId, EnrollmentTokenId, OperatorId, PolicyId, ReregistrationId, TenantId};
 pub use operator::{Email, NewPassword, Operator, Role};
 pub use tenant::{Tenant, TenantName};
 pub use validation::FieldError;

@@ -136,6 +136,9 @@ pub struct Operator {
     /// May create and list tenants. Only the platform's own operators have it.
     pub platform_admin: bool,
     pub version: i32,
+    /// Access tokens issued under an older epoch no longer work: bumped when the operator's
+    /// sessions must end (password, role, sign-out, deletion).
+    pub session_epoch: i32,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }

@@ -5,6 +5,7 @@ use crate::db;
 use crate::db::repo::{operators, refresh_tokens};
 use crate::domain::{Email, Operator};
 use crate::error::{ApiError, Code};
+use crate::services::sessions;
 use crate::state::AppState;
 use chrono::Utc;
 use uuid::Uuid;
@@ -83,7 +84,8 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<TokenPair, Api
 }
 
 async fn reuse_detected(state: &AppState, stored: &refresh_tokens::StoredRefreshToken) -> ApiError {
-    match refresh_tokens::revoke_family(&state.db, stored.tenant_id, stored.family_id).await {
+    let revoked = end_session(state, stored).await;
+    match revoked {
         Ok(revoked) => {
             tracing::warn!(
                 operator_id = %stored.operator_id,
@@ -95,7 +97,7 @@ async fn reuse_detected(state: &AppState, stored: &refresh_tokens::StoredRefresh
                 "the refresh token was already used; every session of that sign-in was ended, sign in again",
             )
         }
-        Err(error) => ApiError::internal(error),
+        Err(error) => error,
     }
 }
 
@@ -103,10 +105,22 @@ async fn reuse_detected(state: &AppState, stored: &refresh_tokens::StoredRefresh
 /// answer never tells whether a token existed.
 pub async fn logout(state: &AppState, presented: &str) -> Result<(), ApiError> {
     if let Some(stored) = refresh_tokens::find_by_hash(&state.db, &token::digest(presented)).await? {
-        refresh_tokens::revoke_family(&state.db, stored.tenant_id, stored.family_id).await?;
+        end_session(state, &stored).await?;
         tracing::info!(operator_id = %stored.operator_id, "signed out");
     }
     Ok(())
+}
+
+/// Revokes the sign-in's refresh-token family and ends the operator's access tokens at once.
+/// Access tokens of the operator's other sign-ins end too; their clients refresh them (their
+/// refresh tokens still work). Returns how many refresh tokens were revoked.
+async fn end_session(state: &AppState, stored: &refresh_tokens::StoredRefreshToken) -> Result<u64, ApiError> {
+    let txn = db::begin_write(&state.db).await?;
+    let revoked = refresh_tokens::revoke_family(&txn, stored.tenant_id, stored.family_id).await?;
+    sessions::end_all(&txn, stored.tenant_id, stored.operator_id).await?;
+    txn.commit().await?;
+    state.sessions.forget(stored.operator_id);
+    Ok(revoked)
 }
 
 async fn issue_pair(
@@ -122,6 +136,7 @@ async fn issue_pair(
             operator.tenant_id,
             operator.role,
             operator.platform_admin,
+            operator.session_epoch,
         )
         .map_err(ApiError::internal)?;
     let refresh_token = token::generate(REFRESH_TOKEN_PREFIX);

@@ -3,6 +3,7 @@
 
 use super::policies;
 use crate::connectwise::{Credentials, CwError};
+use crate::domain::binding;
 use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
 use crate::domain::policy::SettingValue;
 use crate::domain::resolve::Resolution;
@@ -89,6 +90,12 @@ fn credentials_in(
     tenant: TenantId,
     resolution: &Resolution,
 ) -> Result<Credentials, ApiError> {
+    // Never send a stored secret anywhere but the site it was entered with, even if stored
+    // data predates the rule that saves enforce.
+    let split = binding::check_one_source(resolution);
+    if !split.is_empty() {
+        return Err(ApiError::validation(split));
+    }
     let mut values = HashMap::new();
     let mut missing = Vec::new();
     for path in CREDENTIAL_FIELDS {

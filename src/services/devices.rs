@@ -1,23 +1,24 @@
 //! Devices: registration, the pull and the report of the device protocol, operator management,
 //! and the field audit built from what was served and what devices reported.
 
-use super::{Page, PageRequest, audit, checkins, written};
+use super::{Page, PageRequest, audit, checkins, reregistrations, written};
 use crate::auth::token;
 use crate::db;
 use crate::db::repo::devices::{DeviceFilter, ReportOutcome};
-use crate::db::repo::{device_fields, devices, enrollment_tokens, policies, tenants};
+use crate::db::repo::{device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants};
 use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::binding;
 use crate::domain::catalog::{Catalog, Scope};
 use crate::domain::device::{
     self, Connectivity, Device, DeviceKind, FieldRecord, Lifecycle, RawReportedField, ReportedRecord,
-    ReportedState, ServedField, canonical_json, config_hash, connectivity, served_fields,
+    ReportedState, Reregistration, ServedField, canonical_json, config_hash, connectivity, served_fields,
 };
 use crate::domain::diff::{Change, ChangeKind, diff_values};
 use crate::domain::policy::{PolicyTree, SecretHandle, SettingValue};
 use crate::domain::resolve::{Resolution, Source, masked_values, resolve};
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
-use crate::domain::{DeviceId, Expected, FieldError, PolicyId, TenantId};
+use crate::domain::{DeviceId, Expected, FieldError, PolicyId, ReregistrationId, TenantId};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use base64::Engine;
@@ -32,7 +33,7 @@ use uuid::Uuid;
 
 pub const CREDENTIAL_PREFIX: &str = "gmp_dc_";
 
-fn device_entry(action: &'static str, id: DeviceId, changes: Vec<Change>) -> NewEntry {
+pub(super) fn device_entry(action: &'static str, id: DeviceId, changes: Vec<Change>) -> NewEntry {
     NewEntry {
         action,
         target_type: "device",
@@ -51,7 +52,6 @@ fn effective(tree: &PolicyTree, device: &Device) -> (Resolution, String) {
 // ---- registration -------------------------------------------------------------------------
 
 /// What a device sends to register.
-#[derive(Debug)]
 pub struct Registration {
     pub enrollment_token: String,
     pub kind: DeviceKind,
@@ -60,15 +60,47 @@ pub struct Registration {
     pub software_version: String,
 }
 
+/// What became of a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    /// A new device; its credential works at once.
+    Created,
+    /// The hardware id is already registered: the request waits for an operator, and the new
+    /// credential works only once approved.
+    Pending,
+}
+
 /// A registered device and its new credential (shown once).
-#[derive(Debug)]
 pub struct Registered {
     pub device: Device,
     pub credential: String,
-    /// False when the hardware id was already registered (its credential was rotated).
-    pub created: bool,
+    pub outcome: RegistrationOutcome,
     pub pull_interval_seconds: u32,
     pub next_pull_after: DateTime<Utc>,
+}
+
+// The enrollment token and the credential are secrets: `Debug` (and so any log line) shows
+// neither.
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("enrollment_token", &"<redacted>")
+            .field("kind", &self.kind)
+            .field("hardware_id", &self.hardware_id)
+            .field("hostname", &self.hostname)
+            .field("software_version", &self.software_version)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("device", &self.device.id)
+            .field("credential", &"<redacted>")
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A device's self-description (hardware id, hostname, version): the same rules as any display
@@ -110,29 +142,26 @@ pub async fn register(
         return Err(invalid_token("used up"));
     }
     let existing = devices::find_by_hardware_for_update(&txn, tenant, &hardware_id).await?;
-    let created = existing.is_none();
+    let outcome = if existing.is_some() {
+        RegistrationOutcome::Pending
+    } else {
+        RegistrationOutcome::Created
+    };
     let device = match existing {
-        Some(mut device) => {
-            device.hostname = hostname;
-            device.software_version = software_version;
-            devices::replace_credential(&txn, &device, &credential_hash, Lifecycle::Active).await?;
-            let actor = Actor::device(tenant, device.id, request_id);
-            let mut changes = vec![Change::secret("credential", ChangeKind::Changed)];
-            if device.lifecycle == Lifecycle::Decommissioned {
-                changes.push(Change::of(
-                    "status",
-                    Some("decommissioned".into()),
-                    Some("active".into()),
-                ));
-            }
-            audit::record(
-                &txn,
-                &actor,
-                tenant,
-                device_entry("device.reregistered", device.id, changes),
-            )
-            .await?;
-            device.lifecycle = Lifecycle::Active;
+        // A known hardware id never takes the device over by itself: hardware ids are visible
+        // to every viewer, so the request waits for an operator and the live credential stays.
+        Some(device) => {
+            let request = Reregistration {
+                id: ReregistrationId::new(),
+                tenant_id: tenant,
+                device_id: device.id,
+                kind: input.kind,
+                hostname,
+                software_version,
+                enrollment_token_id: enrollment.id,
+                requested_at: now,
+            };
+            reregistrations::request(&txn, &device, &request, &credential_hash, request_id).await?;
             device
         }
         None => {
@@ -200,11 +229,16 @@ pub async fn register(
     txn.commit().await?;
     let interval = pull_interval(state, tenant).await?;
     Ok(Registered {
-        next_pull_after: now,
+        next_pull_after: match outcome {
+            RegistrationOutcome::Created => now,
+            RegistrationOutcome::Pending => {
+                now + chrono::Duration::seconds(reregistrations::RETRY_SECONDS as i64)
+            }
+        },
         pull_interval_seconds: interval,
         device,
         credential,
-        created,
+        outcome,
     })
 }
 
@@ -224,9 +258,13 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, 
             "the device credential is not valid; register again",
         )
     };
-    let device = devices::find_by_credential(&state.db, &token::digest(credential))
-        .await?
-        .ok_or_else(unknown)?;
+    let digest = token::digest(credential);
+    let Some(device) = devices::find_by_credential(&state.db, &digest).await? else {
+        if device_reregistrations::is_pending(&state.db, &digest).await? {
+            return Err(reregistrations::waiting());
+        }
+        return Err(unknown());
+    };
     if device.lifecycle != Lifecycle::Active {
         return Err(ApiError::new(
             Code::InvalidDeviceCredential,
@@ -573,6 +611,8 @@ pub struct DeviceView {
     pub in_sync: bool,
     /// Reported the current config as failed.
     pub failed: bool,
+    /// A re-registration of this hardware id waiting for an operator.
+    pub reregistration: Option<Reregistration>,
 }
 
 fn view(state: &AppState, tree: &PolicyTree, device: Device, now: DateTime<Utc>) -> DeviceView {
@@ -587,6 +627,7 @@ fn view(state: &AppState, tree: &PolicyTree, device: Device, now: DateTime<Utc>)
         failed: device.failed_hash.as_deref() == Some(current_hash.as_str()),
         current_hash,
         device,
+        reregistration: None,
     }
 }
 
@@ -600,11 +641,24 @@ pub async fn list(
     let tree = policies::load_tree(&state.db, tenant).await?;
     let now = Utc::now();
     let page = page.page(rows, |d| d.id.0);
+    let ids: Vec<DeviceId> = page.items.iter().map(|d| d.id).collect();
+    let mut waiting: BTreeMap<DeviceId, Reregistration> =
+        device_reregistrations::for_devices(&state.db, tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.device_id, r))
+            .collect();
     Ok(Page {
         items: page
             .items
             .into_iter()
-            .map(|d| view(state, &tree, d, now))
+            .map(|d| {
+                let reregistration = waiting.remove(&d.id);
+                DeviceView {
+                    reregistration,
+                    ..view(state, &tree, d, now)
+                }
+            })
             .collect(),
         next_cursor: page.next_cursor,
     })
@@ -615,7 +669,11 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
     let tree = policies::load_tree(&state.db, tenant).await?;
-    Ok(view(state, &tree, device, Utc::now()))
+    let reregistration = device_reregistrations::for_device(&state.db, tenant, id).await?;
+    Ok(DeviceView {
+        reregistration,
+        ..view(state, &tree, device, Utc::now())
+    })
 }
 
 /// Operator changes to a device: its policy and its own values.
@@ -692,7 +750,8 @@ fn check_device(tree: &PolicyTree, device: &Device) -> Result<(), ApiError> {
         }
     }
     let resolution = resolve(&chain, &device.device_values);
-    let errors = Catalog::get().check_consistency(&masked_values(&resolution));
+    let mut errors = Catalog::get().check_consistency(&masked_values(&resolution));
+    errors.extend(binding::check_one_source(&resolution));
     if errors.is_empty() {
         Ok(())
     } else {
@@ -717,6 +776,10 @@ async fn change_device(
     )?;
     let mut after = before.clone();
     change(&mut after)?;
+    let moved = binding::check_reentered(&before.device_values, &after.device_values, "set.");
+    if !moved.is_empty() {
+        return Err(ApiError::validation(moved));
+    }
     let tree = policies::load_tree(&txn, tenant).await?;
     check_device(&tree, &after)?;
     devices::save_operator_state(&txn, &after).await?;

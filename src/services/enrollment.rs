@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub const TOKEN_PREFIX: &str = "gmp_et_";
 const DEFAULT_LIFETIME: Duration = Duration::days(7);
+const MIN_LIFETIME: Duration = Duration::minutes(1);
 const MAX_LIFETIME: Duration = Duration::days(90);
 const MAX_USES: u32 = 100_000;
 
@@ -50,16 +51,21 @@ pub async fn create(
         Some(raw) => v.check(parse_display_text("label", raw, 100)),
         None => Some("enrollment token".to_owned()),
     };
-    let lifetime = input
-        .expires_in_seconds
-        .map_or(DEFAULT_LIFETIME, Duration::seconds);
-    if lifetime < Duration::minutes(1) || lifetime > MAX_LIFETIME {
-        v.push(FieldError::new(
-            "expires_in_seconds",
-            "out_of_range",
-            "must be between 60 seconds and 90 days",
-        ));
-    }
+    // Checked as a number before it becomes a duration: chrono panics on out-of-range seconds.
+    let lifetime = match input.expires_in_seconds {
+        None => DEFAULT_LIFETIME,
+        Some(seconds) if (MIN_LIFETIME.num_seconds()..=MAX_LIFETIME.num_seconds()).contains(&seconds) => {
+            Duration::seconds(seconds)
+        }
+        Some(_) => {
+            v.push(FieldError::new(
+                "expires_in_seconds",
+                "out_of_range",
+                "must be between 60 seconds and 90 days",
+            ));
+            DEFAULT_LIFETIME
+        }
+    };
     let max_uses = input.max_uses.unwrap_or(1);
     if !(1..=MAX_USES).contains(&max_uses) {
         v.push(FieldError::new(

@@ -11,6 +11,8 @@ pub mod enrollment;
 pub mod keys;
 pub mod operators;
 pub mod policies;
+pub mod reregistrations;
+pub mod sessions;
 pub mod tenants;
 
 use crate::db::repo::Written;

@@ -1,7 +1,7 @@
 //! Managing a tenant's operators. Every function is scoped to the actor's tenant, and every
 //! change is written to the change log in the same transaction.
 
-use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
+use super::{Page, PageRequest, audit, conflict_if_duplicate, sessions, written};
 use crate::auth::password;
 use crate::db;
 use crate::db::repo::{expect_version, operators, refresh_tokens};
@@ -176,6 +176,7 @@ pub async fn update(
     let txn = db::begin_write(&state.db).await?;
     let found = operators::get_for_update(&txn, tenant, id).await?;
     let before = written(expect_version(found, |o| o.version, expected), "operator")?;
+    ensure_may_change(actor, &before)?;
     let changes = operators::OperatorChanges {
         display_name: display_name.as_deref(),
         role: update.role,
@@ -187,8 +188,10 @@ pub async fn update(
     )?;
     ensure_an_admin_remains(&txn, tenant).await?;
     // A new password or role must not ride on sessions issued before the change.
-    if password_hash.is_some() || update.role.is_some() {
+    let end_sessions = password_hash.is_some() || update.role.is_some();
+    if end_sessions {
         refresh_tokens::revoke_operator(&txn, tenant, id).await?;
+        sessions::end_all(&txn, tenant, id).await?;
     }
     let mut log = Vec::new();
     if before.display_name != after.display_name {
@@ -210,6 +213,9 @@ pub async fn update(
     }
     audit::record(&txn, actor, tenant, operator_entry("operator.updated", id, log)).await?;
     txn.commit().await?;
+    if end_sessions {
+        state.sessions.forget(id);
+    }
     tracing::info!(changed_operator_id = %id, "operator updated");
     Ok(after)
 }
@@ -224,6 +230,7 @@ pub async fn delete(
     let txn = db::begin_write(&state.db).await?;
     let found = operators::get_for_update(&txn, tenant, id).await?;
     let before = written(expect_version(found, |o| o.version, expected), "operator")?;
+    ensure_may_change(actor, &before)?;
     written(operators::delete(&txn, tenant, id, expected).await?, "operator")?;
     ensure_an_admin_remains(&txn, tenant).await?;
     let changes = vec![
@@ -238,6 +245,7 @@ pub async fn delete(
     )
     .await?;
     txn.commit().await?;
+    state.sessions.forget(id);
     tracing::info!(deleted_operator_id = %id, "operator deleted");
     Ok(())
 }
@@ -274,6 +282,7 @@ pub async fn change_own_password(
         "operator",
     )?;
     refresh_tokens::revoke_operator(&txn, tenant, id).await?;
+    sessions::end_all(&txn, tenant, id).await?;
     let log = vec![Change::secret("password", ChangeKind::Changed)];
     audit::record(
         &txn,
@@ -283,6 +292,18 @@ pub async fn change_own_password(
     )
     .await?;
     txn.commit().await?;
+    state.sessions.forget(id);
+    Ok(())
+}
+
+/// Platform admins run the whole server: a tenant admin of the platform's own tenant must not be
+/// able to reset their password, demote or delete them. Only a platform admin may.
+fn ensure_may_change(actor: &Actor, target: &Operator) -> Result<(), ApiError> {
+    if target.platform_admin && !actor.platform_admin {
+        return Err(ApiError::forbidden(
+            "only a platform admin may change or delete a platform admin",
+        ));
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
 use crate::db;
 use crate::db::repo::policies::{self as repo, PolicySummary, VersionMeta};
 use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::binding;
 use crate::domain::catalog::Catalog;
 use crate::domain::diff::{Change, ChangeKind, diff};
 use crate::domain::policy::{
@@ -195,7 +196,9 @@ fn check_in_tree(tree: &PolicyTree, id: PolicyId, field_prefix: &str) -> Result<
     let mut errors = Vec::new();
     for policy in std::iter::once(id).chain(tree.descendants(id)) {
         let resolution = resolve(&tree.chain(policy), &BTreeMap::new());
-        for mut error in catalog.check_consistency(&masked_values(&resolution)) {
+        let mut found = catalog.check_consistency(&masked_values(&resolution));
+        found.extend(binding::check_one_source(&resolution));
+        for mut error in found {
             if policy != id {
                 let name = tree.get(policy).map_or("?", |n| n.content.name.as_str());
                 error.message = format!(
@@ -206,6 +209,21 @@ fn check_in_tree(tree: &PolicyTree, id: PolicyId, field_prefix: &str) -> Result<
             errors.push(error);
         }
     }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// A save that moves the stored API secret to another site or company must enter it again
+/// (see `domain::binding`).
+fn check_secret_reentered(
+    before: &PolicyContent,
+    after: &PolicyContent,
+    field_prefix: &str,
+) -> Result<(), ApiError> {
+    let errors = binding::check_reentered(&before.values, &after.values, field_prefix);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -329,6 +347,7 @@ async fn save(
     let mut node = build(&tree, &current)?;
     node.id = id;
     node.version = current.version + 1;
+    check_secret_reentered(&current.content, &node.content, kind.field_prefix)?;
     tree.put(node.clone());
     check_in_tree(&tree, id, kind.field_prefix)?;
     repo::save_version(&txn, tenant, &node, actor.operator_id, kind.comment)
@@ -413,6 +432,7 @@ pub async fn preview_update(
         .cloned()
         .ok_or_else(|| ApiError::not_found("policy"))?;
     let content = apply_edit(&state.keyring, tenant, &current.content, edit)?;
+    check_secret_reentered(&current.content, &content, "set.")?;
     tree.put(PolicyNode { content, ..current });
     check_in_tree(&tree, id, "set.")?;
     Ok(resolve(&tree.chain(id), &BTreeMap::new()))
@@ -560,8 +580,20 @@ pub async fn diff_versions(
     let summary = repo::get_summary(&state.db, tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("policy"))?;
+    // Range-check what the client sent before any arithmetic on it.
+    let mut v = Validator::new();
+    for (field, version) in [("from", from), ("to", to)] {
+        if version.is_some_and(|n| !(0..=summary.current_version).contains(&n)) {
+            v.push(FieldError::new(
+                field,
+                "out_of_range",
+                format!("must be between 0 and {}", summary.current_version),
+            ));
+        }
+    }
+    v.finish().map_err(ApiError::validation)?;
     let to = to.unwrap_or(summary.current_version);
-    let from = from.unwrap_or(to - 1);
+    let from = from.unwrap_or(to.saturating_sub(1).max(0));
     let content_at = |version: i32| async move {
         if version == 0 {
             // Version 0 is the empty policy before version 1.

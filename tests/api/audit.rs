@@ -50,7 +50,7 @@ async fn every_mutation_is_logged_with_its_actor_request_and_field_changes() {
         admin,
         &id,
         &etag,
-        json!({"set": {"connectwise.site": "eu.myconnectwise.net"}}),
+        json!({"set": {"connectwise.public_key": "RotatedKey9876"}}),
     )
     .await;
 
@@ -62,7 +62,7 @@ async fn every_mutation_is_logged_with_its_actor_request_and_field_changes() {
     assert_eq!(second["actor_id"], admin.operator_id);
     assert_eq!(
         second["changes"],
-        json!([{"field": "values.connectwise.site", "change": "changed", "before": "na.myconnectwise.net", "after": "eu.myconnectwise.net"}])
+        json!([{"field": "values.connectwise.public_key", "change": "changed", "before": "AbCdEf0123456789", "after": "RotatedKey9876"}])
     );
     let first = &policy_log[1];
     assert_eq!(first["request_id"], request_id);

@@ -28,10 +28,22 @@ async fn populate(app: &TestApp) -> Victim {
     assert_eq!(child.status(), 201);
     let child: Value = child.json().await.unwrap();
     let device = crate::devices::register(app, &tenant.admin, "VICTIM-HW-0001", "appliance").await;
+    // A re-registration waiting for B's operators, so its routes have something to guard.
+    let token = crate::devices::enrollment_token(app, &tenant.admin, serde_json::json!({})).await;
+    let waiting = crate::devices::register_with(
+        app,
+        token["token"].as_str().unwrap(),
+        "VICTIM-HW-0001",
+        "appliance",
+    )
+    .await;
+    assert_eq!(waiting.status(), 202);
+    let waiting: Value = waiting.json().await.unwrap();
     let markers = vec![
         device.id.clone(),
         "VICTIM-HW-0001".to_owned(),
         device.credential.clone(),
+        waiting["credential"].as_str().unwrap().to_owned(),
         crate::policies::SECRET.to_owned(),
         root.clone(),
         child["id"].as_str().unwrap().to_owned(),

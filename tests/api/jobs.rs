@@ -14,7 +14,7 @@ async fn sql(app: &TestApp, statement: &str) {
     app.state.db.execute_unprepared(statement).await.unwrap();
 }
 
-async fn actions(app: &TestApp, token: &str, device: &str) -> Vec<String> {
+pub async fn actions(app: &TestApp, token: &str, device: &str) -> Vec<String> {
     let log: Value = app
         .get(&format!("/api/v1/audit/changes?target_id={device}"), token)
         .await

@@ -13,14 +13,16 @@ mod docs;
 mod errors;
 mod health;
 mod isolation;
-mod jobs;
+pub mod jobs;
 mod migrations;
 mod openapi;
 mod operators;
 pub mod policies;
 mod replicas;
+mod rotation;
 mod secrets;
 mod sim;
+mod takeover;
 mod tenants;
 mod transfer;
 

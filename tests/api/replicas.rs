@@ -127,7 +127,7 @@ async fn replicas_on_one_database_stay_consistent() {
         .patch(url(2, &policy_path))
         .bearer_auth(token)
         .header("if-match", "\"2\"")
-        .json(&json!({"set": {"connectwise.site": "eu.myconnectwise.net"}}))
+        .json(&json!({"set": {"connectwise.public_key": "RotatedKey9876"}}))
         .send()
         .await
         .unwrap();
@@ -142,7 +142,7 @@ async fn replicas_on_one_database_stay_consistent() {
         .json()
         .await
         .unwrap();
-    assert_eq!(again["settings"]["connectwise.site"], "eu.myconnectwise.net");
+    assert_eq!(again["settings"]["connectwise.public_key"], "RotatedKey9876");
 
     // Two replicas saving from the same version: exactly one wins; no version repeats.
     let body = json!({"set": {"ticketing.events.pool_status.enabled": false}});

@@ -118,7 +118,8 @@ async fn secrets_never_reach_logs_responses_or_the_change_log() {
     bodies.push(exported.text().await.unwrap());
 
     // The policy's credentials used against ConnectWise: accepted, then refused.
-    let point_at_mock = json!({"set": {"connectwise.site": mock.site}});
+    // Moving the credentials to another site takes the secret again (it is bound to its site).
+    let point_at_mock = json!({"set": {"connectwise.site": mock.site, "connectwise.private_key": SECRET}});
     let moved = client
         .patch(&policy_url)
         .bearer_auth(token)

@@ -3,6 +3,7 @@
 pub mod audit_changes;
 pub mod device_field_history;
 pub mod device_fields;
+pub mod device_reregistrations;
 pub mod devices;
 pub mod enrollment_tokens;
 pub mod job_leases;

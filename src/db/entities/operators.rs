@@ -13,6 +13,7 @@ pub struct Model {
     pub role: String,
     pub platform_admin: bool,
     pub version: i32,
+    pub session_epoch: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

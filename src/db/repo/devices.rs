@@ -2,8 +2,8 @@
 
 use super::policies::{decode_values, encode_values};
 use super::{Written, expect_version};
-use crate::db::entities::device_fields;
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
+use crate::db::entities::{device_fields, device_reregistrations};
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
@@ -159,6 +159,8 @@ pub struct DeviceFilter {
     pub drifted: Option<bool>,
     /// Only devices whose `next_pull_after` is before this (now minus the grace).
     pub due_before: Option<DateTime<Utc>>,
+    /// Devices with (or without) a re-registration waiting for an operator.
+    pub reregistration_pending: Option<bool>,
 }
 
 fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
@@ -199,6 +201,22 @@ pub async fn list(
     }
     if let Some(policies) = &filter.policy_ids {
         query = query.filter(Column::PolicyId.is_in(policies.iter().map(|p| p.0)));
+    }
+    if let Some(wanted) = filter.reregistration_pending {
+        let exists = Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(device_reregistrations::Entity)
+                .and_where(
+                    Expr::col((
+                        device_reregistrations::Entity,
+                        device_reregistrations::Column::DeviceId,
+                    ))
+                    .equals((Entity, Column::Id)),
+                )
+                .to_owned(),
+        );
+        query = query.filter(if wanted { exists } else { exists.not() });
     }
     for (wanted, states) in [
         (filter.has_overrides, &["overridden"][..]),
@@ -379,6 +397,34 @@ pub async fn record_report(
     update
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Every device's stored values in id order, across tenants, for key rotation.
+pub async fn device_values_page(
+    conn: &impl ConnectionTrait,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<(Uuid, TenantId, String)>, DbErr> {
+    let mut query = Entity::find().order_by_asc(Column::Id).limit(limit);
+    if let Some(after) = after {
+        query = query.filter(Column::Id.gt(after));
+    }
+    Ok(query
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, TenantId(m.tenant_id), m.device_values))
+        .collect())
+}
+
+/// Stores re-encrypted device values. The content is the same, so the version stays.
+pub async fn replace_device_values(conn: &impl ConnectionTrait, id: Uuid, values: &str) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::DeviceValues, Expr::value(values))
+        .filter(Column::Id.eq(id))
         .exec(conn)
         .await
         .map(|_| ())

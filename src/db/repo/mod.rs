@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod device_fields;
+pub mod device_reregistrations;
 pub mod devices;
 pub mod enrollment_tokens;
 pub mod job_leases;

@@ -19,6 +19,7 @@ fn to_domain(m: Model) -> Result<Operator, DbErr> {
         display_name: m.display_name,
         platform_admin: m.platform_admin,
         version: m.version,
+        session_epoch: m.session_epoch,
         created_at: m.created_at,
         updated_at: m.updated_at,
     })
@@ -49,6 +50,7 @@ pub async fn insert(
         role: Set(new.role.as_str().to_owned()),
         platform_admin: Set(new.platform_admin),
         version: Set(1),
+        session_epoch: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -138,6 +140,36 @@ pub async fn password_hash(
         .one(conn)
         .await?
         .map(|m| m.password_hash))
+}
+
+/// The operator's session epoch, or `None` when the operator no longer exists.
+pub async fn session_epoch(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: OperatorId,
+) -> Result<Option<i32>, DbErr> {
+    Entity::find_by_id(id.0)
+        .filter(Column::TenantId.eq(tenant.0))
+        .select_only()
+        .column(Column::SessionEpoch)
+        .into_tuple::<i32>()
+        .one(conn)
+        .await
+}
+
+/// Ends every access token of the operator issued so far.
+pub async fn bump_session_epoch(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: OperatorId,
+) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::SessionEpoch, Expr::col(Column::SessionEpoch).add(1))
+        .filter(Column::Id.eq(id.0))
+        .filter(Column::TenantId.eq(tenant.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Changes to an operator; `None` leaves a field as it is.

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::http::request_context::RequestId;
-use crate::services::devices::{self, Pulled, Registration, Report};
+use crate::services::devices::{self, Pulled, Registration, RegistrationOutcome, Report};
 use crate::state::AppState;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, web};
@@ -68,10 +68,21 @@ pub struct RegisterRequest {
     /// From the operator who enrolled the device.
     pub enrollment_token: String,
     pub kind: DeviceKindDto,
-    /// Stable hardware identity; registering it again returns the same device.
+    /// Stable hardware identity; registering it again needs an operator's approval.
     pub hardware_id: String,
     pub hostname: String,
     pub software_version: String,
+}
+
+/// Whether the credential works now.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationStatus {
+    /// A new device: pull right away.
+    Active,
+    /// The hardware id is already registered: an operator must approve this registration in
+    /// the GMP first. Until then the credential answers `403 registration_pending`.
+    PendingApproval,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -79,20 +90,24 @@ pub struct RegisterResponse {
     pub device_id: Uuid,
     /// The device's bearer credential for `/device/v1`. Shown only now; store it safely.
     pub credential: String,
+    pub status: RegistrationStatus,
     pub pull_interval_seconds: u32,
-    /// Pull right away the first time.
+    /// When to pull first: at once for a new device; after a wait when approval is pending.
     pub next_pull_after: DateTime<Utc>,
 }
 
-/// Register a device with an enrollment token (`201`), or register the same hardware again
-/// (`200`: the same device, with a new credential; the old one stops working).
+/// Register a device with an enrollment token (`201`). Registering a hardware id that is already
+/// registered (a reinstalled appliance) answers `202`: the request waits for an operator's
+/// approval, the device's current credential keeps working, and the returned credential works
+/// only once approved. A decommissioned device's hardware id cannot register again (`409`).
 #[utoipa::path(
     tag = "device protocol",
     request_body = RegisterRequest,
     responses(
         (status = 201, body = RegisterResponse, description = "A new device"),
-        (status = 200, body = RegisterResponse, description = "A known device, with a new credential"),
+        (status = 202, body = RegisterResponse, description = "A known hardware id: waiting for an operator's approval"),
         (status = 401, response = ProblemDetails),
+        (status = 409, response = ProblemDetails),
         (status = 422, response = ProblemDetails),
     )
 )]
@@ -112,14 +127,14 @@ pub async fn register_device(
         software_version: body.software_version,
     };
     let registered = devices::register(&state, request_id, registration).await?;
-    let mut response = if registered.created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
+    let (mut response, status) = match registered.outcome {
+        RegistrationOutcome::Created => (HttpResponse::Created(), RegistrationStatus::Active),
+        RegistrationOutcome::Pending => (HttpResponse::Accepted(), RegistrationStatus::PendingApproval),
     };
     Ok(response.json(RegisterResponse {
         device_id: registered.device.id.0,
         credential: registered.credential,
+        status,
         pull_interval_seconds: registered.pull_interval_seconds,
         next_pull_after: registered.next_pull_after,
     }))
@@ -173,7 +188,8 @@ fn matches_etag(req: &HttpRequest, hash: &str) -> bool {
 /// Pull the effective configuration. Send `If-None-Match` with the last `ETag`: `304` when
 /// nothing changed. Also `304` while the current config is one the device reported as
 /// failed, until it changes. Pulling far more often than `pull_interval_seconds` gets `429`
-/// with `Retry-After`.
+/// with `Retry-After`. A credential whose re-registration waits for an operator's approval gets
+/// `403 registration_pending` with `Retry-After`.
 #[utoipa::path(
     tag = "device protocol",
     security(("device_credential" = [])),
@@ -182,6 +198,7 @@ fn matches_etag(req: &HttpRequest, hash: &str) -> bool {
         (status = 200, body = DeviceConfigResponse, headers(("ETag" = String), ("X-GMP-Next-Pull-After" = String))),
         (status = 304, description = "Unchanged", headers(("ETag" = String), ("X-GMP-Next-Pull-After" = String))),
         (status = 401, response = ProblemDetails),
+        (status = 403, response = ProblemDetails),
         (status = 429, response = ProblemDetails),
     )
 )]
@@ -306,6 +323,7 @@ pub struct ReportResponse {
     responses(
         (status = 200, body = ReportResponse),
         (status = 401, response = ProblemDetails),
+        (status = 403, response = ProblemDetails),
         (status = 422, response = ProblemDetails),
     )
 )]

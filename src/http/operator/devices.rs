@@ -1,6 +1,7 @@
 //! Enrollment tokens, devices, device values, the field audit and the dashboard.
 
 use super::policies::PolicyRefResponse;
+use super::reregistrations::ReregistrationResponse;
 use crate::auth::{Admin, Editor, Operator};
 use crate::db::repo::device_fields::HistoryEntry;
 use crate::db::repo::devices::DeviceFilter;
@@ -73,7 +74,9 @@ fn token_response(t: EnrollmentToken, secret: Option<String>) -> EnrollmentToken
     }
 }
 
-/// Create an enrollment token. The token is in this answer only; it is stored hashed.
+/// Create an enrollment token (admins only: whoever enrols a device can read the secrets it
+/// is served, the same right as exporting secrets). The token is in this answer only; it is
+/// stored hashed.
 #[utoipa::path(
     tag = "devices",
     security(("operator_jwt" = [])),
@@ -88,7 +91,7 @@ fn token_response(t: EnrollmentToken, secret: Option<String>) -> EnrollmentToken
 #[post("/enrollment-tokens")]
 pub async fn create_enrollment_token(
     state: web::Data<AppState>,
-    caller: Operator<Editor>,
+    caller: Operator<Admin>,
     body: ApiJson<CreateEnrollmentTokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
@@ -186,6 +189,9 @@ pub struct DeviceResponse {
     pub last_seen_at: Option<DateTime<Utc>>,
     pub next_pull_after: Option<DateTime<Utc>>,
     pub applied_at: Option<DateTime<Utc>>,
+    /// A registration naming this device's hardware id that waits for approval
+    /// (`POST …/reregistration/approve` or `…/reject`).
+    pub reregistration: Option<ReregistrationResponse>,
 }
 
 fn connectivity_name(c: Connectivity) -> &'static str {
@@ -225,11 +231,12 @@ impl From<DeviceView> for DeviceResponse {
             last_seen_at: d.last_seen_at,
             next_pull_after: d.next_pull_after,
             applied_at: d.applied_at,
+            reregistration: v.reregistration.map(ReregistrationResponse::from),
         }
     }
 }
 
-fn device_response(view: DeviceView) -> HttpResponse {
+pub(super) fn device_response(view: DeviceView) -> HttpResponse {
     let version = view.device.version;
     json_with_etag(HttpResponse::Ok(), version, &DeviceResponse::from(view))
 }
@@ -251,6 +258,8 @@ pub struct DeviceListQuery {
     pub drifted: Option<bool>,
     /// Only devices past their next pull plus the grace period.
     pub stale: Option<bool>,
+    /// Devices with a re-registration waiting for approval (or none, with `false`).
+    pub reregistration_pending: Option<bool>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
     pub limit: Option<u64>,
@@ -293,6 +302,7 @@ pub async fn list_devices(
             .stale
             .filter(|s| *s)
             .map(|_| Utc::now() - state.config.thresholds().grace),
+        reregistration_pending: q.reregistration_pending,
     };
     let page = devices::list(&state, caller.tenant_id, filter, page).await?;
     Ok(HttpResponse::Ok().json(PageResponse::from_page(page, DeviceResponse::from)))
@@ -398,7 +408,8 @@ pub async fn rotate_device_credential(
     }))
 }
 
-/// Decommission a device: its credential stops working; it returns only by registering again.
+/// Decommission a device: its credential stops working, and its hardware id cannot register
+/// again.
 #[utoipa::path(
     tag = "devices",
     security(("operator_jwt" = [])),

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod me;
 pub mod operators;
 pub mod policies;
+pub mod reregistrations;
 pub mod settings;
 pub mod tenants;
 
@@ -51,6 +52,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(devices::update_device)
         .service(devices::rotate_device_credential)
         .service(devices::decommission_device)
+        .service(reregistrations::get_reregistration)
+        .service(reregistrations::approve_reregistration)
+        .service(reregistrations::reject_reregistration)
         .service(devices::adopt_device_override)
         .service(devices::reassert_device_field)
         .service(devices::get_device_fields)

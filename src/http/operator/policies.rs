@@ -625,6 +625,7 @@ pub async fn get_policy_version(
         (status = 200, body = DiffResponse),
         (status = 401, response = ProblemDetails),
         (status = 404, response = ProblemDetails),
+        (status = 422, response = ProblemDetails),
     )
 )]
 #[get("/policies/{policy_id}/diff")]
