@@ -33,6 +33,8 @@ pub struct Behaviour {
     /// Records per page of list endpoints (the mock pages on its own, with `Link` headers).
     pub page_size: usize,
     pub companyinfo_found: bool,
+    /// Answer every API call with this body (`200`, JSON), e.g. an oversize one.
+    pub raw_answer: Option<Arc<String>>,
 }
 
 impl Default for Behaviour {
@@ -45,6 +47,7 @@ impl Default for Behaviour {
             delay: Duration::ZERO,
             page_size: 2,
             companyinfo_found: true,
+            raw_answer: None,
         }
     }
 }
@@ -205,6 +208,11 @@ async fn answer(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {
         let status = actix_web::http::StatusCode::from_u16(behaviour.status).unwrap();
         return HttpResponse::build(status)
             .json(json!({"code": "Error", "message": "refused by the mock", "errors": []}));
+    }
+    if let Some(body) = &behaviour.raw_answer {
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body.as_str().to_owned());
     }
     let segments: Vec<&str> = api_path.trim_matches('/').split('/').collect();
     let records = match segments.as_slice() {
