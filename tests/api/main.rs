@@ -17,6 +17,7 @@ mod jobs;
 mod migrations;
 mod openapi;
 mod operators;
+mod outbound;
 pub mod policies;
 mod replicas;
 mod secrets;
