@@ -2,8 +2,8 @@
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, Keys};
-use crate::connectwise::guard::OutboundPolicy;
 use crate::connectwise::cache::Bounds;
+use crate::connectwise::guard::OutboundPolicy;
 use crate::connectwise::{
     ClientSettings, ConnectWiseClient, LOOKUP_CACHE_BYTES, LOOKUP_ENTRY_BYTES, LookupCache,
 };

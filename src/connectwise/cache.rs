@@ -156,7 +156,11 @@ mod tests {
         assert!(cache.put_at("a".into(), 1, 100, start));
         assert_eq!(cache.get_at("a", start + Duration::from_secs(59)), Some(1));
         assert_eq!(cache.get_at("a", start + Duration::from_secs(60)), None);
-        assert_eq!(cache.usage(), (0, 0), "the expired entry is gone, its bytes given back");
+        assert_eq!(
+            cache.usage(),
+            (0, 0),
+            "the expired entry is gone, its bytes given back"
+        );
     }
 
     #[test]

@@ -267,12 +267,12 @@ impl ConnectWiseClient {
                     .ok()
                     .and_then(|body| parse_metered(&body, &mut meter).ok())
                     .and_then(|v| v.get("Codebase").and_then(Value::as_str).map(str::to_owned))
-                .filter(|c| {
-                    c.ends_with('/')
-                        && c.len() <= 64
-                        && c.trim_end_matches('/')
-                            .chars()
-                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.')
+                    .filter(|c| {
+                        c.ends_with('/')
+                            && c.len() <= 64
+                            && c.trim_end_matches('/')
+                                .chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.')
                     })
             }
             Ok(_) => None,
@@ -383,7 +383,11 @@ impl ConnectWiseClient {
 
     /// The body, counted against the one-answer bound and `meter` while it streams in, so an
     /// oversize answer is cut off, not buffered.
-    async fn read_body(&self, mut response: reqwest::Response, meter: &mut Meter) -> Result<Vec<u8>, CwError> {
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        meter: &mut Meter,
+    ) -> Result<Vec<u8>, CwError> {
         let limit = self.settings.max_body_bytes;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {

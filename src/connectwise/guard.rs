@@ -121,10 +121,7 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
         "private"
     } else if within([169, 254, 0, 0], 16) {
         "link-local"
-    } else if within([192, 0, 2, 0], 24)
-        || within([198, 51, 100, 0], 24)
-        || within([203, 0, 113, 0], 24)
-    {
+    } else if within([192, 0, 2, 0], 24) || within([198, 51, 100, 0], 24) || within([203, 0, 113, 0], 24) {
         "documentation"
     } else if within([198, 18, 0, 0], 15) {
         "benchmarking"
@@ -132,8 +129,7 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
         "multicast"
     } else if ip == Ipv4Addr::BROADCAST {
         "broadcast"
-    } else if within([192, 0, 0, 0], 24) || within([192, 88, 99, 0], 24) || within([240, 0, 0, 0], 4)
-    {
+    } else if within([192, 0, 0, 0], 24) || within([192, 88, 99, 0], 24) || within([240, 0, 0, 0], 4) {
         // IETF protocol assignments, the retired 6to4 relay anycast, and the future-use block.
         "reserved"
     } else {
@@ -155,9 +151,7 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         "cloud metadata"
     } else if within([0; 8], 96) {
         "IPv4-compatible"
-    } else if within([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96)
-        || within([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48)
-    {
+    } else if within([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96) || within([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48) {
         // A NAT64 gateway turns these into any IPv4 address, internal ones included.
         "NAT64"
     } else if within([0x2001, 0, 0, 0, 0, 0, 0, 0], 32) {
@@ -253,10 +247,7 @@ impl OutboundPolicy {
             Host::Ipv4(ip) if unchanged => self.check(typed, IpAddr::V4(ip))?,
             Host::Ipv6(ip) if unchanged => self.check(typed, IpAddr::V6(ip))?,
             Host::Ipv4(_) | Host::Ipv6(_) => {
-                return Err(Refusal::new(
-                    typed,
-                    RefusalKind::NonCanonical(parsed.to_owned()),
-                ));
+                return Err(Refusal::new(typed, RefusalKind::NonCanonical(parsed.to_owned())));
             }
             Host::Domain(_) if unchanged => self.precheck(parsed)?,
             Host::Domain(_) => return Err(malformed()),
@@ -427,11 +418,7 @@ mod tests {
             ("LocalHost.", "loopback"),
             ("api.localhost", "loopback"),
         ] {
-            assert_eq!(
-                origin_refusal(&policy, site),
-                RefusalKind::Class(class),
-                "{site}"
-            );
+            assert_eq!(origin_refusal(&policy, site), RefusalKind::Class(class), "{site}");
         }
         for (site, origin) in [
             ("na.myconnectwise.net", "https://na.myconnectwise.net/"),
@@ -457,11 +444,7 @@ mod tests {
             "xn--bcher-kva.example\\x",
             "a b",
         ] {
-            assert_eq!(
-                origin_refusal(&policy, site),
-                RefusalKind::Malformed,
-                "{site}"
-            );
+            assert_eq!(origin_refusal(&policy, site), RefusalKind::Malformed, "{site}");
         }
     }
 
@@ -476,9 +459,17 @@ mod tests {
             "http://127.0.0.1:9000/"
         );
         assert!(policy.precheck("127.0.0.1").is_ok());
-        for other_spelling in ["127.1:9000", "2130706433:9000", "0x7f000001:9000", "127.0.0.1.:9000"] {
+        for other_spelling in [
+            "127.1:9000",
+            "2130706433:9000",
+            "0x7f000001:9000",
+            "127.0.0.1.:9000",
+        ] {
             assert!(
-                matches!(origin_refusal(&policy, other_spelling), RefusalKind::NonCanonical(_)),
+                matches!(
+                    origin_refusal(&policy, other_spelling),
+                    RefusalKind::NonCanonical(_)
+                ),
                 "{other_spelling}"
             );
         }
@@ -487,10 +478,16 @@ mod tests {
             RefusalKind::Class("loopback")
         );
         assert_eq!(policy.precheck("10.0.0.1").unwrap_err().class(), Some("private"));
-        assert_eq!(policy.precheck("localhost").unwrap_err().class(), Some("loopback"));
+        assert_eq!(
+            policy.precheck("localhost").unwrap_err().class(),
+            Some("loopback")
+        );
         assert!(policy.precheck("na.myconnectwise.net").is_ok());
         assert_eq!(
-            OutboundPolicy::default().precheck("127.0.0.1").unwrap_err().class(),
+            OutboundPolicy::default()
+                .precheck("127.0.0.1")
+                .unwrap_err()
+                .class(),
             Some("loopback")
         );
     }

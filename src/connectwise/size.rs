@@ -206,7 +206,10 @@ mod tests {
         // 7 bytes of text each, about 600 bytes of memory each.
         let text = format!("[{}{{\"\":0}}]", "{\"\":0},".repeat(10_000));
         let mut meter = Meter::new(1024 * 1024);
-        assert_eq!(parse_metered(text.as_bytes(), &mut meter), Err(ParseError::TooLarge));
+        assert_eq!(
+            parse_metered(text.as_bytes(), &mut meter),
+            Err(ParseError::TooLarge)
+        );
         assert!(text.len() < 100_000, "a small text, refused for its parsed size");
         let mut meter = Meter::new(1024 * 1024);
         assert_eq!(parse_metered(b"{\"a\":", &mut meter), Err(ParseError::NotJson));

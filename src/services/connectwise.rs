@@ -238,15 +238,9 @@ async fn fetch(
     let client = &state.connectwise;
     let keep = |record: &Value| normalise(lookup, record);
     let records = match lookup {
-        Lookup::Companies { search } => {
-            client.companies(credentials, search.as_deref(), &keep).await
-        }
-        Lookup::Agreements { company_id } => {
-            client.agreements(credentials, *company_id, &keep).await
-        }
-        Lookup::Additions { agreement_id } => {
-            client.additions(credentials, *agreement_id, &keep).await
-        }
+        Lookup::Companies { search } => client.companies(credentials, search.as_deref(), &keep).await,
+        Lookup::Agreements { company_id } => client.agreements(credentials, *company_id, &keep).await,
+        Lookup::Additions { agreement_id } => client.additions(credentials, *agreement_id, &keep).await,
         Lookup::Boards => client.boards(credentials, &keep).await,
         Lookup::Statuses { board_id } => client.statuses(credentials, *board_id, &keep).await,
     }

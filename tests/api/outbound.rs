@@ -100,7 +100,11 @@ async fn numeric_spellings_of_loopback_never_reach_the_listener() {
     assert_eq!(problem["errors"][0]["code"], "refused_address", "{problem}");
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen.load(Ordering::SeqCst), 0, "no connection reached the listener");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "no connection reached the listener"
+    );
 
     // The control: the canonical, allow-listed spelling does connect, so the listener counts.
     let body: Value = test_connection(&app, &tenant.admin, &credentials(&format!("127.0.0.1:{port}")))
@@ -109,7 +113,10 @@ async fn numeric_spellings_of_loopback_never_reach_the_listener() {
         .await
         .unwrap();
     assert_eq!(body["ok"], false, "{body}");
-    assert!(seen.load(Ordering::SeqCst) > 0, "the listener sees real connections");
+    assert!(
+        seen.load(Ordering::SeqCst) > 0,
+        "the listener sees real connections"
+    );
 }
 
 #[tokio::test]
@@ -140,7 +147,10 @@ async fn a_policy_whose_site_is_a_number_sends_nothing_there() {
             "validation_failed",
         )
         .await;
-        assert_eq!(problem["errors"][0]["code"], "refused_address", "{lookup}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["code"], "refused_address",
+            "{lookup}: {problem}"
+        );
     }
     let problem = assert_problem(
         app.post(
@@ -155,7 +165,11 @@ async fn a_policy_whose_site_is_a_number_sends_nothing_there() {
     .await;
     assert_eq!(problem["errors"][0]["code"], "refused_address", "{problem}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(seen.load(Ordering::SeqCst), 0, "no connection reached the listener");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "no connection reached the listener"
+    );
 }
 
 /// A tenant whose root policy points at the mock.
@@ -182,7 +196,12 @@ async fn oversize_connectwise_answers_are_cut_off_with_a_clear_error() {
     for (what, body) in [("bloated", bloated), ("huge", huge)] {
         let body = Arc::new(body);
         mock.set(|b| b.raw_answer = Some(body.clone()));
-        let problem = assert_problem(app.get(&companies, &admin.access).await, 502, "connectwise_unavailable").await;
+        let problem = assert_problem(
+            app.get(&companies, &admin.access).await,
+            502,
+            "connectwise_unavailable",
+        )
+        .await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains("MiB one request may use"), "{what}: {detail}");
 
