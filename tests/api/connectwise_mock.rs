@@ -35,6 +35,8 @@ pub struct Behaviour {
     pub companyinfo_found: bool,
     /// Answer every API call with this body (`200`, JSON), e.g. an oversize one.
     pub raw_answer: Option<Arc<String>>,
+    /// With `raw_answer`: every answer links to a next page, without end.
+    pub endless: bool,
 }
 
 impl Default for Behaviour {
@@ -48,6 +50,7 @@ impl Default for Behaviour {
             page_size: 2,
             companyinfo_found: true,
             raw_answer: None,
+            endless: false,
         }
     }
 }
@@ -210,7 +213,14 @@ async fn answer(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {
             .json(json!({"code": "Error", "message": "refused by the mock", "errors": []}));
     }
     if let Some(body) = &behaviour.raw_answer {
-        return HttpResponse::Ok()
+        let mut response = HttpResponse::Ok();
+        if behaviour.endless {
+            let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let host = req.connection_info().host().to_owned();
+            let link = format!("<http://{host}{path}?page={}>; rel=\"next\"", page + 1);
+            response.insert_header(("Link", link));
+        }
+        return response
             .content_type("application/json")
             .body(body.as_str().to_owned());
     }

@@ -234,3 +234,46 @@ async fn oversize_connectwise_answers_are_cut_off_with_a_clear_error() {
     assert_eq!(entries, 1);
     assert!(bytes > 0 && bytes <= LOOKUP_CACHE_BYTES);
 }
+
+#[tokio::test]
+async fn what_one_lookup_keeps_is_bounded_across_all_its_pages() {
+    let mock = MockConnectWise::start().await;
+    let app = app_allowing_loopback().await;
+    let (admin, root) = tenant_on_mock(&app, &mock).await;
+    // Pages of about 1 MiB each, every one well under the per-answer bound, whose records
+    // survive normalisation whole (long names), and a next page after every page.
+    let page = format!(
+        "[{}]",
+        (0..10)
+            .map(|i| format!("{{\"id\":{i},\"name\":\"{}\"}}", "n".repeat(100 * 1024)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let page = Arc::new(page);
+    mock.set(|b| {
+        b.raw_answer = Some(page.clone());
+        b.endless = true;
+    });
+    let problem = assert_problem(
+        app.get(
+            &format!("/api/v1/connectwise/companies?policy_id={root}"),
+            &admin.access,
+        )
+        .await,
+        502,
+        "connectwise_unavailable",
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("24 MiB one request may use"),
+        "{problem}"
+    );
+    let pages = mock.api_requests().len();
+    assert!(
+        (20..50).contains(&pages),
+        "stopped by the memory bound after about 24 pages, before the 50-page cap: {pages}"
+    );
+}
