@@ -2,8 +2,11 @@
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, Keys};
+use crate::connectwise::cache::Bounds;
 use crate::connectwise::guard::OutboundPolicy;
-use crate::connectwise::{ClientSettings, ConnectWiseClient, LookupCache};
+use crate::connectwise::{
+    ClientSettings, ConnectWiseClient, LOOKUP_CACHE_BYTES, LOOKUP_ENTRY_BYTES, LookupCache,
+};
 use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
@@ -43,15 +46,17 @@ impl AppState {
             max_pages: 50,
             max_retry_wait: Duration::from_secs(10),
             backoff: Duration::from_millis(200),
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_request_bytes: 24 * 1024 * 1024,
         })
         .expect("the outbound HTTP client builds");
         Self {
             jwt: JwtKeys::new(keys.jwt_secret.expose(), config.access_token_ttl()),
-            lookups: Arc::new(LookupCache::new(
-                Duration::from_secs(config.connectwise_cache_seconds),
-                10_000,
-            )),
+            lookups: Arc::new(LookupCache::new(Bounds {
+                ttl: Duration::from_secs(config.connectwise_cache_seconds),
+                max_bytes: LOOKUP_CACHE_BYTES,
+                max_entry_bytes: LOOKUP_ENTRY_BYTES,
+            })),
             connectwise: Arc::new(connectwise),
             metrics: Arc::new(Metrics::default()),
             draining: Arc::new(AtomicBool::new(false)),

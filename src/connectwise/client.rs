@@ -1,22 +1,27 @@
 //! The ConnectWise Manage REST client: codebase discovery, Basic auth with the integration's
-//! `clientId`, a pinned API version, paging through `Link: rel="next"`, bounded retries, and
-//! errors an operator can act on.
+//! `clientId`, a pinned API version, paging through `Link: rel="next"`, bounded retries, a
+//! bound on what one request may hold in memory, and errors an operator can act on.
 
+use super::cache::{BoundedCache, Bounds};
 use super::guard::{DnsFailure, GuardedResolver, OutboundPolicy, Refusal};
+use super::size::{Meter, ParseError, item_size, parse_metered};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::{StatusCode, header};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Once};
+use std::time::Duration;
 
 /// The API version pinned in `Accept` (the version of the reference spec).
 pub const API_VERSION: &str = "2025.8";
 /// Used when the codebase lookup fails: the usual codebase of ConnectWise cloud sites.
 pub const FALLBACK_CODEBASE: &str = "v4_6_release/";
 const CODEBASE_TTL: Duration = Duration::from_secs(3600);
+/// The codebase answer is a few fields; anything larger is not a ConnectWise answer.
+const CODEBASE_ANSWER_BYTES: usize = 64 * 1024;
+/// Codebases cached for all sites together (a few thousand sites), in estimated bytes.
+pub const CODEBASE_CACHE_BYTES: usize = 1024 * 1024;
 const MAX_ATTEMPTS: u32 = 3;
 
 /// ConnectWise API credentials. `Debug` never shows the private key.
@@ -73,6 +78,8 @@ pub enum CwError {
     Timeout,
     Tls(String),
     RateLimited(Option<u64>),
+    /// The answer would take more memory than one request may use (the limit in bytes).
+    TooLarge(usize),
     Unexpected(String),
 }
 
@@ -87,7 +94,7 @@ impl CwError {
             CwError::Timeout => "timeout",
             CwError::Tls(_) => "tls_error",
             CwError::RateLimited(_) => "rate_limited",
-            CwError::Unexpected(_) => "unexpected_response",
+            CwError::TooLarge(_) | CwError::Unexpected(_) => "unexpected_response",
         }
     }
 
@@ -108,6 +115,10 @@ impl CwError {
             CwError::Tls(detail) => format!("The secure connection to the site failed ({detail}): check the site address."),
             CwError::RateLimited(Some(wait)) => format!("ConnectWise is rate limiting; try again in {wait} seconds."),
             CwError::RateLimited(None) => "ConnectWise is rate limiting; try again shortly.".into(),
+            CwError::TooLarge(limit) => format!(
+                "ConnectWise's answer is larger than the {} MiB one request may use: narrow the search, or check the site address.",
+                limit.div_ceil(1024 * 1024)
+            ),
             CwError::Unexpected(detail) => format!("ConnectWise answered unexpectedly ({detail}); try again or contact support."),
         }
     }
@@ -132,8 +143,16 @@ pub struct ClientSettings {
     pub max_retry_wait: Duration,
     /// First backoff after a 5xx or a timeout; doubles each retry.
     pub backoff: Duration,
+    /// One answer (one page), counted while it streams in.
     pub max_body_bytes: usize,
+    /// What one request may hold at any time across all its pages, in estimated bytes: the
+    /// answer being read, its parsed form, and the records kept from earlier pages.
+    pub max_request_bytes: usize,
 }
+
+/// Turns each record of a list into what the caller keeps of it, page by page, so a whole
+/// list of full records is never held at once.
+pub type Keep<'a> = &'a (dyn Fn(&Value) -> Value + Sync);
 
 /// Values in conditions are quoted strings; quotes and backslashes inside are escaped, so a
 /// search term can never end the string and add conditions of its own.
@@ -171,7 +190,7 @@ pub fn install_crypto_provider() {
 pub struct ConnectWiseClient {
     http: reqwest::Client,
     settings: ClientSettings,
-    codebases: Mutex<HashMap<String, (Instant, String)>>,
+    codebases: BoundedCache<String>,
 }
 
 impl fmt::Debug for ConnectWiseClient {
@@ -199,25 +218,23 @@ impl ConnectWiseClient {
         Ok(Self {
             http,
             settings,
-            codebases: Mutex::new(HashMap::new()),
+            codebases: BoundedCache::new(Bounds {
+                ttl: CODEBASE_TTL,
+                max_bytes: CODEBASE_CACHE_BYTES,
+                max_entry_bytes: 4096,
+            }),
         })
     }
 
+    /// `scheme://host[:port]`, serialised from the URL the guard checked, so the client parses
+    /// back the very host that was judged.
     fn origin(&self, site: &str) -> Result<String, CwError> {
-        let host = site.rsplit_once(':').map_or(
-            site,
-            |(host, port)| if port.parse::<u16>().is_ok() { host } else { site },
-        );
-        self.settings
+        let url = self
+            .settings
             .policy
-            .precheck(host)
+            .origin(site)
             .map_err(|r| CwError::Refused(r.to_string()))?;
-        let scheme = if self.settings.policy.allow_http {
-            "http"
-        } else {
-            "https"
-        };
-        Ok(format!("{scheme}://{site}"))
+        Ok(url[..url::Position::BeforePath].to_owned())
     }
 
     /// The site's codebase (`v2025_1/`), looked up once per site and company and cached; the
@@ -228,10 +245,8 @@ impl ConnectWiseClient {
             credentials.site,
             credentials.company_id.to_ascii_lowercase()
         );
-        if let Some((at, codebase)) = self.codebases.lock().expect("codebase cache").get(&key)
-            && at.elapsed() < CODEBASE_TTL
-        {
-            return Ok(codebase.clone());
+        if let Some(codebase) = self.codebases.get(&key) {
+            return Ok(codebase);
         }
         let url = format!(
             "{}/login/companyinfo/{}",
@@ -245,18 +260,21 @@ impl ConnectWiseClient {
             .send()
             .await
         {
-            Ok(response) if response.status().is_success() => response
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v.get("Codebase").and_then(Value::as_str).map(str::to_owned))
-                .filter(|c| {
-                    c.ends_with('/')
-                        && c.len() <= 64
-                        && c.trim_end_matches('/')
-                            .chars()
-                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.')
-                }),
+            Ok(response) if response.status().is_success() => {
+                let mut meter = Meter::new(CODEBASE_ANSWER_BYTES);
+                self.read_body(response, &mut meter)
+                    .await
+                    .ok()
+                    .and_then(|body| parse_metered(&body, &mut meter).ok())
+                    .and_then(|v| v.get("Codebase").and_then(Value::as_str).map(str::to_owned))
+                    .filter(|c| {
+                        c.ends_with('/')
+                            && c.len() <= 64
+                            && c.trim_end_matches('/')
+                                .chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '.')
+                    })
+            }
             Ok(_) => None,
             Err(error) => {
                 if let CwError::Refused(why) = classify(&error) {
@@ -266,10 +284,8 @@ impl ConnectWiseClient {
             }
         };
         let codebase = found.unwrap_or_else(|| FALLBACK_CODEBASE.to_owned());
-        self.codebases
-            .lock()
-            .expect("codebase cache")
-            .insert(key, (Instant::now(), codebase.clone()));
+        let size = codebase.len();
+        self.codebases.put(key, codebase.clone(), size);
         Ok(codebase)
     }
 
@@ -279,8 +295,14 @@ impl ConnectWiseClient {
     }
 
     /// One GET with retries: `429` waits out `Retry-After` (bounded), `5xx` and timeouts back
-    /// off and retry, other `4xx` fail at once. Returns the JSON body and the next-page link.
-    async fn get(&self, credentials: &Credentials, url: &str) -> Result<(Value, Option<String>), CwError> {
+    /// off and retry, other `4xx` fail at once. Returns the JSON body, the next-page link, and
+    /// what the parsed body was charged to `meter` (the caller refunds it once dropped).
+    async fn get(
+        &self,
+        credentials: &Credentials,
+        url: &str,
+        meter: &mut Meter,
+    ) -> Result<(Value, Option<String>, usize), CwError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -333,7 +355,7 @@ impl ConnectWiseClient {
                 .get(header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
-            let body = self.read_body(response).await?;
+            let body = self.read_body(response, meter).await?;
             if !status.is_success() {
                 return Err(match status {
                     StatusCode::UNAUTHORIZED => CwError::InvalidCredentials,
@@ -345,32 +367,50 @@ impl ConnectWiseClient {
                     other => CwError::Unexpected(format!("HTTP {other}")),
                 });
             }
-            let json = serde_json::from_slice(&body)
-                .map_err(|_| CwError::Unexpected("the body is not JSON".into()))?;
-            return Ok((json, next));
+            let before = meter.used();
+            let parsed = parse_metered(&body, meter);
+            let parsed_size = meter.used() - before;
+            // The raw body is dropped now; its parsed form stays charged until the caller is done.
+            meter.refund(body.len());
+            drop(body);
+            let json = parsed.map_err(|error| match error {
+                ParseError::TooLarge => CwError::TooLarge(meter.limit()),
+                ParseError::NotJson => CwError::Unexpected("the body is not JSON".into()),
+            })?;
+            return Ok((json, next, parsed_size));
         }
     }
 
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, CwError> {
+    /// The body, counted against the one-answer bound and `meter` while it streams in, so an
+    /// oversize answer is cut off, not buffered.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        meter: &mut Meter,
+    ) -> Result<Vec<u8>, CwError> {
         let limit = self.settings.max_body_bytes;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
             if body.len() + chunk.len() > limit {
-                return Err(CwError::Unexpected(format!(
-                    "the response is larger than {limit} bytes"
-                )));
+                meter.refund(body.len());
+                return Err(CwError::TooLarge(limit));
+            }
+            if !meter.charge(chunk.len()) {
+                return Err(CwError::TooLarge(meter.limit()));
             }
             body.extend_from_slice(&chunk);
         }
         Ok(body)
     }
 
-    /// Every record of a list endpoint, following `Link: rel="next"` up to the page cap.
+    /// Every record of a list endpoint, following `Link: rel="next"` up to the page cap, each
+    /// reduced by `keep` as its page arrives. What the request holds is metered throughout.
     async fn get_all(
         &self,
         credentials: &Credentials,
         path: &str,
         query: &[(&str, String)],
+        keep: Keep<'_>,
     ) -> Result<Vec<Value>, CwError> {
         let base = self.base_url(credentials).await?;
         let mut url =
@@ -380,17 +420,25 @@ impl ConnectWiseClient {
             .append_pair("page", "1")
             .append_pair("pageSize", &self.settings.page_size.to_string());
         let origin = url.origin();
+        let mut meter = Meter::new(self.settings.max_request_bytes);
         let mut items = Vec::new();
         let mut next = Some(url.to_string());
         let mut pages = 0;
         while let Some(current) = next.take() {
             pages += 1;
-            let (page, link) = self.get(credentials, &current).await?;
-            items.extend(
-                page.as_array()
-                    .cloned()
-                    .ok_or_else(|| CwError::Unexpected("a list was not a JSON array".into()))?,
-            );
+            let (page, link, parsed_size) = self.get(credentials, &current, &mut meter).await?;
+            let Value::Array(records) = page else {
+                return Err(CwError::Unexpected("a list was not a JSON array".into()));
+            };
+            for record in &records {
+                let kept = keep(record);
+                if !meter.charge(item_size(&kept)) {
+                    return Err(CwError::TooLarge(meter.limit()));
+                }
+                items.push(kept);
+            }
+            drop(records);
+            meter.refund(parsed_size);
             next = match link.map(|l| reqwest::Url::parse(&l)) {
                 Some(Ok(link)) if link.origin() == origin => Some(link.to_string()),
                 Some(_) => return Err(CwError::Unexpected("a next-page link points elsewhere".into())),
@@ -407,13 +455,17 @@ impl ConnectWiseClient {
     /// `GET /system/info`: the credential check behind Test Connection.
     pub async fn system_info(&self, credentials: &Credentials) -> Result<Value, CwError> {
         let url = format!("{}/system/info", self.base_url(credentials).await?);
-        self.get(credentials, &url).await.map(|(info, _)| info)
+        let mut meter = Meter::new(self.settings.max_request_bytes);
+        self.get(credentials, &url, &mut meter)
+            .await
+            .map(|(info, _, _)| info)
     }
 
     pub async fn companies(
         &self,
         credentials: &Credentials,
         search: Option<&str>,
+        keep: Keep<'_>,
     ) -> Result<Vec<Value>, CwError> {
         let mut conditions = "deletedFlag=false".to_owned();
         if let Some(term) = search.filter(|t| !t.trim().is_empty()) {
@@ -423,49 +475,61 @@ impl ConnectWiseClient {
             ));
         }
         let query = [("conditions", conditions), ("orderBy", "name asc".to_owned())];
-        self.get_all(credentials, "/company/companies", &query).await
+        self.get_all(credentials, "/company/companies", &query, keep)
+            .await
     }
 
     pub async fn agreements(
         &self,
         credentials: &Credentials,
         company_id: i64,
+        keep: Keep<'_>,
     ) -> Result<Vec<Value>, CwError> {
         let query = [
             ("conditions", format!("company/id={company_id}")),
             ("orderBy", "name asc".to_owned()),
         ];
-        self.get_all(credentials, "/finance/agreements", &query).await
+        self.get_all(credentials, "/finance/agreements", &query, keep)
+            .await
     }
 
     pub async fn additions(
         &self,
         credentials: &Credentials,
         agreement_id: i64,
+        keep: Keep<'_>,
     ) -> Result<Vec<Value>, CwError> {
         self.get_all(
             credentials,
             &format!("/finance/agreements/{agreement_id}/additions"),
             &[],
+            keep,
         )
         .await
     }
 
-    pub async fn boards(&self, credentials: &Credentials) -> Result<Vec<Value>, CwError> {
+    pub async fn boards(&self, credentials: &Credentials, keep: Keep<'_>) -> Result<Vec<Value>, CwError> {
         self.get_all(
             credentials,
             "/service/boards",
             &[("orderBy", "name asc".to_owned())],
+            keep,
         )
         .await
     }
 
-    pub async fn statuses(&self, credentials: &Credentials, board_id: i64) -> Result<Vec<Value>, CwError> {
+    pub async fn statuses(
+        &self,
+        credentials: &Credentials,
+        board_id: i64,
+        keep: Keep<'_>,
+    ) -> Result<Vec<Value>, CwError> {
         let query = [("orderBy", "sortOrder asc".to_owned())];
         self.get_all(
             credentials,
             &format!("/service/boards/{board_id}/statuses"),
             &query,
+            keep,
         )
         .await
     }

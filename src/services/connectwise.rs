@@ -2,6 +2,7 @@
 //! policy's board and status references against ConnectWise.
 
 use super::policies;
+use crate::connectwise::size::item_size;
 use crate::connectwise::{Credentials, CwError};
 use crate::domain::binding;
 use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
@@ -242,16 +243,18 @@ async fn fetch(
         return Ok(hit);
     }
     let client = &state.connectwise;
+    let keep = |record: &Value| normalise(lookup, record);
     let records = match lookup {
-        Lookup::Companies { search } => client.companies(credentials, search.as_deref()).await,
-        Lookup::Agreements { company_id } => client.agreements(credentials, *company_id).await,
-        Lookup::Additions { agreement_id } => client.additions(credentials, *agreement_id).await,
-        Lookup::Boards => client.boards(credentials).await,
-        Lookup::Statuses { board_id } => client.statuses(credentials, *board_id).await,
+        Lookup::Companies { search } => client.companies(credentials, search.as_deref(), &keep).await,
+        Lookup::Agreements { company_id } => client.agreements(credentials, *company_id, &keep).await,
+        Lookup::Additions { agreement_id } => client.additions(credentials, *agreement_id, &keep).await,
+        Lookup::Boards => client.boards(credentials, &keep).await,
+        Lookup::Statuses { board_id } => client.statuses(credentials, *board_id, &keep).await,
     }
     .map_err(upstream)?;
-    let normalised = Arc::new(records.iter().map(|r| normalise(lookup, r)).collect::<Vec<_>>());
-    state.lookups.put(key, normalised.clone());
+    let size = records.iter().map(item_size).sum();
+    let normalised = Arc::new(records);
+    state.lookups.put(key, normalised.clone(), size);
     Ok(normalised)
 }
 

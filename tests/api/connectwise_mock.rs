@@ -33,6 +33,10 @@ pub struct Behaviour {
     /// Records per page of list endpoints (the mock pages on its own, with `Link` headers).
     pub page_size: usize,
     pub companyinfo_found: bool,
+    /// Answer every API call with this body (`200`, JSON), e.g. an oversize one.
+    pub raw_answer: Option<Arc<String>>,
+    /// With `raw_answer`: every answer links to a next page, without end.
+    pub endless: bool,
 }
 
 impl Default for Behaviour {
@@ -45,6 +49,8 @@ impl Default for Behaviour {
             delay: Duration::ZERO,
             page_size: 2,
             companyinfo_found: true,
+            raw_answer: None,
+            endless: false,
         }
     }
 }
@@ -205,6 +211,18 @@ async fn answer(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {
         let status = actix_web::http::StatusCode::from_u16(behaviour.status).unwrap();
         return HttpResponse::build(status)
             .json(json!({"code": "Error", "message": "refused by the mock", "errors": []}));
+    }
+    if let Some(body) = &behaviour.raw_answer {
+        let mut response = HttpResponse::Ok();
+        if behaviour.endless {
+            let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let host = req.connection_info().host().to_owned();
+            let link = format!("<http://{host}{path}?page={}>; rel=\"next\"", page + 1);
+            response.insert_header(("Link", link));
+        }
+        return response
+            .content_type("application/json")
+            .body(body.as_str().to_owned());
     }
     let segments: Vec<&str> = api_path.trim_matches('/').split('/').collect();
     let records = match segments.as_slice() {

@@ -17,6 +17,7 @@ pub mod jobs;
 mod migrations;
 mod openapi;
 mod operators;
+mod outbound;
 pub mod policies;
 mod replicas;
 mod rotation;
