@@ -8,6 +8,7 @@ pub mod diff;
 pub mod ids;
 pub mod operator;
 pub mod policy;
+pub mod redact;
 pub mod resolve;
 pub mod tenant;
 pub mod validation;

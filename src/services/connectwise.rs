@@ -7,6 +7,7 @@ use crate::connectwise::{Credentials, CwError};
 use crate::domain::binding;
 use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
 use crate::domain::policy::SettingValue;
+use crate::domain::redact::REDACTED;
 use crate::domain::resolve::Resolution;
 use crate::domain::validation::Validator;
 use crate::domain::{FieldError, PolicyId, TenantId};
@@ -18,12 +19,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Credentials as typed into the form, before validation.
-#[derive(Debug)]
 pub struct RawCredentials {
     pub site: String,
     pub company_id: String,
     pub public_key: String,
     pub private_key: String,
+}
+
+impl std::fmt::Debug for RawCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawCredentials")
+            .field("site", &self.site)
+            .field("company_id", &self.company_id)
+            .field("public_key", &self.public_key)
+            .field("private_key", &REDACTED)
+            .finish()
+    }
 }
 
 /// Where Test Connection takes its credentials from.

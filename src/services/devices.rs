@@ -15,6 +15,7 @@ use crate::domain::device::{
 };
 use crate::domain::diff::{Change, ChangeKind, diff_values};
 use crate::domain::policy::{PolicyTree, SecretHandle, SettingValue};
+use crate::domain::redact::{REDACTED, RedactedValues};
 use crate::domain::resolve::{Resolution, Source, masked_values, resolve};
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
@@ -84,7 +85,7 @@ pub struct Registered {
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
-            .field("enrollment_token", &"<redacted>")
+            .field("enrollment_token", &REDACTED)
             .field("kind", &self.kind)
             .field("hardware_id", &self.hardware_id)
             .field("hostname", &self.hostname)
@@ -97,7 +98,7 @@ impl std::fmt::Debug for Registered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registered")
             .field("device", &self.device.id)
-            .field("credential", &"<redacted>")
+            .field("credential", &REDACTED)
             .field("outcome", &self.outcome)
             .finish_non_exhaustive()
     }
@@ -677,11 +678,22 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
 }
 
 /// Operator changes to a device: its policy and its own values.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct DeviceEdit {
     pub policy_id: Option<PolicyId>,
     pub set: BTreeMap<String, Value>,
     pub unset: Vec<String>,
+}
+
+// `set` holds secrets in clear: `Debug` hides them.
+impl std::fmt::Debug for DeviceEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceEdit")
+            .field("policy_id", &self.policy_id)
+            .field("set", &RedactedValues(&self.set))
+            .field("unset", &self.unset)
+            .finish()
+    }
 }
 
 /// Checks and seals device values: any catalogue field, device-scoped or an override of a

@@ -11,6 +11,7 @@ use crate::domain::diff::{Change, ChangeKind, diff};
 use crate::domain::policy::{
     PolicyContent, PolicyNode, PolicyTree, ROOT_POLICY_NAME, SecretHandle, SettingValue, TreeError,
 };
+use crate::domain::redact::RedactedValues;
 use crate::domain::resolve::{Resolution, masked_values, resolve};
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
@@ -38,7 +39,7 @@ pub struct PolicyDetail {
 }
 
 /// Changes requested in one save; what is not mentioned stays as it is.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PolicyEdit {
     pub name: Option<String>,
     pub description: Option<String>,
@@ -49,6 +50,22 @@ pub struct PolicyEdit {
     pub lock: Vec<String>,
     pub unlock: Vec<String>,
     pub comment: Option<String>,
+}
+
+// `set` holds secrets in clear: `Debug` hides them.
+impl std::fmt::Debug for PolicyEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEdit")
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("parent_id", &self.parent_id)
+            .field("set", &RedactedValues(&self.set))
+            .field("unset", &self.unset)
+            .field("lock", &self.lock)
+            .field("unlock", &self.unlock)
+            .field("comment", &self.comment)
+            .finish()
+    }
 }
 
 fn tree_error(error: TreeError, field_prefix: &str) -> ApiError {

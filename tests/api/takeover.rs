@@ -467,3 +467,55 @@ async fn access_tokens_end_with_their_session() {
         StatusCode::OK
     );
 }
+
+#[test]
+fn debug_output_of_types_carrying_secrets_never_shows_them() {
+    use gmp::services::connectwise::RawCredentials;
+    use gmp::services::devices::{DeviceEdit, Registration};
+    use gmp::services::policies::PolicyEdit;
+    let values: std::collections::BTreeMap<String, Value> = [
+        ("connectwise.private_key".to_owned(), json!(SECRET)),
+        ("connectwise.site".to_owned(), json!("na.myconnectwise.net")),
+    ]
+    .into_iter()
+    .collect();
+    let shown = [
+        format!(
+            "{:?}",
+            PolicyEdit {
+                set: values.clone(),
+                ..PolicyEdit::default()
+            }
+        ),
+        format!(
+            "{:?}",
+            DeviceEdit {
+                set: values,
+                ..DeviceEdit::default()
+            }
+        ),
+        format!(
+            "{:?}",
+            RawCredentials {
+                site: "na.myconnectwise.net".into(),
+                company_id: "acme".into(),
+                public_key: "PUBLIC".into(),
+                private_key: SECRET.into(),
+            }
+        ),
+        format!(
+            "{:?}",
+            Registration {
+                enrollment_token: SECRET.into(),
+                kind: gmp::domain::device::DeviceKind::Vault,
+                hardware_id: "HW".into(),
+                hostname: "h".into(),
+                software_version: "1".into(),
+            }
+        ),
+    ];
+    for text in shown {
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+}
