@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::secrets::Keyring;
 
+mod key_check;
+
 /// A secret configuration value: usable, but never printed by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -59,6 +61,8 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Secrets(String),
+    #[error("configuration key `{key}` is required together with `{with}`: give both or neither")]
+    Missing { key: &'static str, with: &'static str },
 }
 
 /// Every configuration key (the README documents each one; a test keeps them in step).
@@ -95,6 +99,10 @@ pub const KEYS: &[&str] = &[
     "job_retention_interval_seconds",
     "job_expiry_interval_seconds",
     "retention_days",
+    "metrics_bind",
+    "metrics_per_tenant",
+    "tls_cert_file",
+    "tls_key_file",
 ];
 
 #[derive(Debug, Clone)]
@@ -137,6 +145,13 @@ pub struct Config {
     pub job_expiry_interval_seconds: u64,
     /// How long device field history and the change log are kept.
     pub retention_days: u64,
+    /// Where `/metrics` is served; `None` serves it nowhere. Never on the main listener.
+    pub metrics_bind: Option<String>,
+    /// Device counts per tenant id instead of totals only.
+    pub metrics_per_tenant: bool,
+    /// PEM certificate chain and private key: with both, the main listener speaks TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -174,6 +189,10 @@ impl Default for Config {
             job_retention_interval_seconds: 3600,
             job_expiry_interval_seconds: 600,
             retention_days: 400,
+            metrics_bind: None,
+            metrics_per_tenant: false,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -289,6 +308,10 @@ impl Config {
                 self.job_expiry_interval_seconds = number(&value).map_err(invalid)?
             }
             "retention_days" => self.retention_days = number(&value).map_err(invalid)?,
+            "metrics_bind" => self.metrics_bind = non_empty(value),
+            "metrics_per_tenant" => self.metrics_per_tenant = boolean(&value).map_err(invalid)?,
+            "tls_cert_file" => self.tls_cert_file = non_empty(value).map(PathBuf::from),
+            "tls_key_file" => self.tls_key_file = non_empty(value).map(PathBuf::from),
             "connectwise_allowed_hosts" => {
                 self.connectwise_allowed_hosts = value
                     .split(',')
@@ -353,37 +376,87 @@ impl Config {
     /// configuration when given, otherwise from (or newly generated into) the data directory, so
     /// that `gmp serve` works with no setup and keeps its keys across restarts.
     pub fn load_keys(&self) -> Result<Keys, ConfigError> {
-        let jwt_secret = match (&self.jwt_secret, &self.jwt_secret_file) {
-            (Some(secret), _) => secret.expose().as_bytes().to_vec(),
-            (None, Some(path)) => read_key_file(path)?.into_bytes(),
-            (None, None) => self
-                .load_or_generate("jwt-secret", "GMP_JWT_SECRET")?
-                .into_bytes(),
+        let (jwt_secret, name) = match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(secret), _) => (secret.expose().to_owned(), "`jwt_secret`".to_owned()),
+            (None, Some(path)) => (read_key_file(path)?, format!("`jwt_secret_file` ({})", path.display())),
+            (None, None) => (
+                self.load_or_generate("jwt-secret", "GMP_JWT_SECRET")?,
+                format!("the key in {}", self.data_dir.join("jwt-secret").display()),
+            ),
         };
-        if jwt_secret.len() < 32 {
-            return Err(ConfigError::Secrets(
-                "the JWT secret must be at least 32 bytes".into(),
-            ));
+        if let Some(problem) =
+            key_check::text_problem(&jwt_secret).or_else(|| key_check::jwt_problem(jwt_secret.as_bytes()))
+        {
+            return Err(weak_key(&name, &problem, key_check::HOW_TO_GENERATE_JWT));
         }
-        let master_key_text = match (&self.master_key, &self.master_key_file) {
-            (Some(key), _) => key.expose().to_owned(),
-            (None, Some(path)) => read_key_file(path)?,
-            (None, None) => self.load_or_generate("master-key", "GMP_MASTER_KEY")?,
+        let (master_key_text, name) = match (&self.master_key, &self.master_key_file) {
+            (Some(key), _) => (key.expose().to_owned(), "`master_key`".to_owned()),
+            (None, Some(path)) => (read_key_file(path)?, format!("`master_key_file` ({})", path.display())),
+            (None, None) => (
+                self.load_or_generate("master-key", "GMP_MASTER_KEY")?,
+                format!("the key in {}", self.data_dir.join("master-key").display()),
+            ),
         };
-        let master_key = decode_master_key(&master_key_text)?;
-        let previous_master_keys = match &self.previous_master_keys {
-            Some(list) => list
-                .expose()
-                .split(',')
-                .filter(|k| !k.trim().is_empty())
-                .map(decode_master_key)
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
+        // A placeholder is named as such before it fails to decode.
+        if let Some(problem) = key_check::text_problem(&master_key_text) {
+            return Err(weak_key(&name, &problem, key_check::HOW_TO_GENERATE_MASTER));
+        }
+        let master_key = decode_master_key(&master_key_text, &name)?;
+        if let Some(problem) = key_check::master_key_problem(&master_key) {
+            return Err(weak_key(&name, &problem, key_check::HOW_TO_GENERATE_MASTER));
+        }
+        let previous_master_keys = self
+            .previous_master_key_texts()
+            .map(|(name, text)| decode_master_key(text, &name))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Keys {
-            jwt_secret: SecretBytes(jwt_secret),
+            jwt_secret: SecretBytes(jwt_secret.into_bytes()),
             keyring: Keyring::new(&master_key, &previous_master_keys),
         })
+    }
+
+    /// Refuses a published or weak key among `previous_master_keys`. `gmp serve` calls this;
+    /// `gmp keys rotate` does not, because re-sealing is how a deployment leaves such a key.
+    pub fn check_previous_master_keys(&self) -> Result<(), ConfigError> {
+        for (name, text) in self.previous_master_key_texts() {
+            let problem = match decode_master_key(text, &name) {
+                Ok(key) => key_check::master_key_problem(&key),
+                Err(_) => None,
+            };
+            if let Some(problem) = key_check::text_problem(text).or(problem) {
+                return Err(ConfigError::Secrets(format!(
+                    "{name} {problem}: anyone could open the secrets sealed under it. Run `gmp keys \
+                     rotate` to re-seal them under `master_key`, then remove it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn previous_master_key_texts(&self) -> impl Iterator<Item = (String, &str)> {
+        self.previous_master_keys
+            .iter()
+            .flat_map(|list| list.expose().split(','))
+            .filter(|key| !key.trim().is_empty())
+            .enumerate()
+            .map(|(i, key)| (format!("`previous_master_keys` entry {}", i + 1), key))
+    }
+
+    /// The TLS certificate and key files, when TLS is configured; one without the other is an
+    /// error, so a typo never silently serves plain HTTP.
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Missing {
+                key: "tls_key_file",
+                with: "tls_cert_file",
+            }),
+            (None, Some(_)) => Err(ConfigError::Missing {
+                key: "tls_cert_file",
+                with: "tls_key_file",
+            }),
+        }
     }
 
     fn load_or_generate(&self, file_name: &str, variable: &str) -> Result<String, ConfigError> {
@@ -411,14 +484,23 @@ impl Config {
     }
 }
 
-fn decode_master_key(text: &str) -> Result<[u8; 32], ConfigError> {
+fn decode_master_key(text: &str, name: &str) -> Result<[u8; 32], ConfigError> {
     BASE64
         .decode(text.trim())
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| {
-            ConfigError::Secrets("a master key must be the base64 encoding of exactly 32 bytes".into())
+            ConfigError::Secrets(format!(
+                "{name}: a master key must be the base64 encoding of exactly 32 bytes; {}",
+                key_check::HOW_TO_GENERATE_MASTER
+            ))
         })
+}
+
+fn weak_key(name: &str, problem: &str, how: &str) -> ConfigError {
+    ConfigError::Secrets(format!(
+        "{name} {problem}, so it cannot protect anything; {how}"
+    ))
 }
 
 fn read_key_file(path: &Path) -> Result<String, ConfigError> {
@@ -585,7 +667,7 @@ mod tests {
         };
         assert!(short.load_keys().unwrap_err().to_string().contains("32 bytes"));
         let bad_master = Config {
-            jwt_secret: Some(Secret::new("x".repeat(32))),
+            jwt_secret: Some(Secret::new("Vq3n8ZK1sX0pL7dT2mW9yB4cF6hJ5gRe")),
             master_key: Some(Secret::new("not base64!")),
             ..Config::default()
         };

@@ -18,6 +18,9 @@ use uuid::Uuid;
 pub const ADMIN_EMAIL: &str = "platform@gmp.test";
 pub const ADMIN_PASSWORD: &str = "platform admin passphrase";
 pub const PASSWORD: &str = "a long test passphrase";
+/// Test keys: random, so the server's refusal of placeholder keys lets them through.
+pub const TEST_JWT_SECRET: &str = "afLrbTkJielK011I6oR3d7O2bovFsYQD4qU0a7UVX6e+O4Z/e4ru0Grb4vwXpsvR";
+pub const TEST_MASTER_KEY: &str = "mA2fduoosDIvYbsBx7BJvDcbRwhZrGdvsEyANMg6qr4=";
 
 static LOGGING: Once = Once::new();
 
@@ -132,8 +135,8 @@ pub fn test_config(db: &TestDb) -> Config {
         data_dir: db.dir.path().join("data"),
         database_url: Some(Secret::new(db.url.clone())),
         database_max_connections: 5,
-        jwt_secret: Some(Secret::new("test-jwt-secret-0123456789-abcdefghijklmnop")),
-        master_key: Some(Secret::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")),
+        jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
+        master_key: Some(Secret::new(TEST_MASTER_KEY)),
         bootstrap_admin_email: Some(ADMIN_EMAIL.into()),
         bootstrap_admin_password: Some(Secret::new(ADMIN_PASSWORD)),
         workers: Some(1),
@@ -167,6 +170,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// `http://127.0.0.1:<port>` of the `/metrics` listener, when `metrics_bind` is set.
+    pub metrics_address: Option<String>,
     pub platform: Session,
     /// The app's database; dropped with the app.
     pub db: TestDb,
@@ -185,6 +190,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
+        let metrics_address = app.metrics_port().map(|port| format!("http://127.0.0.1:{port}"));
         tokio::spawn(app.run_until(std::future::pending()));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -194,6 +200,7 @@ impl TestApp {
             address,
             client,
             state,
+            metrics_address,
             platform: placeholder_session(),
             db,
         };
@@ -433,6 +440,15 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (a name such as `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal}");
     }
 
     /// SIGTERM, then the exit status.

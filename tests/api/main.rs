@@ -8,6 +8,7 @@ mod cli;
 mod connectwise;
 mod connectwise_mock;
 mod deploy;
+mod edge;
 pub mod devices;
 mod docs;
 mod errors;

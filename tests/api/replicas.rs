@@ -8,13 +8,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const SHARED: [(&str, &str); 6] = [
+const SHARED: [(&str, &str); 7] = [
     ("GMP_BOOTSTRAP_ADMIN_EMAIL", SERVER_ADMIN.0),
     ("GMP_BOOTSTRAP_ADMIN_PASSWORD", SERVER_ADMIN.1),
-    ("GMP_JWT_SECRET", "replica-shared-jwt-secret-0123456789abcdef"),
-    ("GMP_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    ("GMP_JWT_SECRET", "v4U5EdXunVqIeKJvpgND1vqm8QX1UAzer5Bs/cgirLfcEcX+IgFIm0a+0oZD8wdk"),
+    ("GMP_MASTER_KEY", "8qvLAH6uAuc8WLzgZgH5f9c6Yw+WSMIUp/fHPpoLOFs="),
     ("GMP_CHECKIN_FLUSH_INTERVAL_MS", "200"),
     ("GMP_JOB_CONNECTIVITY_INTERVAL_SECONDS", "1"),
+    ("GMP_METRICS_BIND", "127.0.0.1:0"),
 ];
 
 fn start(db: &TestDb, extra: &[(&str, &str)]) -> Server {
@@ -187,7 +188,7 @@ async fn replicas_on_one_database_stay_consistent() {
     let mut runs = 0;
     for replica in &replicas {
         let metrics = client
-            .get(replica.url("/metrics"))
+            .get(crate::edge::metrics_url(replica))
             .send()
             .await
             .unwrap()
