@@ -378,7 +378,10 @@ impl Config {
     pub fn load_keys(&self) -> Result<Keys, ConfigError> {
         let (jwt_secret, name) = match (&self.jwt_secret, &self.jwt_secret_file) {
             (Some(secret), _) => (secret.expose().to_owned(), "`jwt_secret`".to_owned()),
-            (None, Some(path)) => (read_key_file(path)?, format!("`jwt_secret_file` ({})", path.display())),
+            (None, Some(path)) => (
+                read_key_file(path)?,
+                format!("`jwt_secret_file` ({})", path.display()),
+            ),
             (None, None) => (
                 self.load_or_generate("jwt-secret", "GMP_JWT_SECRET")?,
                 format!("the key in {}", self.data_dir.join("jwt-secret").display()),
@@ -391,7 +394,10 @@ impl Config {
         }
         let (master_key_text, name) = match (&self.master_key, &self.master_key_file) {
             (Some(key), _) => (key.expose().to_owned(), "`master_key`".to_owned()),
-            (None, Some(path)) => (read_key_file(path)?, format!("`master_key_file` ({})", path.display())),
+            (None, Some(path)) => (
+                read_key_file(path)?,
+                format!("`master_key_file` ({})", path.display()),
+            ),
             (None, None) => (
                 self.load_or_generate("master-key", "GMP_MASTER_KEY")?,
                 format!("the key in {}", self.data_dir.join("master-key").display()),
@@ -498,9 +504,7 @@ fn decode_master_key(text: &str, name: &str) -> Result<[u8; 32], ConfigError> {
 }
 
 fn weak_key(name: &str, problem: &str, how: &str) -> ConfigError {
-    ConfigError::Secrets(format!(
-        "{name} {problem}, so it cannot protect anything; {how}"
-    ))
+    ConfigError::Secrets(format!("{name} {problem}, so it cannot protect anything; {how}"))
 }
 
 fn read_key_file(path: &Path) -> Result<String, ConfigError> {

@@ -3,9 +3,9 @@
 
 use crate::config::{Config, ConfigError};
 use crate::db::repo::job_leases;
+use crate::http::tls;
 use crate::services::checkins;
 use crate::state::AppState;
-use crate::http::tls;
 use crate::{db, http, jobs, services};
 use actix_web::{HttpServer, web};
 use std::future::Future;

@@ -25,7 +25,15 @@ const PUBLISHED: &[&str] = &[
 ];
 
 /// Words that mark a value somebody was meant to replace.
-const PLACEHOLDER_WORDS: &[&str] = &["change-me", "change_me", "changeme", "replace", "example", "secret", "placeholder"];
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "change-me",
+    "change_me",
+    "changeme",
+    "replace",
+    "example",
+    "secret",
+    "placeholder",
+];
 
 /// Why `text` (a key as configured) cannot be used, if it cannot.
 pub fn text_problem(text: &str) -> Option<String> {
@@ -47,7 +55,8 @@ pub fn jwt_problem(key: &[u8]) -> Option<String> {
     }
     pattern_problem(key, 8).or_else(|| {
         let bits = entropy_bits(key);
-        (bits < 80.0).then(|| format!("holds too little randomness (about {bits:.0} bits; at least 80 needed)"))
+        (bits < 80.0)
+            .then(|| format!("holds too little randomness (about {bits:.0} bits; at least 80 needed)"))
     })
 }
 

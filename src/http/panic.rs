@@ -35,7 +35,11 @@ pub async fn catch_panic(
             // `error_response` logs the cause, inside the request's span.
             let mut response = ApiError::internal(message.clone()).error_response();
             headers::apply(response.headers_mut(), no_store, tls);
-            if let Some(id) = REQUEST_ID.try_with(|id| HeaderValue::from_str(id).ok()).ok().flatten() {
+            if let Some(id) = REQUEST_ID
+                .try_with(|id| HeaderValue::from_str(id).ok())
+                .ok()
+                .flatten()
+            {
                 response.headers_mut().insert(REQUEST_ID_HEADER, id);
             }
             Err(InternalError::from_response(message, response).into())
@@ -65,11 +69,14 @@ mod tests {
                 .route(
                     "/api/v1/boom",
                     web::get().to(|| async {
-                        let limit: Option<u32> = None;
+                        let limit: Option<u32> = std::hint::black_box(None);
                         HttpResponse::Ok().body(limit.expect("an unchecked client number").to_string())
                     }),
                 )
-                .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("fine") })),
+                .route(
+                    "/fine",
+                    web::get().to(|| async { HttpResponse::Ok().body("fine") }),
+                ),
         )
         .await;
         // Two panics in a row: the first one did not poison the service.

@@ -32,7 +32,10 @@ impl CertificateFiles {
     /// Reads both files again; on any error the current certificate stays.
     pub fn reload(&self) -> Result<(), String> {
         let fresh = Arc::new(read(&self.cert, &self.key)?);
-        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
         Ok(())
     }
 }

@@ -17,7 +17,9 @@ use std::process::Command;
 pub fn metrics_url(server: &Server) -> String {
     let line = server.wait_for(|line| line.contains("serving metrics"));
     let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
-    let port = entry["metrics_port"].as_u64().expect("the metrics port is logged");
+    let port = entry["metrics_port"]
+        .as_u64()
+        .expect("the metrics port is logged");
     format!("http://127.0.0.1:{port}/metrics")
 }
 
@@ -33,7 +35,10 @@ fn refused_start(db: &TestDb, env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(!output.status.success(), "gmp serve started with {env:?}:\n{printed}");
+    assert!(
+        !output.status.success(),
+        "gmp serve started with {env:?}:\n{printed}"
+    );
     printed
 }
 
@@ -44,11 +49,27 @@ async fn keys_published_in_the_repository_or_looking_like_placeholders_stop_the_
     let refused: [(&str, &str, &str); 8] = [
         ("GMP_JWT_SECRET", "REPLACE_ME", "`jwt_secret`"),
         // What deploy/compose.yaml and deploy/k8s/secret.yaml used to ship.
-        ("GMP_JWT_SECRET", "change-me-to-at-least-32-random-bytes-0000", "`jwt_secret`"),
-        ("GMP_JWT_SECRET", "CHANGE-ME-to-at-least-32-random-bytes", "`jwt_secret`"),
-        ("GMP_JWT_SECRET", "our-production-jwt-secret-2026-do-not-share", "`jwt_secret`"),
+        (
+            "GMP_JWT_SECRET",
+            "change-me-to-at-least-32-random-bytes-0000",
+            "`jwt_secret`",
+        ),
+        (
+            "GMP_JWT_SECRET",
+            "CHANGE-ME-to-at-least-32-random-bytes",
+            "`jwt_secret`",
+        ),
+        (
+            "GMP_JWT_SECRET",
+            "our-production-jwt-secret-2026-do-not-share",
+            "`jwt_secret`",
+        ),
         ("GMP_JWT_SECRET", &"k".repeat(48), "`jwt_secret`"),
-        ("GMP_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "`master_key`"),
+        (
+            "GMP_MASTER_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "`master_key`",
+        ),
         ("GMP_MASTER_KEY", &all_same, "`master_key`"),
         ("GMP_MASTER_KEY", "REPLACE_ME", "`master_key`"),
     ];
@@ -61,8 +82,14 @@ async fn keys_published_in_the_repository_or_looking_like_placeholders_stop_the_
         env.push((variable, value));
         let printed = refused_start(&db, &env);
         assert!(printed.contains(named), "{value}: {printed}");
-        assert!(printed.contains("openssl rand -base64"), "says how to make one: {printed}");
-        assert!(!printed.contains(value), "the refused key is not echoed: {printed}");
+        assert!(
+            printed.contains("openssl rand -base64"),
+            "says how to make one: {printed}"
+        );
+        assert!(
+            !printed.contains(value),
+            "the refused key is not echoed: {printed}"
+        );
     }
 
     // A key file is checked like a value.
@@ -224,8 +251,34 @@ fn make_certificate(dir: &Path, name: &str) -> Vec<u8> {
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
     let ca_subject = format!("/CN={name} test CA");
-    run(&[&["req", "-x509"], &ec[..], &["-keyout", &format!("{name}-ca.key"), "-out", &format!("{name}-ca.pem"), "-subj", &ca_subject, "-days", "3650"]].concat());
-    run(&[&["req"], &ec[..], &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", "/CN=127.0.0.1"]].concat());
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-keyout",
+            &format!("{name}-ca.key"),
+            "-out",
+            &format!("{name}-ca.pem"),
+            "-subj",
+            &ca_subject,
+            "-days",
+            "3650",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
     std::fs::write(
         dir.join("server.ext"),
         "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
@@ -279,7 +332,10 @@ async fn tls_is_served_natively_with_hsts_and_the_certificate_reloads_on_sighup(
 
     let response = client_trusting(&first_ca).get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["strict-transport-security"], "max-age=31536000");
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert!(client_trusting(&second_ca).get(&url).send().await.is_err());
     let plain = reqwest::Client::new().get(server.url("/healthz")).send().await;
@@ -320,7 +376,10 @@ async fn tls_needs_both_the_certificate_and_the_key() {
         &db,
         &[
             ("GMP_TLS_CERT_FILE", cert.to_str().unwrap()),
-            ("GMP_TLS_KEY_FILE", certs.path().join("other.key").to_str().unwrap()),
+            (
+                "GMP_TLS_KEY_FILE",
+                certs.path().join("other.key").to_str().unwrap(),
+            ),
         ],
     );
     assert!(printed.contains("does not fit"), "{printed}");

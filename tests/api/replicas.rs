@@ -11,7 +11,10 @@ use std::time::Duration;
 const SHARED: [(&str, &str); 7] = [
     ("GMP_BOOTSTRAP_ADMIN_EMAIL", SERVER_ADMIN.0),
     ("GMP_BOOTSTRAP_ADMIN_PASSWORD", SERVER_ADMIN.1),
-    ("GMP_JWT_SECRET", "v4U5EdXunVqIeKJvpgND1vqm8QX1UAzer5Bs/cgirLfcEcX+IgFIm0a+0oZD8wdk"),
+    (
+        "GMP_JWT_SECRET",
+        "v4U5EdXunVqIeKJvpgND1vqm8QX1UAzer5Bs/cgirLfcEcX+IgFIm0a+0oZD8wdk",
+    ),
     ("GMP_MASTER_KEY", "8qvLAH6uAuc8WLzgZgH5f9c6Yw+WSMIUp/fHPpoLOFs="),
     ("GMP_CHECKIN_FLUSH_INTERVAL_MS", "200"),
     ("GMP_JOB_CONNECTIVITY_INTERVAL_SECONDS", "1"),
