@@ -210,11 +210,11 @@ fn the_keys_shipped_in_deploy_files_are_refused() {
             let mut vars = vec![
                 (
                     "GMP_JWT_SECRET".to_owned(),
-                    crate::helpers::TEST_JWT_SECRET.to_owned(),
+                    crate::helpers::test_jwt_secret().to_owned(),
                 ),
                 (
                     "GMP_MASTER_KEY".to_owned(),
-                    crate::helpers::TEST_MASTER_KEY.to_owned(),
+                    crate::helpers::test_master_key().to_owned(),
                 ),
             ];
             vars.retain(|(name, _)| name != variable);

@@ -4,7 +4,7 @@
 
 use crate::devices::{pull, register};
 use crate::helpers::{
-    Server, TEST_JWT_SECRET, TEST_MASTER_KEY, TestApp, TestDb, assert_problem, gmp_command,
+    Server, TestApp, TestDb, assert_problem, gmp_command, test_jwt_secret, test_master_key,
 };
 use chrono::Utc;
 use reqwest::StatusCode;
@@ -75,8 +75,8 @@ async fn keys_published_in_the_repository_or_looking_like_placeholders_stop_the_
     ];
     for (variable, value, named) in refused {
         let mut env = vec![
-            ("GMP_JWT_SECRET", TEST_JWT_SECRET),
-            ("GMP_MASTER_KEY", TEST_MASTER_KEY),
+            ("GMP_JWT_SECRET", test_jwt_secret()),
+            ("GMP_MASTER_KEY", test_master_key()),
         ];
         env.retain(|(name, _)| *name != variable);
         env.push((variable, value));
@@ -98,15 +98,18 @@ async fn keys_published_in_the_repository_or_looking_like_placeholders_stop_the_
     let file = file.to_str().unwrap();
     let printed = refused_start(
         &db,
-        &[("GMP_JWT_SECRET_FILE", file), ("GMP_MASTER_KEY", TEST_MASTER_KEY)],
+        &[
+            ("GMP_JWT_SECRET_FILE", file),
+            ("GMP_MASTER_KEY", test_master_key()),
+        ],
     );
     assert!(printed.contains("`jwt_secret_file`"), "{printed}");
 
     // An earlier master key that anyone knows still opens what it sealed: serving refuses it…
     let published = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let with_previous = [
-        ("GMP_JWT_SECRET", TEST_JWT_SECRET),
-        ("GMP_MASTER_KEY", TEST_MASTER_KEY),
+        ("GMP_JWT_SECRET", test_jwt_secret()),
+        ("GMP_MASTER_KEY", test_master_key()),
         ("GMP_PREVIOUS_MASTER_KEYS", published),
     ];
     let printed = refused_start(&db, &with_previous);

@@ -2,6 +2,8 @@
 //! an SQLite file by default, or a new PostgreSQL database when `TEST_DATABASE_URL` names a
 //! PostgreSQL server.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use gmp::config::{Config, Secret};
 use gmp::startup::Application;
 use gmp::state::AppState;
@@ -10,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -18,9 +20,19 @@ use uuid::Uuid;
 pub const ADMIN_EMAIL: &str = "platform@gmp.test";
 pub const ADMIN_PASSWORD: &str = "platform admin passphrase";
 pub const PASSWORD: &str = "a long test passphrase";
-/// Test keys: random, so the server's refusal of placeholder keys lets them through.
-pub const TEST_JWT_SECRET: &str = "afLrbTkJielK011I6oR3d7O2bovFsYQD4qU0a7UVX6e+O4Z/e4ru0Grb4vwXpsvR";
-pub const TEST_MASTER_KEY: &str = "mA2fduoosDIvYbsBx7BJvDcbRwhZrGdvsEyANMg6qr4=";
+
+/// The JWT key of this test run: random, so no usable key is written in the repository (the
+/// server refuses the ones that are).
+pub fn test_jwt_secret() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| BASE64.encode(rand::random::<[u8; 48]>()))
+}
+
+/// The master key of this test run, random like `test_jwt_secret`.
+pub fn test_master_key() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| BASE64.encode(rand::random::<[u8; 32]>()))
+}
 
 static LOGGING: Once = Once::new();
 
@@ -135,8 +147,8 @@ pub fn test_config(db: &TestDb) -> Config {
         data_dir: db.dir.path().join("data"),
         database_url: Some(Secret::new(db.url.clone())),
         database_max_connections: 5,
-        jwt_secret: Some(Secret::new(TEST_JWT_SECRET)),
-        master_key: Some(Secret::new(TEST_MASTER_KEY)),
+        jwt_secret: Some(Secret::new(test_jwt_secret())),
+        master_key: Some(Secret::new(test_master_key())),
         bootstrap_admin_email: Some(ADMIN_EMAIL.into()),
         bootstrap_admin_password: Some(Secret::new(ADMIN_PASSWORD)),
         workers: Some(1),
