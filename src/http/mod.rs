@@ -62,8 +62,9 @@ pub fn app(
     >,
 > {
     let (query_config, path_config) = problem::extractor_configs();
-    // The last `wrap` runs first: the request context (id, span, metrics) sees every response,
-    // including the 500 that a caught panic becomes, and every response gets the headers.
+    // The last `wrap` runs first: the request context (id, span, metrics) wraps everything and
+    // every response gets the security headers. A caught panic's 500 travels out as an error
+    // that `catch_panic` has already finished with those headers and the request id.
     App::new()
         .wrap(middleware::from_fn(panic::catch_panic))
         .wrap(middleware::from_fn(headers::security_headers))
