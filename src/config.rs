@@ -2,16 +2,15 @@
 //! variables. Every key has one name (`bind` in the file is `GMP_BIND` in the environment) and
 //! unknown keys are an error at start, so a typo never silently falls back to a default.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use rand::RngCore;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::secrets::Keyring;
+mod key_check;
+mod keys;
+
+pub use keys::{Keys, SecretBytes};
 
 /// A secret configuration value: usable, but never printed by `Debug` or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,6 +58,8 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Secrets(String),
+    #[error("configuration key `{key}` is required together with `{with}`: give both or neither")]
+    Missing { key: &'static str, with: &'static str },
 }
 
 /// Every configuration key (the README documents each one; a test keeps them in step).
@@ -95,6 +96,10 @@ pub const KEYS: &[&str] = &[
     "job_retention_interval_seconds",
     "job_expiry_interval_seconds",
     "retention_days",
+    "metrics_bind",
+    "metrics_per_tenant",
+    "tls_cert_file",
+    "tls_key_file",
 ];
 
 #[derive(Debug, Clone)]
@@ -137,6 +142,13 @@ pub struct Config {
     pub job_expiry_interval_seconds: u64,
     /// How long device field history and the change log are kept.
     pub retention_days: u64,
+    /// Where `/metrics` is served; `None` serves it nowhere. Never on the main listener.
+    pub metrics_bind: Option<String>,
+    /// Device counts per tenant id instead of totals only.
+    pub metrics_per_tenant: bool,
+    /// PEM certificate chain and private key: with both, the main listener speaks TLS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -174,6 +186,10 @@ impl Default for Config {
             job_retention_interval_seconds: 3600,
             job_expiry_interval_seconds: 600,
             retention_days: 400,
+            metrics_bind: None,
+            metrics_per_tenant: false,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -289,6 +305,10 @@ impl Config {
                 self.job_expiry_interval_seconds = number(&value).map_err(invalid)?
             }
             "retention_days" => self.retention_days = number(&value).map_err(invalid)?,
+            "metrics_bind" => self.metrics_bind = non_empty(value),
+            "metrics_per_tenant" => self.metrics_per_tenant = boolean(&value).map_err(invalid)?,
+            "tls_cert_file" => self.tls_cert_file = non_empty(value).map(PathBuf::from),
+            "tls_key_file" => self.tls_key_file = non_empty(value).map(PathBuf::from),
             "connectwise_allowed_hosts" => {
                 self.connectwise_allowed_hosts = value
                     .split(',')
@@ -349,82 +369,22 @@ impl Config {
             })
     }
 
-    /// The signing key for operator JWTs and the master key for secrets at rest: from the
-    /// configuration when given, otherwise from (or newly generated into) the data directory, so
-    /// that `gmp serve` works with no setup and keeps its keys across restarts.
-    pub fn load_keys(&self) -> Result<Keys, ConfigError> {
-        let jwt_secret = match (&self.jwt_secret, &self.jwt_secret_file) {
-            (Some(secret), _) => secret.expose().as_bytes().to_vec(),
-            (None, Some(path)) => read_key_file(path)?.into_bytes(),
-            (None, None) => self
-                .load_or_generate("jwt-secret", "GMP_JWT_SECRET")?
-                .into_bytes(),
-        };
-        if jwt_secret.len() < 32 {
-            return Err(ConfigError::Secrets(
-                "the JWT secret must be at least 32 bytes".into(),
-            ));
+    /// The TLS certificate and key files, when TLS is configured; one without the other is an
+    /// error, so a typo never silently serves plain HTTP.
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Missing {
+                key: "tls_key_file",
+                with: "tls_cert_file",
+            }),
+            (None, Some(_)) => Err(ConfigError::Missing {
+                key: "tls_cert_file",
+                with: "tls_key_file",
+            }),
         }
-        let master_key_text = match (&self.master_key, &self.master_key_file) {
-            (Some(key), _) => key.expose().to_owned(),
-            (None, Some(path)) => read_key_file(path)?,
-            (None, None) => self.load_or_generate("master-key", "GMP_MASTER_KEY")?,
-        };
-        let master_key = decode_master_key(&master_key_text)?;
-        let previous_master_keys = match &self.previous_master_keys {
-            Some(list) => list
-                .expose()
-                .split(',')
-                .filter(|k| !k.trim().is_empty())
-                .map(decode_master_key)
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
-        Ok(Keys {
-            jwt_secret: SecretBytes(jwt_secret),
-            keyring: Keyring::new(&master_key, &previous_master_keys),
-        })
     }
-
-    fn load_or_generate(&self, file_name: &str, variable: &str) -> Result<String, ConfigError> {
-        let path = self.data_dir.join(file_name);
-        if path.exists() {
-            return read_key_file(&path);
-        }
-        self.ensure_data_dir()?;
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let encoded = BASE64.encode(bytes);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut file| file.write_all(encoded.as_bytes()).map(|_| file))
-            .map_err(|e| ConfigError::Secrets(format!("cannot write {}: {e}", path.display())))?;
-        file.flush().ok();
-        tracing::warn!(
-            path = %path.display(),
-            "generated a new {file_name} because none was configured; back it up, or set {variable} to manage it yourself (every replica needs the same one)"
-        );
-        Ok(encoded)
-    }
-}
-
-fn decode_master_key(text: &str) -> Result<[u8; 32], ConfigError> {
-    BASE64
-        .decode(text.trim())
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| {
-            ConfigError::Secrets("a master key must be the base64 encoding of exactly 32 bytes".into())
-        })
-}
-
-fn read_key_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|text| text.trim().to_owned())
-        .map_err(|e| ConfigError::Secrets(format!("cannot read key file {}: {e}", path.display())))
 }
 
 fn scalar_to_string(value: &toml::Value) -> Option<String> {
@@ -435,29 +395,6 @@ fn scalar_to_string(value: &toml::Value) -> Option<String> {
         toml::Value::Boolean(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// Key material; `Debug` never shows it.
-#[derive(Clone)]
-pub struct SecretBytes(Vec<u8>);
-
-impl SecretBytes {
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[redacted {} bytes]", self.0.len())
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Keys {
-    pub jwt_secret: SecretBytes,
-    /// Seals and opens secrets at rest.
-    pub keyring: Keyring,
 }
 
 #[cfg(test)]
@@ -553,48 +490,5 @@ mod tests {
         assert!(!debug.contains("jwt-secret-value"));
         assert!(!debug.contains("bootstrap-password-value"));
         assert!(debug.contains("[redacted]"));
-    }
-
-    #[test]
-    fn generated_keys_are_persisted_owner_only_and_reused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        let first = config.load_keys().unwrap();
-        for name in ["jwt-secret", "master-key"] {
-            let mode = std::fs::metadata(config.data_dir.join(name))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600, "{name}");
-        }
-        let second = config.load_keys().unwrap();
-        assert_eq!(first.jwt_secret.expose(), second.jwt_secret.expose());
-        assert_eq!(first.keyring.current_kid(), second.keyring.current_kid());
-    }
-
-    #[test]
-    fn weak_or_malformed_keys_are_refused() {
-        let short = Config {
-            jwt_secret: Some(Secret::new("short")),
-            master_key: Some(Secret::new(BASE64.encode([1u8; 32]))),
-            ..Config::default()
-        };
-        assert!(short.load_keys().unwrap_err().to_string().contains("32 bytes"));
-        let bad_master = Config {
-            jwt_secret: Some(Secret::new("x".repeat(32))),
-            master_key: Some(Secret::new("not base64!")),
-            ..Config::default()
-        };
-        assert!(
-            bad_master
-                .load_keys()
-                .unwrap_err()
-                .to_string()
-                .contains("master key")
-        );
     }
 }

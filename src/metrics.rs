@@ -1,6 +1,8 @@
 //! Prometheus metrics, kept in memory per process and rendered in the text exposition format
-//! at `GET /metrics`. Counters only grow; gauges are set by whoever knows the value (the
-//! connectivity job sets device counts, so a scrape never queries the fleet).
+//! at `GET /metrics` on the metrics listener. Counters only grow; gauges are set by whoever
+//! knows the value (the connectivity job sets device counts, so a scrape never queries the
+//! fleet). No label ever carries a tenant's name: device counts are totals, or per tenant id
+//! when `metrics_per_tenant` asks for it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -103,7 +105,7 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// Replaces the device counts by tenant and connectivity.
+    /// Replaces the device counts by tenant id and connectivity.
     pub fn set_devices(&self, counts: BTreeMap<(String, String), u64>) {
         self.inner.lock().expect("metrics").devices = counts;
     }
@@ -112,7 +114,8 @@ impl Metrics {
         self.inner.lock().expect("metrics").checkins_flushed += n;
     }
 
-    pub fn render(&self, pool: Option<PoolStats>) -> String {
+    /// The exposition text; device counts per tenant id only when `per_tenant`.
+    pub fn render(&self, pool: Option<PoolStats>, per_tenant: bool) -> String {
         let inner = self.inner.lock().expect("metrics");
         let mut out = String::new();
         let _ = writeln!(
@@ -154,15 +157,25 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP gmp_devices Active devices by tenant and connectivity, as of the last connectivity job."
+            "# HELP gmp_devices Active devices by connectivity (and tenant id if configured), as of the last connectivity job."
         );
         let _ = writeln!(out, "# TYPE gmp_devices gauge");
-        for ((tenant, status), n) in &inner.devices {
-            let _ = writeln!(
-                out,
-                "gmp_devices{{tenant=\"{}\",status=\"{status}\"}} {n}",
-                escape(tenant)
-            );
+        if per_tenant {
+            for ((tenant, status), n) in &inner.devices {
+                let _ = writeln!(
+                    out,
+                    "gmp_devices{{tenant=\"{}\",status=\"{status}\"}} {n}",
+                    escape(tenant)
+                );
+            }
+        } else {
+            let mut totals = BTreeMap::<&str, u64>::new();
+            for ((_, status), n) in &inner.devices {
+                *totals.entry(status).or_default() += n;
+            }
+            for (status, n) in totals {
+                let _ = writeln!(out, "gmp_devices{{status=\"{status}\"}} {n}");
+            }
         }
         let _ = writeln!(
             out,
@@ -220,12 +233,19 @@ mod tests {
             Duration::from_millis(7),
         );
         metrics.job_run("connectivity", true, Duration::from_millis(12));
-        metrics.set_devices([(("acme".to_owned(), "online".to_owned()), 3)].into());
-        let text = metrics.render(Some(PoolStats {
+        metrics.set_devices(
+            [
+                (("tenant-a".to_owned(), "online".to_owned()), 3),
+                (("tenant-b".to_owned(), "online".to_owned()), 2),
+            ]
+            .into(),
+        );
+        let pool = PoolStats {
             size: 4,
             idle: 3,
             max: 10,
-        }));
+        };
+        let text = metrics.render(Some(pool), false);
         assert!(text.contains(
             "gmp_http_requests_total{route=\"/device/v1/config\",method=\"GET\",status=\"304\"} 2"
         ));
@@ -239,7 +259,10 @@ mod tests {
             )
         );
         assert!(text.contains("gmp_job_runs_total{job=\"connectivity\",outcome=\"success\"} 1"));
-        assert!(text.contains("gmp_devices{tenant=\"acme\",status=\"online\"} 3"));
+        assert!(text.contains("gmp_devices{status=\"online\"} 5"));
+        assert!(!text.contains("tenant-a"), "totals only unless asked");
         assert!(text.contains("gmp_db_pool_connections{state=\"in_use\"} 1"));
+        let per_tenant = metrics.render(Some(pool), true);
+        assert!(per_tenant.contains("gmp_devices{tenant=\"tenant-a\",status=\"online\"} 3"));
     }
 }

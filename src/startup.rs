@@ -3,6 +3,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::db::repo::job_leases;
+use crate::http::tls;
 use crate::services::checkins;
 use crate::state::AppState;
 use crate::{db, http, jobs, services};
@@ -23,6 +24,8 @@ pub enum StartupError {
     Bind { bind: String, source: std::io::Error },
     #[error("cannot start the scheduled jobs: {0}")]
     Jobs(#[from] tokio_cron_scheduler::JobSchedulerError),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A server bound to its port, with its scheduled jobs started.
@@ -33,11 +36,20 @@ pub struct Application {
     scheduler: tokio_cron_scheduler::JobScheduler,
     /// This replica's name on job leases.
     holder: String,
+    /// The `/metrics` listener and its port, when `metrics_bind` is set.
+    metrics: Option<(actix_web::dev::Server, u16)>,
+    /// Reloads the TLS certificate on SIGHUP, when TLS is on.
+    tls_reload: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let keys = config.load_keys()?;
+        config.check_previous_master_keys()?;
+        let certificates = match config.tls_files()? {
+            Some((cert, key)) => Some(tls::CertificateFiles::load(cert, key).map_err(StartupError::Tls)?),
+            None => None,
+        };
         if config.database_url.is_none() {
             config.ensure_data_dir()?;
         }
@@ -57,6 +69,18 @@ impl Application {
         };
         let listener = TcpListener::bind(&config.bind).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
+        let metrics_listener = match &config.metrics_bind {
+            Some(bind) => {
+                let error = |source| StartupError::Bind {
+                    bind: bind.clone(),
+                    source,
+                };
+                let listener = TcpListener::bind(bind).map_err(error)?;
+                let port = listener.local_addr().map_err(error)?.port();
+                Some((listener, port))
+            }
+            None => None,
+        };
         let shutdown_timeout = config.shutdown_timeout_seconds;
         let workers = config.workers;
         let state = web::Data::new(AppState::new(db, config, keys));
@@ -68,7 +92,40 @@ impl Application {
         if let Some(workers) = workers {
             server = server.workers(workers.max(1));
         }
-        let server = server.listen(listener).map_err(bind_error)?.run();
+        let server = match &certificates {
+            Some(certificates) => {
+                let tls = tls::server_config(certificates.clone()).map_err(StartupError::Tls)?;
+                server.listen_rustls_0_23(listener, tls)
+            }
+            None => server.listen(listener),
+        }
+        .map_err(bind_error)?
+        .run();
+        let tls_reload = match certificates {
+            Some(certificates) => Some(
+                tls::reload_on_hangup(certificates)
+                    .map_err(|e| StartupError::Tls(format!("cannot listen for SIGHUP: {e}")))?,
+            ),
+            None => None,
+        };
+        let metrics = match metrics_listener {
+            Some((listener, metrics_port)) => {
+                let metrics_state = state.clone();
+                let server = HttpServer::new(move || http::metrics::app(metrics_state.clone()))
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(shutdown_timeout)
+                    .listen(listener)
+                    .map_err(|source| StartupError::Bind {
+                        bind: format!("metrics port {metrics_port}"),
+                        source,
+                    })?
+                    .run();
+                tracing::info!(metrics_port, "serving metrics");
+                Some((server, metrics_port))
+            }
+            None => None,
+        };
         let holder = format!("gmp-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         let scheduler = jobs::start(state.get_ref().clone(), holder.clone()).await?;
         tracing::info!(port, "listening");
@@ -78,11 +135,18 @@ impl Application {
             state,
             scheduler,
             holder,
+            metrics,
+            tls_reload,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the `/metrics` listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, port)| *port)
     }
 
     pub fn state(&self) -> &AppState {
@@ -97,6 +161,10 @@ impl Application {
         // The server runs as its own task: stopping it needs the server future to keep being
         // polled while `stop` waits for in-flight requests.
         let mut server = tokio::spawn(self.server);
+        let metrics = self.metrics.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         tokio::select! {
             result = &mut server => return result.map_err(std::io::Error::other)?,
             () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
@@ -104,6 +172,13 @@ impl Application {
         self.state.draining.store(true, Ordering::Relaxed);
         handle.stop(true).await;
         let result = server.await.map_err(std::io::Error::other)?;
+        if let Some(reload) = self.tls_reload {
+            reload.abort();
+        }
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            task.await.ok();
+        }
         if let Err(error) = self.scheduler.shutdown().await {
             tracing::warn!(%error, "the job scheduler did not stop cleanly");
         }

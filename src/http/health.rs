@@ -2,10 +2,8 @@
 
 use crate::db;
 use crate::error::{ApiError, Code};
-use crate::metrics::PoolStats;
 use crate::state::AppState;
 use actix_web::{HttpResponse, get, web};
-use sea_orm::DbBackend;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use utoipa::ToSchema;
@@ -39,34 +37,4 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         ApiError::new(Code::Unavailable, "the database is not reachable")
     })?;
     Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" }))
-}
-
-/// Prometheus metrics in the text exposition format: HTTP requests and latency by route,
-/// device pulls and reports by outcome, devices by status per tenant, job runs, and the
-/// database pool. Expose it to your monitoring network only.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-#[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let pool = match state.db.get_database_backend() {
-        DbBackend::Postgres => {
-            let pool = state.db.get_postgres_connection_pool();
-            Some(PoolStats {
-                size: pool.size(),
-                idle: pool.num_idle(),
-                max: pool.options().get_max_connections(),
-            })
-        }
-        DbBackend::Sqlite => {
-            let pool = state.db.get_sqlite_connection_pool();
-            Some(PoolStats {
-                size: pool.size(),
-                idle: pool.num_idle(),
-                max: pool.options().get_max_connections(),
-            })
-        }
-        _ => None,
-    };
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(pool))
 }

@@ -3,12 +3,16 @@
 
 pub mod device;
 pub mod etag;
+pub mod headers;
 pub mod health;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod panic;
 pub mod problem;
 pub mod request_context;
+pub mod tls;
 pub mod types;
 
 use crate::state::AppState;
@@ -24,7 +28,6 @@ use utoipa_swagger_ui::SwaggerUi;
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
-        .service(health::metrics)
         .service(utoipa_actix_web::scope("/api/v1").configure(operator::configure))
         .service(utoipa_actix_web::scope("/device/v1").configure(device::configure));
 }
@@ -59,7 +62,12 @@ pub fn app(
     >,
 > {
     let (query_config, path_config) = problem::extractor_configs();
+    // The last `wrap` runs first: the request context (id, span, metrics) wraps everything and
+    // every response gets the security headers. A caught panic's 500 travels out as an error
+    // that `catch_panic` has already finished with those headers and the request id.
     App::new()
+        .wrap(middleware::from_fn(panic::catch_panic))
+        .wrap(middleware::from_fn(headers::security_headers))
         .wrap(middleware::from_fn(request_context::request_context))
         .app_data(state)
         .app_data(query_config)

@@ -252,7 +252,7 @@ async fn bad_access_tokens_are_rejected_with_401_and_a_challenge() {
     let hs512 = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(b"test-jwt-secret-0123456789-abcdefghijklmnop"),
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::test_jwt_secret().as_bytes()),
     )
     .unwrap();
     assert_token_rejected(&app, &hs512).await;

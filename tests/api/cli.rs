@@ -54,7 +54,7 @@ async fn stored_values(db: &TestDb) -> String {
 #[tokio::test]
 async fn rotating_the_master_key_reseals_every_secret() {
     let db = TestDb::fresh().await;
-    let (old_key, new_key) = ([1u8; 32], [2u8; 32]);
+    let (old_key, new_key): ([u8; 32], [u8; 32]) = (rand::random(), rand::random());
     let old_env = env_with_key(&BASE64.encode(old_key));
     let server = Server::start(&db, &as_refs(&old_env));
     let signed = server.sign_in().await;
@@ -110,7 +110,7 @@ async fn rotating_the_master_key_reseals_every_secret() {
 #[tokio::test]
 async fn policies_export_and_import_from_the_command_line() {
     let db = TestDb::fresh().await;
-    let env = env_with_key(&BASE64.encode([3u8; 32]));
+    let env = env_with_key(&BASE64.encode(rand::random::<[u8; 32]>()));
     let server = Server::start(&db, &as_refs(&env));
     let signed = server.sign_in().await;
     let policy: Value = signed

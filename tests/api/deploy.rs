@@ -83,6 +83,23 @@ fn kubernetes_runs_three_probed_replicas_after_a_migration_job() {
         assert!(paths.iter().any(|p| p == path), "{probe} {path} is not a route");
     }
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // The metrics port is the one the ConfigMap binds, and the Service does not expose it.
+    let configmap = &yaml_documents(&root().join("deploy/k8s/configmap.yaml"))[0];
+    let metrics_bind = configmap["data"]["GMP_METRICS_BIND"].as_str().unwrap();
+    let metrics_port: u64 = metrics_bind.rsplit(':').next().unwrap().parse().unwrap();
+    let ports = container["ports"].as_sequence().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["containerPort"] == metrics_port)
+    );
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        metrics_port.to_string().as_str()
+    );
+    let service = &yaml_documents(&root().join("deploy/k8s/service.yaml"))[0];
+    assert_eq!(service["spec"]["ports"].as_sequence().unwrap().len(), 1);
     assert!(container["resources"]["requests"]["cpu"].is_string());
     let refs: Vec<&str> = container["envFrom"]
         .as_sequence()
@@ -136,7 +153,7 @@ fn compose_runs_postgres_two_replicas_and_a_balancer() {
     let compose = &yaml_documents(&root().join("deploy/compose.yaml"))[0];
     let services = compose["services"].as_mapping().unwrap();
     let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
-    assert_eq!(names, ["postgres", "gmp1", "gmp2", "lb"]);
+    assert_eq!(names, ["postgres", "gmp1", "gmp2", "lb", "prometheus"]);
     let env: Vec<(String, String)> = compose["x-gmp"]["environment"]
         .as_mapping()
         .unwrap()
@@ -152,6 +169,61 @@ fn compose_runs_postgres_two_replicas_and_a_balancer() {
     assert_eq!(compose["x-gmp"]["build"]["dockerfile"], "deploy/Dockerfile");
     let nginx = std::fs::read_to_string(root().join("deploy/nginx.conf")).unwrap();
     assert!(nginx.contains("server gmp1:8080") && nginx.contains("server gmp2:8080"));
+
+    // Prometheus scrapes each replica's metrics listener, which is not published.
+    let metrics_bind = compose["x-gmp"]["environment"]["GMP_METRICS_BIND"]
+        .as_str()
+        .unwrap();
+    let port = metrics_bind.rsplit(':').next().unwrap();
+    assert!(compose["services"]["gmp1"]["ports"].is_null());
+    let mount = compose["services"]["prometheus"]["volumes"][0].as_str().unwrap();
+    let source = mount.split(':').next().unwrap();
+    let scrape = &yaml_documents(&root().join("deploy").join(source))[0];
+    let targets = &scrape["scrape_configs"][0]["static_configs"][0]["targets"];
+    assert_eq!(
+        targets,
+        &Value::from(vec![format!("gmp1:{port}"), format!("gmp2:{port}")])
+    );
+}
+
+/// The value compose passes for `${NAME:-default}`, when `NAME` is not set.
+fn compose_value(value: &str) -> &str {
+    value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+        .map_or(value, |(_, default)| default)
+}
+
+#[test]
+fn the_keys_shipped_in_deploy_files_are_refused() {
+    let compose = &yaml_documents(&root().join("deploy/compose.yaml"))[0];
+    let secret = &yaml_documents(&root().join("deploy/k8s/secret.yaml"))[0];
+    let shipped = [&compose["x-gmp"]["environment"], &secret["stringData"]];
+    for env in shipped {
+        for (variable, key) in [
+            ("GMP_JWT_SECRET", "`jwt_secret`"),
+            ("GMP_MASTER_KEY", "`master_key`"),
+        ] {
+            let value = compose_value(env[variable].as_str().unwrap());
+            // The other key is a good one, so the refusal is this key's.
+            let mut vars = vec![
+                (
+                    "GMP_JWT_SECRET".to_owned(),
+                    crate::helpers::test_jwt_secret().to_owned(),
+                ),
+                (
+                    "GMP_MASTER_KEY".to_owned(),
+                    crate::helpers::test_master_key().to_owned(),
+                ),
+            ];
+            vars.retain(|(name, _)| name != variable);
+            vars.push((variable.to_owned(), value.to_owned()));
+            let config = gmp::config::Config::load(None, vars).unwrap();
+            let error = config.load_keys().unwrap_err().to_string();
+            assert!(error.contains(key), "{variable}={value}: {error}");
+        }
+    }
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! an SQLite file by default, or a new PostgreSQL database when `TEST_DATABASE_URL` names a
 //! PostgreSQL server.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use gmp::config::{Config, Secret};
 use gmp::startup::Application;
 use gmp::state::AppState;
@@ -10,7 +12,7 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -18,6 +20,19 @@ use uuid::Uuid;
 pub const ADMIN_EMAIL: &str = "platform@gmp.test";
 pub const ADMIN_PASSWORD: &str = "platform admin passphrase";
 pub const PASSWORD: &str = "a long test passphrase";
+
+/// The JWT key of this test run: random, so no usable key is written in the repository (the
+/// server refuses the ones that are).
+pub fn test_jwt_secret() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| BASE64.encode(rand::random::<[u8; 48]>()))
+}
+
+/// The master key of this test run, random like `test_jwt_secret`.
+pub fn test_master_key() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| BASE64.encode(rand::random::<[u8; 32]>()))
+}
 
 static LOGGING: Once = Once::new();
 
@@ -132,8 +147,8 @@ pub fn test_config(db: &TestDb) -> Config {
         data_dir: db.dir.path().join("data"),
         database_url: Some(Secret::new(db.url.clone())),
         database_max_connections: 5,
-        jwt_secret: Some(Secret::new("test-jwt-secret-0123456789-abcdefghijklmnop")),
-        master_key: Some(Secret::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")),
+        jwt_secret: Some(Secret::new(test_jwt_secret())),
+        master_key: Some(Secret::new(test_master_key())),
         bootstrap_admin_email: Some(ADMIN_EMAIL.into()),
         bootstrap_admin_password: Some(Secret::new(ADMIN_PASSWORD)),
         workers: Some(1),
@@ -167,6 +182,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// `http://127.0.0.1:<port>` of the `/metrics` listener, when `metrics_bind` is set.
+    pub metrics_address: Option<String>,
     pub platform: Session,
     /// The app's database; dropped with the app.
     pub db: TestDb,
@@ -185,6 +202,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
+        let metrics_address = app.metrics_port().map(|port| format!("http://127.0.0.1:{port}"));
         tokio::spawn(app.run_until(std::future::pending()));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -194,6 +212,7 @@ impl TestApp {
             address,
             client,
             state,
+            metrics_address,
             platform: placeholder_session(),
             db,
         };
@@ -433,6 +452,15 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (a name such as `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal}");
     }
 
     /// SIGTERM, then the exit status.

@@ -10,6 +10,7 @@ mod connectwise_mock;
 mod deploy;
 pub mod devices;
 mod docs;
+mod edge;
 mod errors;
 mod health;
 mod isolation;

@@ -2,23 +2,24 @@
 //! sees every change at once, conflicts are caught across replicas, counts stay exact; and a
 //! replica stopped under load finishes what it was doing.
 
-use crate::helpers::{SERVER_ADMIN, Server, TestDb};
+use crate::helpers::{SERVER_ADMIN, Server, TestDb, test_jwt_secret, test_master_key};
 use crate::policies::seed_settings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const SHARED: [(&str, &str); 6] = [
+const SHARED: [(&str, &str); 5] = [
     ("GMP_BOOTSTRAP_ADMIN_EMAIL", SERVER_ADMIN.0),
     ("GMP_BOOTSTRAP_ADMIN_PASSWORD", SERVER_ADMIN.1),
-    ("GMP_JWT_SECRET", "replica-shared-jwt-secret-0123456789abcdef"),
-    ("GMP_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
     ("GMP_CHECKIN_FLUSH_INTERVAL_MS", "200"),
     ("GMP_JOB_CONNECTIVITY_INTERVAL_SECONDS", "1"),
+    ("GMP_METRICS_BIND", "127.0.0.1:0"),
 ];
 
 fn start(db: &TestDb, extra: &[(&str, &str)]) -> Server {
     let mut env: Vec<(&str, &str)> = SHARED.to_vec();
+    env.push(("GMP_JWT_SECRET", test_jwt_secret()));
+    env.push(("GMP_MASTER_KEY", test_master_key()));
     env.push(("GMP_DATABASE_URL", &db.url));
     env.extend_from_slice(extra);
     Server::start(db, &env)
@@ -187,7 +188,7 @@ async fn replicas_on_one_database_stay_consistent() {
     let mut runs = 0;
     for replica in &replicas {
         let metrics = client
-            .get(replica.url("/metrics"))
+            .get(crate::edge::metrics_url(replica))
             .send()
             .await
             .unwrap()
