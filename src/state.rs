@@ -1,6 +1,8 @@
 //! The one piece of shared application state, registered once as `web::Data<AppState>`.
 
 use crate::auth::JwtKeys;
+use crate::auth::password::HashPool;
+use crate::auth::throttle::{self, PasswordThrottle, SystemClock, Throttle};
 use crate::config::{Config, Keys};
 use crate::connectwise::guard::OutboundPolicy;
 use crate::connectwise::{ClientSettings, ConnectWiseClient, LookupCache};
@@ -24,6 +26,12 @@ pub struct AppState {
     /// Set when shutdown begins: `/readyz` fails so load balancers stop sending traffic.
     pub draining: Arc<AtomicBool>,
     pub checkins: Arc<CheckinBuffer>,
+    /// Every argon2 computation (passwords, export keys) runs here, a bounded number at once.
+    pub hashing: HashPool,
+    /// Password checks throttled per account and per client address.
+    pub password_throttle: Arc<PasswordThrottle>,
+    /// Operator creations refused for an unavailable email, per tenant.
+    pub email_probes: Arc<Throttle>,
 }
 
 impl AppState {
@@ -53,6 +61,18 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             draining: Arc::new(AtomicBool::new(false)),
             checkins: Arc::new(CheckinBuffer::new(config.checkin_buffer_capacity)),
+            hashing: HashPool::new(
+                config
+                    .password_hash_concurrency
+                    .unwrap_or_else(HashPool::default_concurrency),
+                HashPool::DEFAULT_MAX_WAIT,
+            ),
+            password_throttle: Arc::new(PasswordThrottle::new(Arc::new(SystemClock))),
+            email_probes: Arc::new(Throttle::new(
+                throttle::Policy::EMAIL_PROBES,
+                throttle::CAPACITY,
+                Arc::new(SystemClock),
+            )),
             db,
             config: Arc::new(config),
             keyring: keys.keyring,

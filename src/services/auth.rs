@@ -1,12 +1,14 @@
 //! Sign-in, refresh-token rotation with reuse detection, sign-out.
 
-use crate::auth::{password, token};
+use crate::auth::{throttle, token};
 use crate::db;
 use crate::db::repo::{operators, refresh_tokens};
 use crate::domain::{Email, Operator};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use chrono::Utc;
+use std::net::IpAddr;
+use std::time::Duration;
 use uuid::Uuid;
 
 const REFRESH_TOKEN_PREFIX: &str = "gmp_rt_";
@@ -29,7 +31,25 @@ fn invalid_refresh(detail: &str) -> ApiError {
     ApiError::new(Code::InvalidRefreshToken, detail.to_owned())
 }
 
-pub async fn login(state: &AppState, email: &str, password: &str) -> Result<TokenPair, ApiError> {
+/// Checks an email and password, throttled per account and per client `address`: after a
+/// few failures further tries wait (`429` with `Retry-After`), whether the password is right
+/// or not, so the answer never confirms a guess made while waiting.
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    address: Option<IpAddr>,
+) -> Result<TokenPair, ApiError> {
+    // The same normalisation as `Email::parse`, also for emails that do not parse, so unknown
+    // and malformed emails are throttled exactly like real ones.
+    let account = email.trim().to_lowercase();
+    let attempt = state
+        .password_throttle
+        .begin(&account, address)
+        .map_err(|wait| {
+            tracing::info!("sign-in throttled");
+            rate_limited(wait)
+        })?;
     // An unparseable email cannot belong to anyone; answer exactly like a wrong password.
     let found = match Email::parse("email", email) {
         Ok(email) => operators::find_for_login(&state.db, email.as_str()).await?,
@@ -39,7 +59,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
         Some((operator, hash)) => (Some(operator), Some(hash)),
         None => (None, None),
     };
-    let matches = password::verify_blocking(password.to_owned(), hash).await?;
+    let matches = state.hashing.verify(password.to_owned(), hash).await?;
     let operator = match operator {
         Some(operator) if matches => operator,
         _ => {
@@ -47,9 +67,20 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
             return Err(invalid_credentials());
         }
     };
+    attempt.succeeded();
     let pair = issue_pair(state, &state.db, operator, Uuid::now_v7()).await?;
     tracing::info!(operator_id = %pair.operator.id, tenant_id = %pair.operator.tenant_id, "signed in");
     Ok(pair)
+}
+
+/// `429` for a throttled password check.
+pub fn rate_limited(wait: Duration) -> ApiError {
+    let seconds = throttle::retry_after_seconds(wait);
+    ApiError::new(
+        Code::RateLimited,
+        format!("too many failed password checks; retry in {seconds} s"),
+    )
+    .with_retry_after(seconds)
 }
 
 /// Exchanges a refresh token for a new pair. Each refresh token works once: presenting a used
