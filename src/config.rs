@@ -178,7 +178,7 @@ pub struct Config {
     /// How long device field history and the change log are kept.
     pub retention_days: u64,
     /// How many argon2 computations run at once; each holds 19 MiB. Default: one per core, at
-    /// most 4.
+    /// most 3.
     pub password_hash_concurrency: Option<usize>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpRange>,
@@ -600,8 +600,11 @@ mod tests {
 
     #[test]
     fn trusted_proxies_are_addresses_or_ranges() {
-        let config = Config::load(None, env(&[("GMP_TRUSTED_PROXIES", "10.0.0.5, 172.16.0.0/12,fd00::/8")]))
-            .unwrap();
+        let config = Config::load(
+            None,
+            env(&[("GMP_TRUSTED_PROXIES", "10.0.0.5, 172.16.0.0/12,fd00::/8")]),
+        )
+        .unwrap();
         let [one, range, v6] = config.trusted_proxies[..] else {
             panic!("three entries")
         };
@@ -612,7 +615,11 @@ mod tests {
         assert!(!range.contains("172.32.0.1".parse().unwrap()));
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("10.0.0.5".parse().unwrap()));
-        assert!(IpRange::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
+        assert!(
+            IpRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("203.0.113.9".parse().unwrap())
+        );
         for bad in ["nginx", "10.0.0.0/33", "10.0.0.0/x"] {
             let error = Config::load(None, env(&[("GMP_TRUSTED_PROXIES", bad)]))
                 .unwrap_err()

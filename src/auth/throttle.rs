@@ -227,9 +227,10 @@ impl PasswordThrottle {
         // Both locks in one fixed order, so two checks cannot both slip through.
         let mut accounts = self.accounts.entries();
         let mut addresses = self.addresses.entries();
-        let wait = self.accounts.wait(&accounts, &account, now).max(
-            address.map_or(Duration::ZERO, |a| self.addresses.wait(&addresses, &a, now)),
-        );
+        let wait = self
+            .accounts
+            .wait(&accounts, &account, now)
+            .max(address.map_or(Duration::ZERO, |a| self.addresses.wait(&addresses, &a, now)));
         if !wait.is_zero() {
             return Err(wait);
         }
@@ -320,7 +321,10 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(fail(&throttle, ALICE, ip("192.0.2.1")), Err(expected));
             clock.advance(expected - Duration::from_millis(1));
-            assert_eq!(fail(&throttle, ALICE, ip("192.0.2.1")), Err(Duration::from_millis(1)));
+            assert_eq!(
+                fail(&throttle, ALICE, ip("192.0.2.1")),
+                Err(Duration::from_millis(1))
+            );
             clock.advance(Duration::from_millis(1));
             fail(&throttle, ALICE, ip("192.0.2.1")).unwrap();
             expected = (expected * 2).min(Policy::ACCOUNT.cap);
@@ -377,7 +381,12 @@ mod tests {
     fn ipv6_hosts_are_counted_by_their_64() {
         let throttle = PasswordThrottle::new(ManualClock::new());
         for n in 0..20 {
-            fail(&throttle, &format!("u{n}@example.com"), ip(&format!("2001:db8:1:2::{n:x}"))).unwrap();
+            fail(
+                &throttle,
+                &format!("u{n}@example.com"),
+                ip(&format!("2001:db8:1:2::{n:x}")),
+            )
+            .unwrap();
         }
         assert!(fail(&throttle, "other@example.com", ip("2001:db8:1:2:ffff::1")).is_err());
         fail(&throttle, "other@example.com", ip("2001:db8:1:3::1")).unwrap();

@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn the_header_is_ignored_unless_the_peer_is_a_trusted_proxy() {
-        assert_eq!(address(from("203.0.113.7", Some("198.51.100.1")), &[]), "203.0.113.7");
+        assert_eq!(
+            address(from("203.0.113.7", Some("198.51.100.1")), &[]),
+            "203.0.113.7"
+        );
         assert_eq!(
             address(from("203.0.113.7", Some("198.51.100.1")), &["10.0.0.0/8"]),
             "203.0.113.7"
@@ -67,10 +70,16 @@ mod tests {
     #[test]
     fn behind_trusted_proxies_the_rightmost_untrusted_hop_is_the_client() {
         let trusted = ["10.0.0.0/8"];
-        assert_eq!(address(from("10.0.0.2", Some("198.51.100.1")), &trusted), "198.51.100.1");
+        assert_eq!(
+            address(from("10.0.0.2", Some("198.51.100.1")), &trusted),
+            "198.51.100.1"
+        );
         // What the client wrote itself (left of the real hop) is not believed.
         assert_eq!(
-            address(from("10.0.0.2", Some("1.2.3.4, 198.51.100.1, 10.0.0.9")), &trusted),
+            address(
+                from("10.0.0.2", Some("1.2.3.4, 198.51.100.1, 10.0.0.9")),
+                &trusted
+            ),
             "198.51.100.1"
         );
         // A trusted proxy without the header, or with garbage, is the client as far as we know.

@@ -43,13 +43,10 @@ pub async fn login(
     // The same normalisation as `Email::parse`, also for emails that do not parse, so unknown
     // and malformed emails are throttled exactly like real ones.
     let account = email.trim().to_lowercase();
-    let attempt = state
-        .password_throttle
-        .begin(&account, address)
-        .map_err(|wait| {
-            tracing::info!("sign-in throttled");
-            rate_limited(wait)
-        })?;
+    let attempt = state.password_throttle.begin(&account, address).map_err(|wait| {
+        tracing::info!("sign-in throttled");
+        rate_limited(wait)
+    })?;
     // An unparseable email cannot belong to anyone; answer exactly like a wrong password.
     let found = match Email::parse("email", email) {
         Ok(email) => operators::find_for_login(&state.db, email.as_str()).await?,

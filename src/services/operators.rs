@@ -81,9 +81,9 @@ pub const EMAIL_UNAVAILABLE: &str = "email_unavailable";
 fn email_error(taken: EmailTaken, email: &Email) -> ApiError {
     match taken {
         // The caller sees its own tenant's operators anyway: saying so reveals nothing.
-        EmailTaken::InThisTenant => {
-            ApiError::conflict(format!("an operator with email {email} already exists in this tenant"))
-        }
+        EmailTaken::InThisTenant => ApiError::conflict(format!(
+            "an operator with email {email} already exists in this tenant"
+        )),
         EmailTaken::Elsewhere => {
             let mut error =
                 ApiError::conflict("this email address cannot be used for a new operator; choose another");
@@ -181,7 +181,15 @@ pub async fn create(
         .check(&probe_key)
         .map_err(super::auth::rate_limited)?;
     let txn = db::begin_write(&state.db).await?;
-    let created = insert_valid(&txn, &state.hashing, actor, actor.tenant_id, valid, platform_admin).await;
+    let created = insert_valid(
+        &txn,
+        &state.hashing,
+        actor,
+        actor.tenant_id,
+        valid,
+        platform_admin,
+    )
+    .await;
     let operator = match created {
         Err(error) if error.errors.iter().any(|e| e.code == EMAIL_UNAVAILABLE) => {
             tracing::warn!(tenant_id = %actor.tenant_id, "operator creation refused: the email is unavailable");

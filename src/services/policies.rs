@@ -899,9 +899,11 @@ fn check_secrets(
 
 fn box_error(error: BoxError) -> ApiError {
     match &error {
-        BoxError::WrongPassphrase => {
-            ApiError::field(FieldError::new("passphrase", "wrong_passphrase", error.to_string()))
-        }
+        BoxError::WrongPassphrase => ApiError::field(FieldError::new(
+            "passphrase",
+            "wrong_passphrase",
+            error.to_string(),
+        )),
         BoxError::Invalid { field, message } => ApiError::field(FieldError::new(
             format!("document.secrets.{field}"),
             "invalid_document",

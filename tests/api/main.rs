@@ -20,6 +20,7 @@ mod operators;
 pub mod policies;
 mod replicas;
 mod secrets;
+mod signin;
 mod sim;
 mod tenants;
 mod transfer;

@@ -2,11 +2,11 @@
 
 use super::operators::OperatorResponse;
 use crate::error::ApiError;
+use crate::http::client_address::client_address;
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::services::auth::{self, TokenPair};
 use crate::state::AppState;
-use crate::http::client_address::client_address;
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
