@@ -12,6 +12,7 @@
 //! The state lives in this process's memory, bounded to `capacity` keys per kind (the oldest
 //! are evicted). Replicas do not share it: behind a balancer each replica counts on its own.
 
+use crate::error::{ApiError, Code};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -145,16 +146,23 @@ impl Throttle {
         entry.last_failure = now;
     }
 
-    /// How long `key` must wait before its next try; `Ok` when it may try now.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let wait = self.wait(&self.entries(), &digest("key", key.as_bytes()), self.clock.now());
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
+    /// Lets one try for `key` through, counting it as a failure until [`forgive`](Self::forgive)
+    /// takes it back; or says how long to wait.
+    pub fn begin(&self, key: &str) -> Result<(), Duration> {
+        let key = digest("key", key.as_bytes());
+        let now = self.clock.now();
+        let mut entries = self.entries();
+        let wait = self.wait(&entries, &key, now);
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        self.record_failure(&mut entries, key, now);
+        Ok(())
     }
 
-    /// Counts one failure for `key`.
-    pub fn fail(&self, key: &str) {
-        let now = self.clock.now();
-        self.record_failure(&mut self.entries(), digest("key", key.as_bytes()), now);
+    /// Takes back the failure [`begin`](Self::begin) counted for a try that was no failure.
+    pub fn forgive(&self, key: &str) {
+        self.forgive_one(&digest("key", key.as_bytes()));
     }
 
     /// Takes back one failure (an attempt that succeeded after all).
@@ -268,7 +276,13 @@ impl Attempt<'_> {
 
 /// Seconds for `Retry-After`: the wait rounded up, at least 1.
 pub fn retry_after_seconds(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// `429 rate_limited` with `Retry-After` for a throttled try; `what` says what was too many.
+pub fn rate_limited(what: &str, wait: Duration) -> ApiError {
+    let seconds = retry_after_seconds(wait);
+    ApiError::new(Code::RateLimited, format!("{what}; retry in {seconds} s")).with_retry_after(seconds)
 }
 
 #[cfg(test)]
@@ -429,18 +443,22 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_throttle_checks_without_counting() {
+    fn a_plain_throttle_counts_each_try_until_forgiven() {
         let clock = ManualClock::new();
         let probes = Throttle::new(Policy::EMAIL_PROBES, 10, clock.clone());
-        for _ in 0..5 {
-            probes.check("tenant a").unwrap();
-            probes.fail("tenant a");
+        for _ in 0..10 {
+            probes.begin("tenant a").unwrap();
+            probes.forgive("tenant a");
         }
-        assert_eq!(probes.check("tenant a"), Err(Duration::from_secs(60)));
-        assert_eq!(probes.check("tenant a"), Err(Duration::from_secs(60)));
-        probes.check("tenant b").unwrap();
+        for _ in 0..5 {
+            probes.begin("tenant a").unwrap();
+        }
+        assert_eq!(probes.begin("tenant a"), Err(Duration::from_secs(60)));
+        assert_eq!(probes.begin("tenant a"), Err(Duration::from_secs(60)));
+        probes.begin("tenant b").unwrap();
         clock.advance(Duration::from_secs(60));
-        probes.check("tenant a").unwrap();
+        probes.begin("tenant a").unwrap();
+        assert_eq!(probes.begin("tenant a"), Err(Duration::from_secs(120)));
     }
 
     #[test]
@@ -448,5 +466,6 @@ mod tests {
         assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_seconds(Duration::from_secs(5)), 5);
         assert_eq!(retry_after_seconds(Duration::from_millis(5001)), 6);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
     }
 }

@@ -8,7 +8,6 @@ use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use chrono::Utc;
 use std::net::IpAddr;
-use std::time::Duration;
 use uuid::Uuid;
 
 const REFRESH_TOKEN_PREFIX: &str = "gmp_rt_";
@@ -45,7 +44,7 @@ pub async fn login(
     let account = email.trim().to_lowercase();
     let attempt = state.password_throttle.begin(&account, address).map_err(|wait| {
         tracing::info!("sign-in throttled");
-        rate_limited(wait)
+        throttle::rate_limited("too many failed sign-ins", wait)
     })?;
     // An unparseable email cannot belong to anyone; answer exactly like a wrong password.
     let found = match Email::parse("email", email) {
@@ -68,16 +67,6 @@ pub async fn login(
     let pair = issue_pair(state, &state.db, operator, Uuid::now_v7()).await?;
     tracing::info!(operator_id = %pair.operator.id, tenant_id = %pair.operator.tenant_id, "signed in");
     Ok(pair)
-}
-
-/// `429` for a throttled password check.
-pub fn rate_limited(wait: Duration) -> ApiError {
-    let seconds = throttle::retry_after_seconds(wait);
-    ApiError::new(
-        Code::RateLimited,
-        format!("too many failed password checks; retry in {seconds} s"),
-    )
-    .with_retry_after(seconds)
 }
 
 /// Exchanges a refresh token for a new pair. Each refresh token works once: presenting a used

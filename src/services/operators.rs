@@ -3,6 +3,7 @@
 
 use super::{Page, PageRequest, audit, written};
 use crate::auth::password::HashPool;
+use crate::auth::throttle;
 use crate::db;
 use crate::db::repo::{expect_version, operators, refresh_tokens};
 use crate::domain::audit::{Actor, NewEntry};
@@ -175,30 +176,36 @@ pub async fn create(
     platform_admin: bool,
 ) -> Result<Operator, ApiError> {
     let valid = input.validate(None).map_err(ApiError::validation)?;
+    // Each creation counts as a probe until it turns out not to be one, so a burst of parallel
+    // creations cannot all get their answer before the first refusal is counted.
     let probe_key = format!("email probes of tenant {}", actor.tenant_id);
     state
         .email_probes
-        .check(&probe_key)
-        .map_err(super::auth::rate_limited)?;
-    let txn = db::begin_write(&state.db).await?;
-    let created = insert_valid(
-        &txn,
-        &state.hashing,
-        actor,
-        actor.tenant_id,
-        valid,
-        platform_admin,
-    )
+        .begin(&probe_key)
+        .map_err(|wait| throttle::rate_limited("too many operator emails were refused", wait))?;
+    let created = async {
+        let txn = db::begin_write(&state.db).await?;
+        let operator = insert_valid(
+            &txn,
+            &state.hashing,
+            actor,
+            actor.tenant_id,
+            valid,
+            platform_admin,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok::<_, ApiError>(operator)
+    }
     .await;
-    let operator = match created {
-        Err(error) if error.errors.iter().any(|e| e.code == EMAIL_UNAVAILABLE) => {
-            tracing::warn!(tenant_id = %actor.tenant_id, "operator creation refused: the email is unavailable");
-            state.email_probes.fail(&probe_key);
-            return Err(error);
-        }
-        other => other?,
-    };
-    txn.commit().await?;
+    if let Err(error) = &created
+        && error.errors.iter().any(|e| e.code == EMAIL_UNAVAILABLE)
+    {
+        tracing::warn!(tenant_id = %actor.tenant_id, "operator creation refused: the email is unavailable");
+    } else {
+        state.email_probes.forgive(&probe_key);
+    }
+    let operator = created?;
     tracing::info!(new_operator_id = %operator.id, role = %operator.role, "operator created");
     Ok(operator)
 }
@@ -331,7 +338,7 @@ pub async fn change_own_password(
     let attempt = state
         .password_throttle
         .begin(&format!("operator {id}"), None)
-        .map_err(super::auth::rate_limited)?;
+        .map_err(|wait| throttle::rate_limited("too many wrong current passwords", wait))?;
     let stored = operators::password_hash(&state.db, tenant, id).await?;
     let found = stored.is_some();
     if !state.hashing.verify(current.to_owned(), stored).await? || !found {

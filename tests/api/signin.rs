@@ -81,6 +81,29 @@ async fn thirty_wrong_passwords_are_throttled_and_other_accounts_are_not() {
 }
 
 #[tokio::test]
+async fn a_burst_of_parallel_guesses_gets_only_the_free_tries() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let client = client_from("127.0.0.6");
+    let guesses: Vec<_> = (0..20)
+        .map(|n| {
+            tokio::spawn(
+                client
+                    .post(app.url("/api/v1/auth/login"))
+                    .json(&json!({"email": tenant.admin.email, "password": format!("guess {n}")}))
+                    .send(),
+            )
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap().unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
+}
+
+#[tokio::test]
 async fn one_address_spraying_many_accounts_is_throttled() {
     let app = TestApp::spawn().await;
     let tenant = app.create_tenant("Acme").await;
