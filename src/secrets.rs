@@ -248,9 +248,7 @@ impl PassphraseBox {
             ciphertext,
         })
     }
-}
 
-impl PassphraseBox {
     /// [`check`](Self::check) and open with working memory of its own, for tools and tests;
     /// the server opens boxes in its bounded hashing pool instead.
     pub fn open(&self, passphrase: &str) -> Result<Vec<u8>, BoxError> {

@@ -92,15 +92,6 @@ pub struct HashPool {
     max_wait: Duration,
 }
 
-impl std::fmt::Debug for HashPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashPool")
-            .field("available", &self.permits.available_permits())
-            .field("max_wait", &self.max_wait)
-            .finish()
-    }
-}
-
 impl HashPool {
     /// How long a computation waits for a turn before the request is answered `503`.
     pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
