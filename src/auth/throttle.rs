@@ -210,8 +210,9 @@ pub struct PasswordThrottle {
     addresses: Throttle,
 }
 
-/// The largest number of accounts and of addresses tracked at once (under 100 bytes each).
-pub const CAPACITY: usize = 100_000;
+/// The largest number of accounts and of addresses tracked at once (about 65 bytes each, so
+/// at most ~3.3 MB per kind).
+pub const CAPACITY: usize = 50_000;
 
 impl PasswordThrottle {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
