@@ -119,20 +119,23 @@ enum MigrateAction {
 
 #[derive(Subcommand)]
 enum TenantAction {
-    /// Create a tenant and its first admin. Prints a generated password if none is given.
+    /// Create a tenant and its first admin. The admin's password comes from `GMP_CLI_PASSWORD`,
+    /// standard input (`--password-stdin`) or a prompt; otherwise one is generated and printed.
     Create {
         #[arg(long)]
         name: String,
         #[arg(long)]
         admin_email: String,
-        #[arg(long, env = "GMP_CLI_PASSWORD", hide_env_values = true)]
-        admin_password: Option<String>,
+        /// Read the admin's password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum OperatorAction {
-    /// Create an operator in a tenant. Prints a generated password if none is given.
+    /// Create an operator in a tenant. The password comes from `GMP_CLI_PASSWORD`, standard
+    /// input (`--password-stdin`) or a prompt; otherwise one is generated and printed.
     Create {
         #[arg(long)]
         tenant: uuid::Uuid,
@@ -140,8 +143,9 @@ enum OperatorAction {
         email: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        #[arg(long, env = "GMP_CLI_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
         /// Also allow provisioning tenants.
         #[arg(long)]
         platform_admin: bool,
@@ -208,11 +212,11 @@ async fn run(command: Command, config: Config) -> CliResult {
                 TenantAction::Create {
                     name,
                     admin_email,
-                    admin_password,
+                    password_stdin,
                 },
         } => {
+            let (password, generated) = cli_password(password_stdin)?;
             let state = admin_state(config).await?;
-            let (password, generated) = password_or_generated(admin_password);
             let admin = NewOperatorInput {
                 email: admin_email,
                 display_name: None,
@@ -235,12 +239,12 @@ async fn run(command: Command, config: Config) -> CliResult {
                     tenant,
                     email,
                     role,
-                    password,
+                    password_stdin,
                     platform_admin,
                 },
         } => {
+            let (password, generated) = cli_password(password_stdin)?;
             let state = admin_state(config).await?;
-            let (password, generated) = password_or_generated(password);
             let input = NewOperatorInput {
                 email,
                 display_name: None,
@@ -367,11 +371,50 @@ async fn admin_state(config: Config) -> Result<AppState, Box<dyn std::error::Err
     Ok(AppState::new(db, config, keys))
 }
 
-fn password_or_generated(given: Option<String>) -> (String, bool) {
-    match given {
-        Some(password) => (password, false),
-        None => (auth::token::generate(""), true),
+/// The password for a new operator, never from the command line (where the process list and
+/// shell history would show it): `GMP_CLI_PASSWORD`, else the first line of standard input
+/// with `--password-stdin`, else a prompt when standard input is a terminal (empty: generate),
+/// else generated. The flag says whether it was generated and must be printed.
+fn cli_password(from_stdin: bool) -> Result<(String, bool), Box<dyn std::error::Error>> {
+    use std::io::IsTerminal;
+    if let Ok(password) = std::env::var("GMP_CLI_PASSWORD") {
+        return Ok((password, false));
     }
+    let read_line = || -> std::io::Result<String> {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    if from_stdin {
+        let password = read_line()?;
+        if password.is_empty() {
+            return Err("--password-stdin: standard input holds no password".into());
+        }
+        return Ok((password, false));
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("Password (empty to generate one): ");
+        let echo_off = set_echo(false);
+        let password = read_line();
+        if echo_off {
+            set_echo(true);
+            eprintln!();
+        }
+        let password = password?;
+        if !password.is_empty() {
+            return Ok((password, false));
+        }
+    }
+    Ok((auth::token::generate(""), true))
+}
+
+/// Turns the terminal's echo off or on with `stty`; false when that did not work.
+fn set_echo(on: bool) -> bool {
+    std::process::Command::new("stty")
+        .arg(if on { "echo" } else { "-echo" })
+        .stdin(std::process::Stdio::inherit())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// An API error as a command-line message, with its field errors.

@@ -3,6 +3,7 @@
 //! unknown keys are an error at start, so a typo never silently falls back to a default.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,43 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// An IP address or a CIDR range, such as `10.0.0.5` or `172.16.0.0/12`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address.trim().parse().ok()?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse().ok().filter(|p| *p <= bits)?,
+            None => bits,
+        };
+        Some(Self { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let masked = |bits: u128, width: u32| {
+            let shift = width - u32::from(self.prefix);
+            bits.checked_shr(shift).unwrap_or(0)
+        };
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), 32) == masked(u32::from(ip).into(), 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => masked(net.into(), 128) == masked(ip.into(), 128),
+            _ => false,
+        }
     }
 }
 
@@ -100,6 +138,8 @@ pub const KEYS: &[&str] = &[
     "metrics_per_tenant",
     "tls_cert_file",
     "tls_key_file",
+    "password_hash_concurrency",
+    "trusted_proxies",
 ];
 
 #[derive(Debug, Clone)]
@@ -149,6 +189,11 @@ pub struct Config {
     /// PEM certificate chain and private key: with both, the main listener speaks TLS only.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// How many argon2 computations run at once; each holds 19 MiB. Default: one per core, at
+    /// most 3.
+    pub password_hash_concurrency: Option<usize>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl Default for Config {
@@ -190,6 +235,8 @@ impl Default for Config {
             metrics_per_tenant: false,
             tls_cert_file: None,
             tls_key_file: None,
+            password_hash_concurrency: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -309,6 +356,20 @@ impl Config {
             "metrics_per_tenant" => self.metrics_per_tenant = boolean(&value).map_err(invalid)?,
             "tls_cert_file" => self.tls_cert_file = non_empty(value).map(PathBuf::from),
             "tls_key_file" => self.tls_key_file = non_empty(value).map(PathBuf::from),
+            "password_hash_concurrency" => {
+                self.password_hash_concurrency = Some(number(&value).map_err(invalid)?)
+            }
+            "trusted_proxies" => {
+                self.trusted_proxies = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        IpRange::parse(p)
+                            .ok_or_else(|| invalid(format!("`{p}` is not an IP address or CIDR range")))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             "connectwise_allowed_hosts" => {
                 self.connectwise_allowed_hosts = value
                     .split(',')
@@ -472,6 +533,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("log_format"), "{error}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let config = Config::load(
+            None,
+            env(&[("GMP_TRUSTED_PROXIES", "10.0.0.5, 172.16.0.0/12,fd00::/8")]),
+        )
+        .unwrap();
+        let [one, range, v6] = config.trusted_proxies[..] else {
+            panic!("three entries")
+        };
+        assert!(one.contains("10.0.0.5".parse().unwrap()));
+        assert!(!one.contains("10.0.0.6".parse().unwrap()));
+        assert!(range.contains("172.31.255.1".parse().unwrap()));
+        assert!(range.contains("::ffff:172.20.0.1".parse().unwrap()));
+        assert!(!range.contains("172.32.0.1".parse().unwrap()));
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.5".parse().unwrap()));
+        assert!(
+            IpRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("203.0.113.9".parse().unwrap())
+        );
+        for bad in ["nginx", "10.0.0.0/33", "10.0.0.0/x"] {
+            let error = Config::load(None, env(&[("GMP_TRUSTED_PROXIES", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("trusted_proxies"), "{error}");
+        }
     }
 
     #[test]

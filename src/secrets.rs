@@ -3,6 +3,7 @@
 //! ciphertext copied to another tenant or field does not decrypt. Also the passphrase boxes
 //! that carry secrets in exported policy documents.
 
+use crate::auth::password;
 use crate::domain::TenantId;
 use crate::domain::policy::Sealed;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -154,26 +155,17 @@ pub struct PassphraseBox {
 
 const KDF: &str = "argon2id";
 const CIPHER: &str = "aes-256-gcm";
-const EXPORT_MEMORY_KIB: u32 = 19 * 1024;
-const EXPORT_ITERATIONS: u32 = 2;
-// An imported document chooses its own KDF cost; cap it so a file cannot make the server
-// spend unbounded memory or time.
-const MAX_MEMORY_KIB: u32 = 256 * 1024;
-const MAX_ITERATIONS: u32 = 10;
-const MAX_PARALLELISM: u32 = 8;
 
-fn derive(
-    passphrase: &str,
-    salt: &[u8],
-    memory_kib: u32,
-    iterations: u32,
-    parallelism: u32,
-) -> Option<Aes256Gcm> {
-    let params = argon2::Params::new(memory_kib, iterations, parallelism, Some(32)).ok()?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+/// The key-derivation parameters of every box this server writes, and the only ones it opens:
+/// a document cannot choose what an import costs. They are the password parameters, so the
+/// derivation runs in the server's bounded hashing pool with its buffers.
+const KDF_PARAMS: argon2::Params = password::PARAMS;
+
+fn derive(passphrase: &str, salt: &[u8], memory: &mut password::Memory) -> Option<Aes256Gcm> {
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, KDF_PARAMS);
     let mut key = [0u8; 32];
     argon
-        .hash_password_into(passphrase.as_bytes(), salt, &mut key)
+        .hash_password_into_with_memory(passphrase.as_bytes(), salt, &mut key, memory)
         .ok()?;
     Some(Aes256Gcm::new((&key).into()))
 }
@@ -183,65 +175,94 @@ fn derive(
 pub enum BoxError {
     #[error("the passphrase is wrong, or the secrets were tampered with")]
     WrongPassphrase,
-    #[error("{0}")]
-    Malformed(String),
+    /// `field` of the box is not what this server accepts.
+    #[error("`{field}` {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// A box's parts, decoded and checked: everything but the passphrase is known to be right.
+pub struct CheckedBox {
+    salt: Vec<u8>,
+    nonce: [u8; 12],
+    ciphertext: Vec<u8>,
 }
 
 impl PassphraseBox {
-    pub fn seal(passphrase: &str, plaintext: &[u8]) -> Self {
+    pub fn seal(passphrase: &str, plaintext: &[u8], memory: &mut password::Memory) -> Self {
         let salt = random::<16>();
         let nonce = random::<12>();
-        let cipher = derive(passphrase, &salt, EXPORT_MEMORY_KIB, EXPORT_ITERATIONS, 1)
-            .expect("the export KDF parameters are valid");
+        let cipher = derive(passphrase, &salt, memory).expect("the export KDF parameters are valid");
         let ciphertext = cipher
             .encrypt(&Nonce::from(nonce), plaintext)
             .expect("AES-GCM encryption of a bounded plaintext cannot fail");
         Self {
             kdf: KDF.into(),
             salt: BASE64.encode(salt),
-            memory_kib: EXPORT_MEMORY_KIB,
-            iterations: EXPORT_ITERATIONS,
-            parallelism: 1,
+            memory_kib: KDF_PARAMS.m_cost(),
+            iterations: KDF_PARAMS.t_cost(),
+            parallelism: KDF_PARAMS.p_cost(),
             cipher: CIPHER.into(),
             nonce: BASE64.encode(nonce),
             ciphertext: BASE64.encode(ciphertext),
         }
     }
 
-    pub fn open(&self, passphrase: &str) -> Result<Vec<u8>, BoxError> {
-        let malformed = |what: &str| BoxError::Malformed(what.to_owned());
-        if self.kdf != KDF || self.cipher != CIPHER {
-            return Err(malformed("only argon2id with aes-256-gcm is supported"));
+    /// Checks everything that costs nothing, before any key derivation: the algorithms, the
+    /// KDF parameters (exactly those this server writes) and the encodings.
+    pub fn check(&self) -> Result<CheckedBox, BoxError> {
+        let invalid = |field: &'static str, message: String| BoxError::Invalid { field, message };
+        if self.kdf != KDF {
+            return Err(invalid("kdf", format!("must be `{KDF}`")));
         }
-        if self.memory_kib > MAX_MEMORY_KIB
-            || self.iterations > MAX_ITERATIONS
-            || self.parallelism > MAX_PARALLELISM
-        {
-            return Err(malformed(
-                "the key-derivation parameters exceed what this server accepts",
-            ));
+        if self.cipher != CIPHER {
+            return Err(invalid("cipher", format!("must be `{CIPHER}`")));
+        }
+        for (field, value, accepted) in [
+            ("memory_kib", self.memory_kib, KDF_PARAMS.m_cost()),
+            ("iterations", self.iterations, KDF_PARAMS.t_cost()),
+            ("parallelism", self.parallelism, KDF_PARAMS.p_cost()),
+        ] {
+            if value != accepted {
+                return Err(invalid(
+                    field,
+                    format!("must be {accepted}, the value this server exports with"),
+                ));
+            }
         }
         let salt = BASE64
             .decode(&self.salt)
-            .map_err(|_| malformed("`salt` is not base64"))?;
+            .ok()
+            .filter(|salt| (argon2::MIN_SALT_LEN..=64).contains(&salt.len()))
+            .ok_or_else(|| invalid("salt", "must be 8 to 64 base64-encoded bytes".into()))?;
         let nonce: [u8; 12] = BASE64
             .decode(&self.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())
-            .ok_or_else(|| malformed("`nonce` must be 12 base64-encoded bytes"))?;
+            .ok_or_else(|| invalid("nonce", "must be 12 base64-encoded bytes".into()))?;
         let ciphertext = BASE64
             .decode(&self.ciphertext)
-            .map_err(|_| malformed("`ciphertext` is not base64"))?;
-        let cipher = derive(
-            passphrase,
-            &salt,
-            self.memory_kib,
-            self.iterations,
-            self.parallelism,
-        )
-        .ok_or_else(|| malformed("invalid key-derivation parameters"))?;
+            .map_err(|_| invalid("ciphertext", "is not base64".into()))?;
+        Ok(CheckedBox {
+            salt,
+            nonce,
+            ciphertext,
+        })
+    }
+
+    /// [`check`](Self::check) and open with working memory of its own, for tools and tests;
+    /// the server opens boxes in its bounded hashing pool instead.
+    pub fn open(&self, passphrase: &str) -> Result<Vec<u8>, BoxError> {
+        let mut memory = vec![argon2::Block::default(); KDF_PARAMS.block_count()];
+        self.check()?.open(passphrase, &mut memory)
+    }
+}
+
+impl CheckedBox {
+    /// Derives the key from `passphrase` (the expensive part) and decrypts.
+    pub fn open(&self, passphrase: &str, memory: &mut password::Memory) -> Result<Vec<u8>, BoxError> {
+        let cipher = derive(passphrase, &self.salt, memory).ok_or(BoxError::WrongPassphrase)?;
         cipher
-            .decrypt(&Nonce::from(nonce), ciphertext.as_slice())
+            .decrypt(&Nonce::from(self.nonce), self.ciphertext.as_slice())
             .map_err(|_| BoxError::WrongPassphrase)
     }
 }
@@ -304,22 +325,46 @@ mod tests {
         ));
     }
 
+    fn memory() -> Box<password::Memory> {
+        vec![argon2::Block::default(); KDF_PARAMS.block_count()].into_boxed_slice()
+    }
+
     #[test]
     fn passphrase_boxes_open_with_the_passphrase_only() {
-        let sealed = PassphraseBox::seal("correct horse battery", b"{\"k\":\"v\"}");
-        assert_eq!(sealed.open("correct horse battery").unwrap(), b"{\"k\":\"v\"}");
-        assert_eq!(sealed.open("wrong horse battery"), Err(BoxError::WrongPassphrase));
-        let mut greedy = sealed.clone();
-        greedy.memory_kib = 4 * 1024 * 1024;
-        assert!(matches!(
-            greedy.open("correct horse battery"),
-            Err(BoxError::Malformed(_))
-        ));
-        let mut other_cipher = sealed;
-        other_cipher.cipher = "rot13".into();
-        assert!(matches!(
-            other_cipher.open("correct horse battery"),
-            Err(BoxError::Malformed(_))
-        ));
+        let mut memory = memory();
+        let sealed = PassphraseBox::seal("correct horse battery", b"{\"k\":\"v\"}", &mut memory);
+        let checked = sealed.check().unwrap();
+        assert_eq!(
+            checked.open("correct horse battery", &mut memory).unwrap(),
+            b"{\"k\":\"v\"}"
+        );
+        assert_eq!(
+            checked.open("wrong horse battery", &mut memory),
+            Err(BoxError::WrongPassphrase)
+        );
+    }
+
+    #[test]
+    fn only_the_parameters_the_server_writes_are_accepted() {
+        let mut memory = memory();
+        let sealed = PassphraseBox::seal("correct horse battery", b"{}", &mut memory);
+        let field_of = |change: fn(&mut PassphraseBox)| {
+            let mut changed = sealed.clone();
+            change(&mut changed);
+            match changed.check() {
+                Err(BoxError::Invalid { field, .. }) => field,
+                other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+            }
+        };
+        assert_eq!(field_of(|b| b.memory_kib = 256 * 1024), "memory_kib");
+        assert_eq!(field_of(|b| b.memory_kib = 8), "memory_kib");
+        assert_eq!(field_of(|b| b.iterations = 10), "iterations");
+        assert_eq!(field_of(|b| b.parallelism = 8), "parallelism");
+        assert_eq!(field_of(|b| b.kdf = "scrypt".into()), "kdf");
+        assert_eq!(field_of(|b| b.cipher = "rot13".into()), "cipher");
+        assert_eq!(field_of(|b| b.salt = "!".into()), "salt");
+        assert_eq!(field_of(|b| b.salt = BASE64.encode([0u8; 4])), "salt");
+        assert_eq!(field_of(|b| b.nonce = BASE64.encode([0u8; 4])), "nonce");
+        assert_eq!(field_of(|b| b.ciphertext = "!".into()), "ciphertext");
     }
 }

@@ -1,6 +1,8 @@
 //! The one piece of shared application state, registered once as `web::Data<AppState>`.
 
 use crate::auth::JwtKeys;
+use crate::auth::password::HashPool;
+use crate::auth::throttle::{self, PasswordThrottle, SystemClock, Throttle};
 use crate::config::{Config, Keys};
 use crate::connectwise::cache::Bounds;
 use crate::connectwise::guard::OutboundPolicy;
@@ -30,6 +32,12 @@ pub struct AppState {
     pub checkins: Arc<CheckinBuffer>,
     /// Current session epochs of operators, cached briefly (see `services::sessions`).
     pub sessions: Arc<SessionEpochs>,
+    /// Every argon2 computation (passwords, export keys) runs here, a bounded number at once.
+    pub hashing: HashPool,
+    /// Password checks throttled per account and per client address.
+    pub password_throttle: Arc<PasswordThrottle>,
+    /// Operator creations refused for an unavailable email, per tenant.
+    pub email_probes: Arc<Throttle>,
 }
 
 impl AppState {
@@ -62,6 +70,18 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             checkins: Arc::new(CheckinBuffer::new(config.checkin_buffer_capacity)),
             sessions: Arc::new(SessionEpochs::default()),
+            hashing: HashPool::new(
+                config
+                    .password_hash_concurrency
+                    .unwrap_or_else(HashPool::default_concurrency),
+                HashPool::DEFAULT_MAX_WAIT,
+            ),
+            password_throttle: Arc::new(PasswordThrottle::new(Arc::new(SystemClock))),
+            email_probes: Arc::new(Throttle::new(
+                throttle::Policy::EMAIL_PROBES,
+                throttle::CAPACITY,
+                Arc::new(SystemClock),
+            )),
             db,
             config: Arc::new(config),
             keyring: keys.keyring,

@@ -5,6 +5,7 @@ pub mod device;
 pub mod extract;
 pub mod jwt;
 pub mod password;
+pub mod throttle;
 pub mod token;
 
 pub use device::DeviceAuth;

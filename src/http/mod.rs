@@ -1,6 +1,7 @@
 //! The HTTP surface: one route registry (`routes`) used by the server and by the OpenAPI
 //! document, so a route cannot exist without being documented.
 
+pub mod client_address;
 pub mod device;
 pub mod etag;
 pub mod headers;

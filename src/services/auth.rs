@@ -1,25 +1,39 @@
 //! Sign-in, refresh-token rotation with reuse detection, sign-out.
 
-use crate::auth::{password, token};
+use crate::auth::{throttle, token};
 use crate::db;
 use crate::db::repo::{operators, refresh_tokens};
+use crate::domain::redact::REDACTED;
 use crate::domain::{Email, Operator};
 use crate::error::{ApiError, Code};
 use crate::services::sessions;
 use crate::state::AppState;
 use chrono::Utc;
+use std::net::IpAddr;
 use uuid::Uuid;
 
 const REFRESH_TOKEN_PREFIX: &str = "gmp_rt_";
 
 /// An access token and the refresh token that renews it.
-#[derive(Debug)]
 pub struct TokenPair {
     pub access_token: String,
     pub access_expires_in: u64,
     pub refresh_token: String,
     pub refresh_expires_in: u64,
     pub operator: Operator,
+}
+
+// Both tokens are bearer secrets: `Debug` shows neither.
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &REDACTED)
+            .field("access_expires_in", &self.access_expires_in)
+            .field("refresh_token", &REDACTED)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("operator", &self.operator.id)
+            .finish()
+    }
 }
 
 fn invalid_credentials() -> ApiError {
@@ -30,7 +44,22 @@ fn invalid_refresh(detail: &str) -> ApiError {
     ApiError::new(Code::InvalidRefreshToken, detail.to_owned())
 }
 
-pub async fn login(state: &AppState, email: &str, password: &str) -> Result<TokenPair, ApiError> {
+/// Checks an email and password, throttled per account and per client `address`: after a
+/// few failures further tries wait (`429` with `Retry-After`), whether the password is right
+/// or not, so the answer never confirms a guess made while waiting.
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    address: Option<IpAddr>,
+) -> Result<TokenPair, ApiError> {
+    // The same normalisation as `Email::parse`, also for emails that do not parse, so unknown
+    // and malformed emails are throttled exactly like real ones.
+    let account = email.trim().to_lowercase();
+    let attempt = state.password_throttle.begin(&account, address).map_err(|wait| {
+        tracing::info!("sign-in throttled");
+        throttle::rate_limited("too many failed sign-ins", wait)
+    })?;
     // An unparseable email cannot belong to anyone; answer exactly like a wrong password.
     let found = match Email::parse("email", email) {
         Ok(email) => operators::find_for_login(&state.db, email.as_str()).await?,
@@ -40,7 +69,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
         Some((operator, hash)) => (Some(operator), Some(hash)),
         None => (None, None),
     };
-    let matches = password::verify_blocking(password.to_owned(), hash).await?;
+    let matches = state.hashing.verify(password.to_owned(), hash).await?;
     let operator = match operator {
         Some(operator) if matches => operator,
         _ => {
@@ -48,6 +77,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
             return Err(invalid_credentials());
         }
     };
+    attempt.succeeded();
     let pair = issue_pair(state, &state.db, operator, Uuid::now_v7()).await?;
     tracing::info!(operator_id = %pair.operator.id, tenant_id = %pair.operator.tenant_id, "signed in");
     Ok(pair)

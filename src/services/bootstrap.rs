@@ -2,6 +2,7 @@
 
 use super::operators::{NewOperatorInput, insert_valid};
 use super::tenants::insert_tenant;
+use crate::auth::password::HashPool;
 use crate::auth::token;
 use crate::config::Config;
 use crate::db;
@@ -61,7 +62,9 @@ pub async fn ensure_platform_admin(
         Err(error) if error.code == crate::error::Code::Conflict => return Ok(None),
         Err(error) => return Err(error),
     };
-    insert_valid(&txn, &actor, tenant.id, valid, true).await?;
+    // Once per database, before the server's own pool exists: a pool of one for this hash.
+    let hashing = HashPool::new(1, HashPool::DEFAULT_MAX_WAIT);
+    insert_valid(&txn, &hashing, &actor, tenant.id, valid, true).await?;
     txn.commit().await?;
     Ok(Some(BootstrapAdmin {
         email,

@@ -1,8 +1,9 @@
 //! Managing a tenant's operators. Every function is scoped to the actor's tenant, and every
 //! change is written to the change log in the same transaction.
 
-use super::{Page, PageRequest, audit, conflict_if_duplicate, sessions, written};
-use crate::auth::password;
+use super::{Page, PageRequest, audit, sessions, written};
+use crate::auth::password::HashPool;
+use crate::auth::throttle;
 use crate::db;
 use crate::db::repo::{expect_version, operators, refresh_tokens};
 use crate::domain::audit::{Actor, NewEntry};
@@ -67,16 +68,57 @@ fn operator_entry(action: &'static str, id: OperatorId, changes: Vec<Change>) ->
     }
 }
 
-/// Stores a validated operator (hashing its password) and records it in the change log; a
-/// taken email is a 409.
+/// Where an email is already used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EmailTaken {
+    InThisTenant,
+    Elsewhere,
+}
+
+/// The field code of the one answer for an email another tenant uses (or one that cannot be
+/// used for any other reason): it never says whether or where the email exists.
+pub const EMAIL_UNAVAILABLE: &str = "email_unavailable";
+
+fn email_error(taken: EmailTaken, email: &Email) -> ApiError {
+    match taken {
+        // The caller sees its own tenant's operators anyway: saying so reveals nothing.
+        EmailTaken::InThisTenant => ApiError::conflict(format!(
+            "an operator with email {email} already exists in this tenant"
+        )),
+        EmailTaken::Elsewhere => {
+            let mut error =
+                ApiError::conflict("this email address cannot be used for a new operator; choose another");
+            error.errors = vec![FieldError::new(
+                "email",
+                EMAIL_UNAVAILABLE,
+                "cannot be used for a new operator; choose another",
+            )];
+            error
+        }
+    }
+}
+
+/// Stores a validated operator (hashing its password) and records it in the change log. An
+/// email of this tenant is a 409 saying so; an email of another tenant is a 409 that does not
+/// say it exists (see [`EMAIL_UNAVAILABLE`]).
 pub async fn insert_valid(
     conn: &impl ConnectionTrait,
+    hashing: &HashPool,
     actor: &Actor,
     tenant: TenantId,
     valid: ValidOperator,
     platform_admin: bool,
 ) -> Result<Operator, ApiError> {
-    let hash = password::hash_blocking(valid.password.expose().to_owned()).await?;
+    // Checked before hashing, so a taken email costs no argon2 computation.
+    if let Some((existing, _)) = operators::find_for_login(conn, valid.email.as_str()).await? {
+        let taken = if existing.tenant_id == tenant {
+            EmailTaken::InThisTenant
+        } else {
+            EmailTaken::Elsewhere
+        };
+        return Err(email_error(taken, &valid.email));
+    }
+    let hash = hashing.hash(valid.password.expose().to_owned()).await?;
     let operator = operators::insert(
         conn,
         tenant,
@@ -90,10 +132,14 @@ pub async fn insert_valid(
         },
     )
     .await
-    .map_err(conflict_if_duplicate(format!(
-        "an operator with email {} already exists",
-        valid.email
-    )))?;
+    .map_err(|error| {
+        // Taken since the check above, by whoever: the answer that names no tenant.
+        if crate::db::repo::is_unique_violation(&error) {
+            email_error(EmailTaken::Elsewhere, &valid.email)
+        } else {
+            ApiError::from(error)
+        }
+    })?;
     let changes = vec![
         Change::of(
             "display_name",
@@ -117,6 +163,12 @@ pub async fn insert_valid(
 
 /// Creates an operator in the actor's tenant. Only the command line creates platform admins;
 /// the API never does.
+///
+/// Emails are unique platform-wide (sign-in is by email alone), so an email another tenant
+/// uses must be refused, and the refusal itself tells that the email is taken somewhere. To
+/// keep that from becoming a directory of other MSPs' operators, the refusal names no tenant,
+/// and each one counts against the tenant: after a few, every operator creation of the tenant
+/// (whatever the email) waits, with `429`, so probing is slow and shows in the log.
 pub async fn create(
     state: &AppState,
     actor: &Actor,
@@ -124,9 +176,36 @@ pub async fn create(
     platform_admin: bool,
 ) -> Result<Operator, ApiError> {
     let valid = input.validate(None).map_err(ApiError::validation)?;
-    let txn = db::begin_write(&state.db).await?;
-    let operator = insert_valid(&txn, actor, actor.tenant_id, valid, platform_admin).await?;
-    txn.commit().await?;
+    // Each creation counts as a probe until it turns out not to be one, so a burst of parallel
+    // creations cannot all get their answer before the first refusal is counted.
+    let probe_key = format!("email probes of tenant {}", actor.tenant_id);
+    state
+        .email_probes
+        .begin(&probe_key)
+        .map_err(|wait| throttle::rate_limited("too many operator emails were refused", wait))?;
+    let created = async {
+        let txn = db::begin_write(&state.db).await?;
+        let operator = insert_valid(
+            &txn,
+            &state.hashing,
+            actor,
+            actor.tenant_id,
+            valid,
+            platform_admin,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok::<_, ApiError>(operator)
+    }
+    .await;
+    if let Err(error) = &created
+        && error.errors.iter().any(|e| e.code == EMAIL_UNAVAILABLE)
+    {
+        tracing::warn!(tenant_id = %actor.tenant_id, "operator creation refused: the email is unavailable");
+    } else {
+        state.email_probes.forgive(&probe_key);
+    }
+    let operator = created?;
     tracing::info!(new_operator_id = %operator.id, role = %operator.role, "operator created");
     Ok(operator)
 }
@@ -169,7 +248,7 @@ pub async fn update(
         .and_then(|raw| v.check(NewPassword::parse("password", raw)));
     v.finish().map_err(ApiError::validation)?;
     let password_hash = match new_password {
-        Some(password) => Some(password::hash_blocking(password.expose().to_owned()).await?),
+        Some(password) => Some(state.hashing.hash(password.expose().to_owned()).await?),
         None => None,
     };
 
@@ -262,16 +341,23 @@ pub async fn change_own_password(
         None => return Err(ApiError::forbidden("only an operator has a password")),
     };
     let new = NewPassword::parse("new_password", new).map_err(ApiError::field)?;
+    // A stolen access token must not become a way to guess the password: the same per-account
+    // throttle as sign-in, under the operator's id.
+    let attempt = state
+        .password_throttle
+        .begin(&format!("operator {id}"), None)
+        .map_err(|wait| throttle::rate_limited("too many wrong current passwords", wait))?;
     let stored = operators::password_hash(&state.db, tenant, id).await?;
     let found = stored.is_some();
-    if !password::verify_blocking(current.to_owned(), stored).await? || !found {
+    if !state.hashing.verify(current.to_owned(), stored).await? || !found {
         return Err(ApiError::field(FieldError::new(
             "current_password",
             "wrong_password",
             "is not your current password",
         )));
     }
-    let hash = password::hash_blocking(new.expose().to_owned()).await?;
+    attempt.succeeded();
+    let hash = state.hashing.hash(new.expose().to_owned()).await?;
     let txn = db::begin_write(&state.db).await?;
     let changes = operators::OperatorChanges {
         password_hash: Some(&hash),

@@ -17,7 +17,7 @@ use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
 use crate::domain::{Expected, FieldError, PolicyId, TenantId};
 use crate::error::{ApiError, Code};
-use crate::secrets::{BoxError, Keyring, PassphraseBox};
+use crate::secrets::{BoxError, CheckedBox, Keyring, PassphraseBox};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
@@ -718,9 +718,10 @@ pub async fn export(
             check_passphrase(passphrase)?;
             let plaintext = serde_json::to_vec(&secrets).map_err(ApiError::internal)?;
             let passphrase = passphrase.to_owned();
-            let sealed = tokio::task::spawn_blocking(move || PassphraseBox::seal(&passphrase, &plaintext))
-                .await
-                .map_err(ApiError::internal)?;
+            let sealed = state
+                .hashing
+                .run(move |memory| PassphraseBox::seal(&passphrase, &plaintext, memory))
+                .await?;
             let txn = db::begin_write(&state.db).await?;
             let changes = secrets
                 .keys()
@@ -772,8 +773,13 @@ pub async fn import(
     comment: Option<String>,
 ) -> Result<ImportOutcome, ApiError> {
     let tenant = actor.tenant_id;
+    // Everything cheap first; the key derivation, the one expensive step, comes last and only
+    // for a well-formed document aimed at a policy of the caller's tenant.
     let document = parse_document(document)?;
-    let secrets = open_secrets(&document, passphrase).await?;
+    let sealed = check_secrets(&document, passphrase)?;
+    repo::get_summary(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy"))?;
 
     let mut v = Validator::new();
     let catalog = Catalog::get();
@@ -791,6 +797,15 @@ pub async fn import(
         "document.values",
         &mut v,
     );
+    let locks_in: Vec<String> = document.locks.iter().cloned().collect();
+    let locks = parse_paths(&locks_in, "document.locks", &mut v);
+    v.finish().map_err(ApiError::validation)?;
+
+    let secrets = match sealed {
+        Some((sealed, passphrase)) => Some(open_secrets(state, sealed, passphrase).await?),
+        None => None,
+    };
+    let mut v = Validator::new();
     if let Some(secrets) = &secrets {
         for path in secrets.keys().filter(|p| !catalog.is_secret(p)) {
             v.push(FieldError::new(
@@ -811,8 +826,6 @@ pub async fn import(
             &mut v,
         ));
     }
-    let locks_in: Vec<String> = document.locks.iter().cloned().collect();
-    let locks = parse_paths(&locks_in, "document.locks", &mut v);
     v.finish().map_err(ApiError::validation)?;
 
     let carries_secrets = secrets.is_some();
@@ -914,13 +927,15 @@ fn parse_document(document: Value) -> Result<ExportDocument, ApiError> {
     Ok(parsed)
 }
 
-async fn open_secrets(
+/// The document's encrypted part, checked without deriving any key, with its passphrase.
+fn check_secrets(
     document: &ExportDocument,
     passphrase: Option<String>,
-) -> Result<Option<BTreeMap<String, String>>, ApiError> {
-    let Some(sealed) = document.secrets.clone() else {
+) -> Result<Option<(CheckedBox, String)>, ApiError> {
+    let Some(sealed) = &document.secrets else {
         return Ok(None);
     };
+    let checked = sealed.check().map_err(box_error)?;
     let passphrase = passphrase.ok_or_else(|| {
         ApiError::field(FieldError::new(
             "passphrase",
@@ -928,20 +943,36 @@ async fn open_secrets(
             "the document carries encrypted secrets; give its passphrase",
         ))
     })?;
-    let opened = tokio::task::spawn_blocking(move || sealed.open(&passphrase))
-        .await
-        .map_err(ApiError::internal)?;
-    let plaintext = opened.map_err(|error| match error {
+    Ok(Some((checked, passphrase)))
+}
+
+fn box_error(error: BoxError) -> ApiError {
+    match &error {
         BoxError::WrongPassphrase => ApiError::field(FieldError::new(
             "passphrase",
             "wrong_passphrase",
             error.to_string(),
         )),
-        BoxError::Malformed(message) => {
-            ApiError::field(FieldError::new("document.secrets", "invalid_document", message))
-        }
-    })?;
-    serde_json::from_slice(&plaintext).map(Some).map_err(|_| {
+        BoxError::Invalid { field, message } => ApiError::field(FieldError::new(
+            format!("document.secrets.{field}"),
+            "invalid_document",
+            message.clone(),
+        )),
+    }
+}
+
+/// Derives the key in the server's bounded hashing pool and decrypts the secrets.
+async fn open_secrets(
+    state: &AppState,
+    sealed: CheckedBox,
+    passphrase: String,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let plaintext = state
+        .hashing
+        .run(move |memory| sealed.open(&passphrase, memory))
+        .await?
+        .map_err(box_error)?;
+    serde_json::from_slice(&plaintext).map_err(|_| {
         ApiError::field(FieldError::new(
             "document.secrets",
             "invalid_document",

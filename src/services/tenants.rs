@@ -36,7 +36,15 @@ pub async fn create(
 
     let txn = db::begin_write(&state.db).await?;
     let tenant = insert_tenant(&txn, actor, &name).await?;
-    let operator = insert_valid(&txn, actor, tenant.id, admin, false).await?;
+    let operator = insert_valid(&txn, &state.hashing, actor, tenant.id, admin, false)
+        .await
+        .map_err(|mut error| {
+            // The admin is part of this request: name its fields as the request does.
+            for field in &mut error.errors {
+                field.field = format!("admin.{}", field.field);
+            }
+            error
+        })?;
     txn.commit().await?;
     tracing::info!(new_tenant_id = %tenant.id, "tenant created");
     Ok((tenant, operator))

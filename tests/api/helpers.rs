@@ -428,6 +428,11 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's output, readable after the server is gone.
     pub fn output_handle(&self) -> Arc<Mutex<Vec<String>>> {
         self.output.clone()

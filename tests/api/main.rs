@@ -23,6 +23,7 @@ pub mod policies;
 mod replicas;
 mod rotation;
 mod secrets;
+mod signin;
 mod sim;
 mod takeover;
 mod tenants;

@@ -244,11 +244,25 @@ async fn sigterm_under_load_finishes_requests_and_writes_check_ins() {
         StatusCode::OK
     );
 
-    // Slow requests in flight (password hashing), then SIGTERM.
-    let logins = (0..16).map(|_| {
+    // Slow requests in flight (password hashing), then SIGTERM. Four accounts, four sign-ins
+    // each: under the sign-in throttle's free tries per account and per address.
+    let mut accounts = vec![SERVER_ADMIN.0.to_owned()];
+    for i in 0..3 {
+        let email = format!("sigterm-{i}@example.test");
+        let created = client
+            .post(server.url("/api/v1/operators"))
+            .bearer_auth(&session.token)
+            .json(&json!({"email": email, "role": "viewer", "password": SERVER_ADMIN.1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        accounts.push(email);
+    }
+    let logins = (0..16).map(|i| {
         let request = client
             .post(server.url("/api/v1/auth/login"))
-            .json(&json!({"email": SERVER_ADMIN.0, "password": SERVER_ADMIN.1}))
+            .json(&json!({"email": accounts[i % 4], "password": SERVER_ADMIN.1}))
             .send();
         async move {
             let response = request.await;

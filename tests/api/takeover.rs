@@ -519,3 +519,16 @@ fn debug_output_of_types_carrying_secrets_never_shows_them() {
         assert!(text.contains("<redacted>"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn debug_output_of_a_sign_in_never_shows_its_tokens() {
+    let app = TestApp::spawn().await;
+    let pair = gmp::services::auth::login(&app.state, ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD, None)
+        .await
+        .unwrap();
+    let text = format!("{pair:?}");
+    for token in [&pair.access_token, &pair.refresh_token] {
+        assert!(!text.contains(token.as_str()), "{text}");
+    }
+    assert!(text.contains("<redacted>"), "{text}");
+}

@@ -2,11 +2,12 @@
 
 use super::operators::OperatorResponse;
 use crate::error::ApiError;
+use crate::http::client_address::client_address;
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::services::auth::{self, TokenPair};
 use crate::state::AppState;
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -59,7 +60,10 @@ impl From<TokenPair> for TokenResponse {
 /// Sign in with email and password.
 ///
 /// Returns a short-lived access token (a JWT) and a refresh token. A wrong email and a wrong
-/// password get the same answer.
+/// password get the same answer. After five failures for one email (or twenty from one client
+/// address) each further try must wait, 5 s at first and doubling up to 5 minutes: such tries
+/// get `429` with `Retry-After`, whether the password is right or not. A successful sign-in
+/// resets the email's count.
 #[utoipa::path(
     tag = "auth",
     request_body = LoginRequest,
@@ -67,14 +71,18 @@ impl From<TokenPair> for TokenResponse {
         (status = 200, body = TokenResponse),
         (status = 401, response = ProblemDetails),
         (status = 422, response = ProblemDetails),
+        (status = 429, response = ProblemDetails),
+        (status = 503, response = ProblemDetails),
     )
 )]
 #[post("/auth/login")]
 pub async fn login(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: ApiJson<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let pair = auth::login(&state, &body.0.email, &body.0.password).await?;
+    let address = client_address(&req, &state.config.trusted_proxies);
+    let pair = auth::login(&state, &body.0.email, &body.0.password, address).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
 }
 

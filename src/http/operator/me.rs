@@ -44,6 +44,9 @@ pub async fn get_me(state: web::Data<AppState>, caller: Operator) -> Result<Http
 }
 
 /// Change your own password. Ends all your sessions: sign in again with the new password.
+///
+/// Wrong current passwords are throttled like sign-ins (five, then `429` with `Retry-After`),
+/// so a stolen access token cannot be used to guess the password.
 #[utoipa::path(
     tag = "auth",
     security(("operator_jwt" = [])),
@@ -52,6 +55,8 @@ pub async fn get_me(state: web::Data<AppState>, caller: Operator) -> Result<Http
         (status = 204, description = "Password changed"),
         (status = 401, response = ProblemDetails),
         (status = 422, response = ProblemDetails),
+        (status = 429, response = ProblemDetails),
+        (status = 503, response = ProblemDetails),
     )
 )]
 #[post("/me/password")]

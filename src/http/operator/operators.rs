@@ -114,6 +114,11 @@ pub struct UpdateOperatorRequest {
 }
 
 /// Create an operator in your tenant.
+///
+/// An email of your tenant is a `409` saying so. Emails are unique across the platform, so an
+/// email another tenant uses is refused too, with `409` and the field code
+/// `email_unavailable`, which names no tenant. After five such refusals every creation of your
+/// tenant waits (`429` with `Retry-After`, one minute doubling up to an hour).
 #[utoipa::path(
     tag = "operators",
     security(("operator_jwt" = [])),
@@ -124,6 +129,8 @@ pub struct UpdateOperatorRequest {
         (status = 403, response = ProblemDetails),
         (status = 409, response = ProblemDetails),
         (status = 422, response = ProblemDetails),
+        (status = 429, response = ProblemDetails),
+        (status = 503, response = ProblemDetails),
     )
 )]
 #[post("/operators")]

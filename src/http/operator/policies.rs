@@ -780,7 +780,9 @@ pub async fn export_policy_with_secrets(
 /// Import a document into this policy: its values and locks replace the policy's own (secrets
 /// the document does not carry are kept). The whole document is validated first; nothing
 /// changes unless all of it is valid. `?dry_run=true` returns the diff and changes nothing;
-/// otherwise `If-Match` is required and one new version is created.
+/// otherwise `If-Match` is required and one new version is created. Encrypted secrets must use
+/// the key-derivation parameters this server exports with (others are a `422` naming the
+/// field); the passphrase is tried only after everything else checked out.
 #[utoipa::path(
     tag = "policies",
     security(("operator_jwt" = [])),
@@ -795,6 +797,7 @@ pub async fn export_policy_with_secrets(
         (status = 412, response = ProblemDetails),
         (status = 422, response = ProblemDetails),
         (status = 428, response = ProblemDetails),
+        (status = 503, response = ProblemDetails),
     )
 )]
 #[post("/policies/{policy_id}/import")]
