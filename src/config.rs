@@ -134,6 +134,7 @@ pub const KEYS: &[&str] = &[
     "job_retention_interval_seconds",
     "job_expiry_interval_seconds",
     "retention_days",
+    "pull_cache_bytes",
     "metrics_bind",
     "metrics_per_tenant",
     "tls_cert_file",
@@ -182,6 +183,8 @@ pub struct Config {
     pub job_expiry_interval_seconds: u64,
     /// How long device field history and the change log are kept.
     pub retention_days: u64,
+    /// Built effective configs kept in memory, in estimated bytes (they hold secrets in clear).
+    pub pull_cache_bytes: usize,
     /// Where `/metrics` is served; `None` serves it nowhere. Never on the main listener.
     pub metrics_bind: Option<String>,
     /// Device counts per tenant id instead of totals only.
@@ -231,6 +234,7 @@ impl Default for Config {
             job_retention_interval_seconds: 3600,
             job_expiry_interval_seconds: 600,
             retention_days: 400,
+            pull_cache_bytes: 64 * 1024 * 1024,
             metrics_bind: None,
             metrics_per_tenant: false,
             tls_cert_file: None,
@@ -362,6 +366,7 @@ impl Config {
                 self.job_expiry_interval_seconds = number(&value).map_err(invalid)?
             }
             "retention_days" => self.retention_days = number(&value).map_err(invalid)?,
+            "pull_cache_bytes" => self.pull_cache_bytes = number(&value).map_err(invalid)?,
             "metrics_bind" => self.metrics_bind = non_empty(value),
             "metrics_per_tenant" => self.metrics_per_tenant = boolean(&value).map_err(invalid)?,
             "tls_cert_file" => self.tls_cert_file = non_empty(value).map(PathBuf::from),
@@ -488,6 +493,7 @@ fn numeric_range(key: &str) -> Option<(u64, u64)> {
         | "job_retention_interval_seconds"
         | "job_expiry_interval_seconds" => (1, 7 * DAY),
         "retention_days" => (1, 36_500),
+        "pull_cache_bytes" => (1 << 20, 1 << 34),
         "password_hash_concurrency" => (1, 64),
         _ => return None,
     })

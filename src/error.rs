@@ -169,10 +169,33 @@ impl std::error::Error for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait when the database is too busy to answer now.
+pub const BUSY_RETRY_SECONDS: u64 = 2;
+
 impl From<sea_orm::DbErr> for ApiError {
     fn from(error: sea_orm::DbErr) -> Self {
+        if is_busy(&error) {
+            // Overload, not a fault: the client may simply come back. The cause still goes to
+            // the log through `internal`'s cause.
+            return Self {
+                code: Code::Unavailable,
+                detail: "the server is busy; retry after the time given".into(),
+                retry_after: Some(BUSY_RETRY_SECONDS),
+                ..Self::internal(error)
+            };
+        }
         Self::internal(error)
     }
+}
+
+/// True when the database refused for load, not for a fault: SQLite's write lock still held
+/// after the busy timeout, or no pooled connection free within the acquire timeout.
+fn is_busy(error: &sea_orm::DbErr) -> bool {
+    let text = error.to_string();
+    text.contains("database is locked")
+        || text.contains("database table is locked")
+        || text.contains("pool timed out")
+        || text.contains("PoolTimedOut")
 }
 
 impl From<sea_orm::TransactionError<ApiError>> for ApiError {
@@ -188,6 +211,18 @@ impl From<sea_orm::TransactionError<ApiError>> for ApiError {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_busy_database_is_a_503_with_retry_after_not_a_500() {
+        let locked =
+            sea_orm::DbErr::Custom("error returned from database: (code: 5) database is locked".into());
+        let error = ApiError::from(locked);
+        assert_eq!(error.code, Code::Unavailable);
+        assert_eq!(error.retry_after, Some(BUSY_RETRY_SECONDS));
+        assert!(error.cause().is_some(), "the cause is still logged");
+        let other = ApiError::from(sea_orm::DbErr::Custom("syntax error".into()));
+        assert_eq!(other.code, Code::Internal);
+    }
 
     #[test]
     fn codes_are_unique_snake_case_and_map_to_error_statuses() {

@@ -4,6 +4,7 @@
 //! ours.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod connectwise;

@@ -4,7 +4,7 @@
 use crate::config::{Config, ConfigError};
 use crate::db::repo::job_leases;
 use crate::http::tls;
-use crate::services::checkins;
+use crate::services::{checkins, served_audit};
 use crate::state::AppState;
 use crate::{db, http, jobs, services};
 use actix_web::{HttpServer, web};
@@ -194,6 +194,12 @@ impl Application {
                 match checkins::flush_through(&self.state, &last).await {
                     Ok(flushed) => tracing::info!(flushed, "check-ins written"),
                     Err(error) => tracing::error!(error = ?error, "could not write the last check-ins"),
+                }
+                match served_audit::flush_through(&self.state, &last).await {
+                    Ok(flushed) => tracing::info!(flushed, "served-field audit written"),
+                    Err(error) => {
+                        tracing::error!(error = ?error, "could not write the last served-field audit")
+                    }
                 }
                 last.close().await.ok();
             }

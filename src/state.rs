@@ -3,8 +3,8 @@
 use crate::auth::JwtKeys;
 use crate::auth::password::HashPool;
 use crate::auth::throttle::{self, PasswordThrottle, SystemClock, Throttle};
+use crate::cache::Bounds;
 use crate::config::{Config, Keys};
-use crate::connectwise::cache::Bounds;
 use crate::connectwise::guard::OutboundPolicy;
 use crate::connectwise::{
     ClientSettings, ConnectWiseClient, LOOKUP_CACHE_BYTES, LOOKUP_ENTRY_BYTES, LookupCache,
@@ -12,6 +12,8 @@ use crate::connectwise::{
 use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
+use crate::services::effective::EffectiveCache;
+use crate::services::served_audit::ServedQueue;
 use crate::services::sessions::SessionEpochs;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -30,6 +32,10 @@ pub struct AppState {
     /// Set when shutdown begins: `/readyz` fails so load balancers stop sending traffic.
     pub draining: Arc<AtomicBool>,
     pub checkins: Arc<CheckinBuffer>,
+    /// Effective configs built once per policy revision (see `services::effective`).
+    pub effective: Arc<EffectiveCache>,
+    /// What pulls served, waiting to be written to the field audit.
+    pub served: Arc<ServedQueue>,
     /// Current session epochs of operators, cached briefly (see `services::sessions`).
     pub sessions: Arc<SessionEpochs>,
     /// Every argon2 computation (passwords, export keys) runs here, a bounded number at once.
@@ -70,6 +76,8 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             checkins: Arc::new(CheckinBuffer::new(config.checkin_buffer_capacity)),
             sessions: Arc::new(SessionEpochs::default()),
+            effective: Arc::new(EffectiveCache::new(config.pull_cache_bytes)),
+            served: Arc::new(ServedQueue::new(config.checkin_buffer_capacity)),
             hashing: HashPool::new(
                 config
                     .password_hash_concurrency

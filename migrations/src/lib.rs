@@ -9,6 +9,7 @@ mod m20261127_000002_policies_audit;
 mod m20261127_000003_devices;
 mod m20261127_000004_jobs;
 mod m20261128_000005_reregistrations_sessions;
+mod m20261128_000006_pull_cache;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_devices::Migration),
             Box::new(m20261127_000004_jobs::Migration),
             Box::new(m20261128_000005_reregistrations_sessions::Migration),
+            Box::new(m20261128_000006_pull_cache::Migration),
         ]
     }
 }

@@ -2,9 +2,9 @@
 //! `clientId`, a pinned API version, paging through `Link: rel="next"`, bounded retries, a
 //! bound on what one request may hold in memory, and errors an operator can act on.
 
-use super::cache::{BoundedCache, Bounds};
 use super::guard::{DnsFailure, GuardedResolver, OutboundPolicy, Refusal};
 use super::size::{Meter, ParseError, item_size, parse_metered};
+use crate::cache::{BoundedCache, Bounds};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::{StatusCode, header};

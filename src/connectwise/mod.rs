@@ -1,7 +1,6 @@
 //! ConnectWise Manage: the outbound client, its SSRF guard, what answers may cost in memory, and
 //! the short-lived caches bounded in bytes.
 
-pub mod cache;
 pub mod client;
 pub mod guard;
 pub mod size;
@@ -12,7 +11,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// Dropdown results, kept briefly per tenant, credentials and query.
-pub type LookupCache = cache::BoundedCache<Arc<Vec<Value>>>;
+pub type LookupCache = crate::cache::BoundedCache<Arc<Vec<Value>>>;
 
 /// All cached dropdown results together, in estimated bytes.
 pub const LOOKUP_CACHE_BYTES: usize = 32 * 1024 * 1024;

@@ -474,6 +474,8 @@ pub struct Device {
     pub applied_at: Option<DateTime<Utc>>,
     pub failed_hash: Option<String>,
     pub last_report_digest: Option<String>,
+    /// A digest of what the field audit last recorded as served.
+    pub audited_key: Option<String>,
     /// Connectivity as the connectivity job (or the last pull) recorded it.
     pub recorded_connectivity: Connectivity,
 }

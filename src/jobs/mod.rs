@@ -8,7 +8,7 @@ use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::device::{Connectivity, connectivity};
 use crate::domain::diff::Change;
 use crate::error::ApiError;
-use crate::services::{audit, checkins};
+use crate::services::{audit, checkins, served_audit};
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -174,6 +174,9 @@ pub async fn start(
                 Box::pin(async move {
                     if let Err(error) = checkins::flush(&state).await {
                         tracing::error!(%error, "check-in flush failed");
+                    }
+                    if let Err(error) = served_audit::flush(&state).await {
+                        tracing::error!(%error, "served-audit flush failed");
                     }
                 })
             })?)

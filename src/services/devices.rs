@@ -1,7 +1,7 @@
 //! Devices: registration, the pull and the report of the device protocol, operator management,
 //! and the field audit built from what was served and what devices reported.
 
-use super::{Page, PageRequest, audit, checkins, reregistrations, written};
+use super::{Page, PageRequest, audit, reregistrations, served_audit, written};
 use crate::auth::token;
 use crate::db;
 use crate::db::repo::devices::{DeviceFilter, ReportOutcome};
@@ -197,6 +197,7 @@ pub async fn register(
                 applied_at: None,
                 failed_hash: None,
                 last_report_digest: None,
+                audited_key: None,
                 recorded_connectivity: Connectivity::New,
             };
             devices::insert(&txn, &device, &credential_hash)
@@ -273,185 +274,6 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, 
         ));
     }
     Ok(device)
-}
-
-// ---- the pull -------------------------------------------------------------------------------
-
-/// The answer to a pull.
-#[derive(Debug)]
-pub enum Pulled {
-    /// Nothing new for the device (also when the current config is the one it failed to apply).
-    NotModified {
-        hash: String,
-        next_pull_after: DateTime<Utc>,
-    },
-    Config(Box<DeviceConfig>),
-}
-
-/// The configuration a device receives: its effective settings (secrets in clear — only the
-/// device itself ever sees them), where each comes from, what is locked, what it must stop
-/// overriding, and when to come back.
-#[derive(Debug)]
-pub struct DeviceConfig {
-    pub device_id: DeviceId,
-    pub config_hash: String,
-    pub settings: BTreeMap<String, Value>,
-    pub provenance: BTreeMap<String, Option<Source>>,
-    pub locked: Vec<String>,
-    pub reassert: BTreeSet<String>,
-    pub fingerprint_key: String,
-    pub pull_interval_seconds: u32,
-    pub next_pull_after: DateTime<Utc>,
-    pub server_time: DateTime<Utc>,
-}
-
-pub async fn pull(
-    state: &AppState,
-    device: Device,
-    if_none_match: impl Fn(&str) -> bool,
-) -> Result<Pulled, ApiError> {
-    let now = Utc::now();
-    let tenant = device.tenant_id;
-    let interval = pull_interval(state, tenant).await?;
-    let last_pull = device
-        .last_pull_at
-        .max(state.checkins.pending(device.id).map(|(seen, _)| seen));
-    if let Some(last) = last_pull {
-        let gap = device::min_pull_gap(interval);
-        if now - last < gap {
-            let wait = (gap - (now - last)).num_seconds().max(1) as u64;
-            return Err(ApiError::new(
-                Code::RateLimited,
-                format!("this device pulls far more often than every {interval} s; come back in {wait} s"),
-            )
-            .with_retry_after(wait));
-        }
-    }
-    let tree = policies::load_tree(&state.db, tenant).await?;
-    let (resolution, hash) = effective(&tree, &device);
-    let next_pull_after = device::next_pull_after(device.id.0, interval, now, rand::random::<f64>());
-
-    checkins::record(state, tenant, device.id, now, next_pull_after).await?;
-    // Written on the request path only when something changed: what is served, or the
-    // device coming back.
-    let served_changed = device.served_hash.as_deref() != Some(hash.as_str());
-    let came_back = matches!(
-        device.recorded_connectivity,
-        Connectivity::Stale | Connectivity::Offline
-    );
-    if served_changed || came_back {
-        let txn = db::begin_write(&state.db).await?;
-        if served_changed {
-            devices::record_served_hash(&txn, &device, &hash).await?;
-            record_served(&txn, &device, &resolution, now).await?;
-        }
-        if came_back {
-            devices::set_connectivity(&txn, &device, Connectivity::Online).await?;
-            let changes = vec![Change::of(
-                "connectivity",
-                Some(device.recorded_connectivity.as_str().into()),
-                Some("online".into()),
-            )];
-            let actor = Actor::system(tenant);
-            audit::record(
-                &txn,
-                &actor,
-                tenant,
-                device_entry("device.online", device.id, changes),
-            )
-            .await?;
-        }
-        txn.commit().await?;
-    }
-
-    let failed_before = device.failed_hash.as_deref() == Some(hash.as_str());
-    if failed_before || if_none_match(&hash) {
-        return Ok(Pulled::NotModified {
-            hash,
-            next_pull_after,
-        });
-    }
-    let mut settings = BTreeMap::new();
-    let mut provenance = BTreeMap::new();
-    let mut locked = Vec::new();
-    for (path, field) in resolution {
-        if let Some(value) = &field.value {
-            let clear = match value {
-                SettingValue::Plain(v) => v.clone(),
-                SettingValue::Secret(handle) => Value::String(
-                    state
-                        .keyring
-                        .open(tenant, &path, &handle.sealed)
-                        .map_err(ApiError::internal)?,
-                ),
-            };
-            settings.insert(path.clone(), clear);
-        }
-        if field.locked_by.is_some() {
-            locked.push(path.clone());
-        }
-        provenance.insert(path, field.source);
-    }
-    Ok(Pulled::Config(Box::new(DeviceConfig {
-        device_id: device.id,
-        config_hash: hash,
-        settings,
-        provenance,
-        locked,
-        reassert: device.reassert,
-        fingerprint_key: device.fingerprint_key,
-        pull_interval_seconds: interval,
-        next_pull_after,
-        server_time: now,
-    })))
-}
-
-/// Updates the field audit with what is now served, writing history only for fields whose
-/// value, provenance or lock changed.
-async fn record_served(
-    conn: &impl sea_orm::ConnectionTrait,
-    device: &Device,
-    resolution: &Resolution,
-    now: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    let tenant = device.tenant_id;
-    let mut current = device_fields::load(conn, tenant, device.id).await?;
-    let served = served_fields(resolution);
-    let unset = ServedField {
-        fingerprint: None,
-        source: "unset",
-        policy_id: None,
-        policy_version: None,
-        locked: false,
-    };
-    let paths: BTreeSet<String> = served.keys().chain(current.keys()).cloned().collect();
-    for path in paths {
-        let now_served = served.get(&path).cloned().unwrap_or_else(|| unset.clone());
-        let record = match current.remove(&path) {
-            Some(record) if record.served == now_served => continue,
-            Some(mut record) => {
-                record.served = now_served;
-                record.served_since = now;
-                record.violation = is_violation(&record.served, record.reported.as_ref());
-                record
-            }
-            None => FieldRecord {
-                device_id: device.id,
-                path: path.clone(),
-                served: now_served,
-                served_since: now,
-                reported: None,
-                violation: false,
-            },
-        };
-        device_fields::put(conn, tenant, &record).await?;
-        device_fields::append_history(conn, tenant, "served", &record, now).await?;
-    }
-    Ok(())
-}
-
-fn is_violation(served: &ServedField, reported: Option<&ReportedRecord>) -> bool {
-    served.locked && reported.is_some_and(|r| r.state == "overridden")
 }
 
 // ---- the report -----------------------------------------------------------------------------
@@ -546,7 +368,7 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
                 since: now,
             });
         }
-        let violation = is_violation(&record.served, record.reported.as_ref());
+        let violation = served_audit::is_violation(&record.served, record.reported.as_ref());
         if violation {
             violations.push(path.clone());
         }

@@ -7,11 +7,14 @@ pub mod bootstrap;
 pub mod checkins;
 pub mod connectwise;
 pub mod devices;
+pub mod effective;
 pub mod enrollment;
 pub mod keys;
 pub mod operators;
 pub mod policies;
+pub mod pull;
 pub mod reregistrations;
+pub mod served_audit;
 pub mod sessions;
 pub mod tenants;
 

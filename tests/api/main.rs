@@ -20,6 +20,7 @@ mod openapi;
 mod operators;
 mod outbound;
 pub mod policies;
+mod pull;
 mod replicas;
 mod rotation;
 mod secrets;

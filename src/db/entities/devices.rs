@@ -29,6 +29,7 @@ pub struct Model {
     pub failed_hash: Option<String>,
     pub last_report_digest: Option<String>,
     pub connectivity: String,
+    pub audited_key: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -9,6 +9,7 @@ pub struct Model {
     pub name: String,
     pub version: i32,
     pub pull_interval_seconds: i32,
+    pub policy_revision: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

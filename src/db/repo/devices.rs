@@ -40,6 +40,7 @@ fn to_domain(m: Model) -> Result<Device, DbErr> {
         applied_at: m.applied_at,
         failed_hash: m.failed_hash,
         last_report_digest: m.last_report_digest,
+        audited_key: m.audited_key,
         recorded_connectivity: Connectivity::parse(&m.connectivity),
     })
 }
@@ -78,6 +79,7 @@ pub async fn insert(
         applied_at: Set(None),
         failed_hash: Set(None),
         last_report_digest: Set(None),
+        audited_key: Set(None),
         connectivity: Set(Connectivity::New.as_str().to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
@@ -316,16 +318,20 @@ pub async fn record_checkin(
         .map(|_| ())
 }
 
-/// The config hash now served to the device (written only when it changes).
-pub async fn record_served_hash(
+/// The config hash now served to the device and the key the field audit was brought up to
+/// (written only when one changes, by the served-audit queue).
+pub async fn record_served(
     conn: &impl ConnectionTrait,
-    device: &Device,
+    tenant: TenantId,
+    device: DeviceId,
     served_hash: &str,
+    audited_key: &str,
 ) -> Result<(), DbErr> {
     Entity::update_many()
         .col_expr(Column::ServedHash, Expr::value(served_hash))
-        .filter(Column::Id.eq(device.id.0))
-        .filter(Column::TenantId.eq(device.tenant_id.0))
+        .col_expr(Column::AuditedKey, Expr::value(audited_key))
+        .filter(Column::Id.eq(device.0))
+        .filter(Column::TenantId.eq(tenant.0))
         .exec(conn)
         .await
         .map(|_| ())

@@ -1,7 +1,7 @@
 //! Policies and their immutable versions. A policy row holds the tree structure and the number
 //! of its current version; each version row holds the content as JSON (secrets sealed).
 
-use super::{Written, expect_version};
+use super::{Written, expect_version, tenants};
 use crate::db::entities::{policies, policy_versions};
 use crate::domain::policy::{PolicyContent, PolicyNode, PolicyTree, Sealed, SecretHandle, SettingValue};
 use crate::domain::{Expected, OperatorId, PolicyId, TenantId};
@@ -259,7 +259,7 @@ pub async fn insert(
     policy_versions::Entity::insert(version_row(tenant, node, author, comment, now)?)
         .exec_without_returning(conn)
         .await?;
-    Ok(())
+    tenants::bump_policy_revision(conn, tenant).await
 }
 
 /// Stores `node` as the policy's new current version. Call after `lock_for_update` in the same
@@ -287,7 +287,7 @@ pub async fn save_version(
     policy_versions::Entity::insert(version_row(tenant, node, author, comment, now)?)
         .exec_without_returning(conn)
         .await?;
-    Ok(())
+    tenants::bump_policy_revision(conn, tenant).await
 }
 
 /// One version's content and metadata.
@@ -339,7 +339,7 @@ pub async fn delete(conn: &impl ConnectionTrait, tenant: TenantId, id: PolicyId)
         .filter(policies::Column::Id.eq(id.0))
         .exec(conn)
         .await?;
-    Ok(())
+    tenants::bump_policy_revision(conn, tenant).await
 }
 
 /// Stored version contents across all tenants, for key rotation (a platform maintenance task

@@ -34,6 +34,7 @@ pub async fn insert(conn: &impl ConnectionTrait, id: TenantId, name: &str) -> Re
         name: Set(name.to_owned()),
         version: Set(1),
         pull_interval_seconds: Set(DEFAULT_PULL_INTERVAL_SECONDS as i32),
+        policy_revision: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -96,6 +97,31 @@ pub async fn rename(
         Some(_) => Written::Stale,
         None => Written::Missing,
     })
+}
+
+/// Marks the tenant's policies as changed: every replica's cached tree and effective configs
+/// of the tenant are stale from this commit on. Called by every policy write, in its
+/// transaction.
+pub async fn bump_policy_revision(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::PolicyRevision, Expr::col(Column::PolicyRevision).add(1))
+        .filter(Column::Id.eq(tenant.0))
+        .exec(conn)
+        .await
+        .map(|_| ())
+}
+
+/// What a pull needs of its tenant, in one read by primary key: the policy revision (to know a
+/// cached tree is current) and the pull interval.
+pub async fn pull_facts(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Option<(i64, u32)>, DbErr> {
+    Ok(Entity::find_by_id(tenant.0)
+        .select_only()
+        .column(Column::PolicyRevision)
+        .column(Column::PullIntervalSeconds)
+        .into_tuple::<(i64, i32)>()
+        .one(conn)
+        .await?
+        .map(|(revision, interval)| (revision, std::cmp::max(interval, 1) as u32)))
 }
 
 /// Sets how often the tenant's devices pull; bumps the version. Call with the row locked.

@@ -4,12 +4,12 @@
 use crate::auth::DeviceAuth;
 use crate::domain::device::DeviceKind;
 use crate::domain::device::RawReportedField;
-use crate::domain::resolve::Source;
 use crate::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::http::request_context::RequestId;
-use crate::services::devices::{self, Pulled, Registration, RegistrationOutcome, Report};
+use crate::services::devices::{self, Registration, RegistrationOutcome, Report};
+use crate::services::pull::{self, Pulled};
 use crate::state::AppState;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, web};
@@ -208,65 +208,31 @@ pub async fn get_device_config(
     req: HttpRequest,
     caller: DeviceAuth,
 ) -> Result<HttpResponse, ApiError> {
-    let pulled = devices::pull(&state, caller.device, |hash| matches_etag(&req, hash)).await?;
-    let (hash, next) = match &pulled {
+    let pulled = pull::pull(&state, caller.device, |hash| matches_etag(&req, hash)).await?;
+    let (hash, next, body) = match pulled {
         Pulled::NotModified {
             hash,
             next_pull_after,
-        } => (hash.clone(), *next_pull_after),
-        Pulled::Config(config) => (config.config_hash.clone(), config.next_pull_after),
+        } => (hash, next_pull_after, None),
+        Pulled::Config {
+            hash,
+            next_pull_after,
+            body,
+        } => (hash, next_pull_after, Some(body)),
     };
-    let mut response = match pulled {
-        Pulled::NotModified { .. } => HttpResponse::NotModified(),
-        Pulled::Config(_) => HttpResponse::Ok(),
+    let mut response = match body {
+        None => HttpResponse::NotModified(),
+        Some(_) => HttpResponse::Ok(),
     };
     response
         .insert_header((header::ETAG, format!("\"{hash}\"")))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((NEXT_PULL_HEADER, next.to_rfc3339()));
-    let Pulled::Config(config) = pulled else {
-        return Ok(response.finish());
-    };
-    let config = *config;
-    let provenance = config
-        .provenance
-        .into_iter()
-        .map(|(path, source)| {
-            let dto = match source {
-                Some(Source::Policy(p)) => ProvenanceDto {
-                    source: "policy",
-                    policy_id: Some(p.id.0),
-                    policy_name: Some(p.name),
-                    version: Some(p.version),
-                },
-                Some(Source::Device) => ProvenanceDto {
-                    source: "device",
-                    policy_id: None,
-                    policy_name: None,
-                    version: None,
-                },
-                None => ProvenanceDto {
-                    source: "unset",
-                    policy_id: None,
-                    policy_name: None,
-                    version: None,
-                },
-            };
-            (path, dto)
-        })
-        .collect();
-    Ok(response.json(DeviceConfigResponse {
-        device_id: config.device_id.0,
-        config_hash: config.config_hash,
-        settings: config.settings,
-        provenance,
-        locked: config.locked,
-        reassert: config.reassert.into_iter().collect(),
-        fingerprint_key: config.fingerprint_key,
-        pull_interval_seconds: config.pull_interval_seconds,
-        next_pull_after: config.next_pull_after,
-        server_time: config.server_time,
-    }))
+    Ok(match body {
+        // The body is built once per config and only completed per device: it is sent as is.
+        Some(body) => response.content_type("application/json").body(body),
+        None => response.finish(),
+    })
 }
 
 /// One field of a report.

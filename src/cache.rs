@@ -1,4 +1,4 @@
-//! A small time-limited cache bounded in bytes: each entry is charged its estimated size, an
+//! A small time-limited cache bounded in bytes (ConnectWise lookups, effective device configs): each entry is charged its estimated size, an
 //! entry larger than the per-entry bound is not kept, and when the total would pass its bound
 //! the least recently used entries are evicted one by one, so one tenant's burst never empties
 //! every other tenant's entries. Each replica has its own; entries expire after the time to

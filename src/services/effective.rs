@@ -1,0 +1,214 @@
+//! Effective configs computed once, not per pull.
+//!
+//! A device's effective config depends only on its tenant's policy tree (identified by the
+//! tenant's *policy revision*, bumped by every policy write) and, when the device has values of
+//! its own or fields to reassert, on the device's version. So the config is resolved, hashed and
+//! serialised once per such key and kept here; a pull looks it up after reading the credential
+//! and the revision. Devices without values of their own share one entry per policy, so what
+//! is cached per device is nothing for most devices, and one entry for the others.
+//!
+//! Entries hold the body fragment with secrets in clear: memory only, never logged (`Built`'s
+//! `Debug` hides it), bounded in bytes (`pull_cache_bytes`), least recently used evicted first.
+
+use crate::cache::{BoundedCache, Bounds};
+use crate::domain::TenantId;
+use crate::domain::device::{Device, ServedField, config_hash, served_fields};
+use crate::domain::policy::{PolicyTree, SettingValue};
+use crate::domain::resolve::{Source, resolve};
+use crate::error::ApiError;
+use crate::secrets::Keyring;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cached tree is kept for this long at most; its revision decides whether it is current.
+const TREE_TTL: Duration = Duration::from_secs(3600);
+/// Trees of this many tenants' at most (a tree is small: policies × fields).
+const TREE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// One effective config, ready to serve.
+pub struct Built {
+    /// The ETag: SHA-256 of the canonical effective config.
+    pub hash: String,
+    /// `"settings":{…},"provenance":{…},"locked":[…]`, secrets in clear.
+    fragment: String,
+    /// What the field audit records as served.
+    pub served: Arc<BTreeMap<String, ServedField>>,
+    /// A digest of `served` (values, provenance with policy versions, locks): the field audit
+    /// is up to date for a device when it recorded this key. A policy version that changes no
+    /// value still changes it; an edit of an unrelated policy does not.
+    pub audit_key: String,
+}
+
+impl Built {
+    /// The JSON body for one device: its own fields, then the shared fragment.
+    pub fn body(&self, device_part: &Map<String, Value>) -> String {
+        let own = Value::Object(device_part.clone()).to_string();
+        let mut body = String::with_capacity(own.len() + self.fragment.len() + 2);
+        body.push_str(&own[..own.len() - 1]);
+        if !device_part.is_empty() {
+            body.push(',');
+        }
+        body.push_str(&self.fragment);
+        body.push('}');
+        body
+    }
+
+    fn size(&self) -> usize {
+        self.hash.len() + self.fragment.len() + self.served.len() * 160
+    }
+}
+
+impl fmt::Debug for Built {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Built")
+            .field("hash", &self.hash)
+            .field("fragment", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The caches of one replica: trees per tenant revision, built configs per key.
+pub struct EffectiveCache {
+    trees: BoundedCache<Arc<PolicyTree>>,
+    configs: BoundedCache<Arc<Built>>,
+}
+
+impl EffectiveCache {
+    /// `max_bytes`: all built configs together (their fragments hold each device's secrets).
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            trees: BoundedCache::new(Bounds {
+                ttl: TREE_TTL,
+                max_bytes: TREE_CACHE_BYTES,
+                max_entry_bytes: TREE_CACHE_BYTES / 4,
+            }),
+            configs: BoundedCache::new(Bounds {
+                ttl: TREE_TTL,
+                max_bytes,
+                max_entry_bytes: (max_bytes / 4).max(1),
+            }),
+        }
+    }
+
+    /// Entries and estimated bytes of the built configs.
+    pub fn usage(&self) -> (usize, usize) {
+        self.configs.usage()
+    }
+
+    pub fn tree(&self, tenant: TenantId, revision: i64) -> Option<Arc<PolicyTree>> {
+        self.trees.get(&tree_key(tenant, revision))
+    }
+
+    pub fn keep_tree(&self, tenant: TenantId, revision: i64, tree: Arc<PolicyTree>) {
+        let size = tree_size(&tree);
+        self.trees.put(tree_key(tenant, revision), tree, size);
+    }
+
+    pub fn config(&self, key: &str) -> Option<Arc<Built>> {
+        self.configs.get(key)
+    }
+
+    pub fn keep_config(&self, key: String, built: Arc<Built>) {
+        let size = built.size();
+        self.configs.put(key, built, size);
+    }
+}
+
+fn tree_key(tenant: TenantId, revision: i64) -> String {
+    format!("{tenant}:{revision}")
+}
+
+fn tree_size(tree: &PolicyTree) -> usize {
+    // A rough charge: the policies' values dominate.
+    tree.nodes()
+        .map(|n| 256 + n.content.values.len() * 256 + n.content.locks.len() * 64)
+        .sum()
+}
+
+/// The cache key of a device's effective config under policy `revision`. Devices without values
+/// of their own share the key of their policy.
+pub fn config_key(device: &Device, revision: i64) -> String {
+    let shared = device.device_values.is_empty() && device.reassert.is_empty();
+    if shared {
+        format!("{}:{revision}:p:{}", device.tenant_id, device.policy_id)
+    } else {
+        format!(
+            "{}:{revision}:d:{}:{}",
+            device.tenant_id, device.id, device.version
+        )
+    }
+}
+
+/// Resolves, hashes and serialises a device's effective config; secrets are decrypted here.
+pub fn build(keyring: &Keyring, tree: &PolicyTree, device: &Device) -> Result<Built, ApiError> {
+    let resolution = resolve(&tree.chain(device.policy_id), &device.device_values);
+    let hash = config_hash(&resolution, &device.reassert);
+    let served = Arc::new(served_fields(&resolution));
+    let audit_key = served_digest(&served);
+    let mut settings = Map::new();
+    let mut provenance = Map::new();
+    let mut locked = Vec::new();
+    for (path, field) in resolution {
+        if let Some(value) = &field.value {
+            let clear = match value {
+                SettingValue::Plain(v) => v.clone(),
+                SettingValue::Secret(handle) => Value::String(
+                    keyring
+                        .open(device.tenant_id, &path, &handle.sealed)
+                        .map_err(ApiError::internal)?,
+                ),
+            };
+            settings.insert(path.clone(), clear);
+        }
+        if field.locked_by.is_some() {
+            locked.push(Value::String(path.clone()));
+        }
+        provenance.insert(path, provenance_json(field.source));
+    }
+    let fragment = format!(
+        "\"settings\":{},\"provenance\":{},\"locked\":{}",
+        Value::Object(settings),
+        Value::Object(provenance),
+        Value::Array(locked)
+    );
+    Ok(Built {
+        hash,
+        fragment,
+        served,
+        audit_key,
+    })
+}
+
+fn served_digest(served: &BTreeMap<String, ServedField>) -> String {
+    let mut hasher = Sha256::new();
+    for (path, field) in served {
+        let line = format!(
+            "{path}\t{}\t{}\t{:?}\t{:?}\t{}\n",
+            field.fingerprint.as_deref().unwrap_or("-"),
+            field.source,
+            field.policy_id,
+            field.policy_version,
+            field.locked
+        );
+        hasher.update(line.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Where one setting comes from, as the device protocol states it.
+fn provenance_json(source: Option<Source>) -> Value {
+    match source {
+        Some(Source::Policy(p)) => json!({
+            "source": "policy",
+            "policy_id": p.id.0,
+            "policy_name": p.name,
+            "version": p.version,
+        }),
+        Some(Source::Device) => json!({"source": "device"}),
+        None => json!({"source": "unset"}),
+    }
+}

@@ -1,0 +1,170 @@
+//! The pull of the device protocol: what a device gets when it asks for its config.
+//!
+//! Per pull: the credential read (the device row), one read by primary key of the tenant's
+//! policy revision and pull interval, then everything from memory: the tree and the built
+//! config are cached per revision (see `effective`). A `304` is decided from the cached hash; a
+//! `200` writes the cached body fragment behind the device's own fields. The check-in and the
+//! served-field audit are buffered and written in batches, never on the request path (a device
+//! coming back from stale or offline is the one rare write).
+
+use super::devices::device_entry;
+use super::effective::{self, Built};
+use super::served_audit::{self, Served};
+use super::{audit, checkins};
+use crate::db;
+use crate::db::repo::{devices, policies, tenants};
+use crate::domain::TenantId;
+use crate::domain::audit::Actor;
+use crate::domain::device::{self, Connectivity, Device};
+use crate::domain::diff::Change;
+use crate::domain::policy::PolicyTree;
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// The answer to a pull.
+#[derive(Debug)]
+pub enum Pulled {
+    /// Nothing new for the device (also when the current config is the one it failed to apply).
+    NotModified {
+        hash: String,
+        next_pull_after: DateTime<Utc>,
+    },
+    /// The config as JSON: the device's effective settings (secrets in clear — only the device
+    /// itself ever receives them), provenance, locked fields, fields to reassert, and when to
+    /// come back.
+    Config {
+        hash: String,
+        next_pull_after: DateTime<Utc>,
+        body: String,
+    },
+}
+
+/// The tenant's policy revision, pull interval and current tree (cached per revision).
+pub async fn current_tree(
+    state: &AppState,
+    tenant: TenantId,
+) -> Result<(i64, u32, Arc<PolicyTree>), ApiError> {
+    let (revision, interval) = tenants::pull_facts(&state.db, tenant)
+        .await?
+        .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
+    if let Some(tree) = state.effective.tree(tenant, revision) {
+        return Ok((revision, interval, tree));
+    }
+    // Read after the revision: if a save lands in between, the tree kept under this revision is
+    // newer than its key, never older, and the next pull sees the new revision anyway.
+    let tree = Arc::new(policies::load_tree(&state.db, tenant).await?);
+    state.effective.keep_tree(tenant, revision, tree.clone());
+    Ok((revision, interval, tree))
+}
+
+/// The device's effective config under `revision`, built once per key.
+pub fn built(
+    state: &AppState,
+    tree: &PolicyTree,
+    device: &Device,
+    revision: i64,
+) -> Result<Arc<Built>, ApiError> {
+    let key = effective::config_key(device, revision);
+    if let Some(built) = state.effective.config(&key) {
+        return Ok(built);
+    }
+    let built = Arc::new(effective::build(&state.keyring, tree, device)?);
+    state.effective.keep_config(key, built.clone());
+    Ok(built)
+}
+
+fn too_often(interval: u32, wait: u64) -> ApiError {
+    ApiError::new(
+        Code::RateLimited,
+        format!("this device pulls far more often than every {interval} s; come back in {wait} s"),
+    )
+    .with_retry_after(wait)
+}
+
+pub async fn pull(
+    state: &AppState,
+    device: Device,
+    if_none_match: impl Fn(&str) -> bool,
+) -> Result<Pulled, ApiError> {
+    let now = Utc::now();
+    let tenant = device.tenant_id;
+    let (revision, interval, tree) = current_tree(state, tenant).await?;
+    let last_pull = device
+        .last_pull_at
+        .max(state.checkins.pending(device.id).map(|(seen, _)| seen));
+    if let Some(last) = last_pull {
+        let gap = device::min_pull_gap(interval);
+        if now - last < gap {
+            let wait = (gap - (now - last)).num_seconds().max(1) as u64;
+            return Err(too_often(interval, wait));
+        }
+    }
+    let built = built(state, &tree, &device, revision)?;
+    let next_pull_after = device::next_pull_after(device.id.0, interval, now, rand::random::<f64>());
+    checkins::record(state, tenant, device.id, now, next_pull_after).await?;
+
+    let audited = device.audited_key.as_deref() == Some(built.audit_key.as_str());
+    let queued = state.served.queued_key(device.id).as_deref() == Some(built.audit_key.as_str());
+    if !audited && !queued {
+        let served = Served {
+            tenant,
+            hash: built.hash.clone(),
+            key: built.audit_key.clone(),
+            fields: built.served.clone(),
+            at: now,
+        };
+        served_audit::record(state, device.id, served).await?;
+    }
+    if matches!(
+        device.recorded_connectivity,
+        Connectivity::Stale | Connectivity::Offline
+    ) {
+        record_back_online(state, &device).await?;
+    }
+
+    let hash = built.hash.clone();
+    let failed_before = device.failed_hash.as_deref() == Some(hash.as_str());
+    if failed_before || if_none_match(&hash) {
+        return Ok(Pulled::NotModified {
+            hash,
+            next_pull_after,
+        });
+    }
+    let mut own = Map::new();
+    own.insert("device_id".into(), json!(device.id));
+    own.insert("config_hash".into(), json!(hash));
+    own.insert("reassert".into(), json!(device.reassert));
+    own.insert("fingerprint_key".into(), json!(device.fingerprint_key));
+    own.insert("pull_interval_seconds".into(), json!(interval));
+    own.insert("next_pull_after".into(), json!(next_pull_after));
+    own.insert("server_time".into(), Value::String(now.to_rfc3339()));
+    Ok(Pulled::Config {
+        body: built.body(&own),
+        hash,
+        next_pull_after,
+    })
+}
+
+/// A stale or offline device pulled again: the transition is recorded once.
+async fn record_back_online(state: &AppState, device: &Device) -> Result<(), ApiError> {
+    let tenant = device.tenant_id;
+    let txn = db::begin_write(&state.db).await?;
+    devices::set_connectivity(&txn, device, Connectivity::Online).await?;
+    let changes = vec![Change::of(
+        "connectivity",
+        Some(device.recorded_connectivity.as_str().into()),
+        Some("online".into()),
+    )];
+    audit::record(
+        &txn,
+        &Actor::system(tenant),
+        tenant,
+        device_entry("device.online", device.id, changes),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! The served side of the field audit, written off the request path.
+//!
+//! When a pull serves a device under a new key (policy revision, device version), the fields
+//! served are queued here, at most one entry per device (the latest), and written in batches
+//! with the check-ins: the device's served hash and audit key, the current-state rows of the
+//! fields that changed, and their history. A full queue is written at once; shutdown writes
+//! what is left.
+//!
+//! A crash loses at most one flush interval of queued entries. Nothing is lost for good: the
+//! device's audit key is still the old one, so its next pull queues the update again.
+
+use crate::db;
+use crate::db::repo::{device_fields, devices};
+use crate::domain::device::{FieldRecord, ReportedRecord, ServedField};
+use crate::domain::{DeviceId, TenantId};
+use crate::error::ApiError;
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// What one pull served, waiting to be written.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub tenant: TenantId,
+    pub hash: String,
+    /// The audit key this brings the device up to.
+    pub key: String,
+    pub fields: Arc<BTreeMap<String, ServedField>>,
+    pub at: DateTime<Utc>,
+}
+
+/// Entries not yet written, at most one per device.
+#[derive(Debug)]
+pub struct ServedQueue {
+    pending: Mutex<HashMap<DeviceId, Served>>,
+    capacity: usize,
+}
+
+impl ServedQueue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The key queued for a device (so a second pull before the flush queues nothing).
+    pub fn queued_key(&self, device: DeviceId) -> Option<String> {
+        self.lock().get(&device).map(|s| s.key.clone())
+    }
+
+    /// How many entries wait.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues an entry; true when the queue is full and should be written now.
+    fn push(&self, device: DeviceId, served: Served) -> bool {
+        let mut pending = self.lock();
+        pending.insert(device, served);
+        pending.len() >= self.capacity
+    }
+
+    fn drain(&self) -> Vec<(DeviceId, Served)> {
+        self.lock().drain().collect()
+    }
+
+    fn restore(&self, unwritten: Vec<(DeviceId, Served)>) {
+        let mut pending = self.lock();
+        for (device, served) in unwritten {
+            pending.entry(device).or_insert(served);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Served>> {
+        // A poisoned lock only means a thread panicked mid-insert; the map is still a map.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Queues what a pull served; written at once when batching is off
+/// (`checkin_flush_interval_ms = 0`), or when the queue is full.
+pub async fn record(state: &AppState, device: DeviceId, served: Served) -> Result<(), ApiError> {
+    if state.config.checkin_flush_interval_ms == 0 {
+        let txn = db::begin_write(&state.db).await?;
+        write_one(&txn, device, &served).await?;
+        txn.commit().await?;
+        return Ok(());
+    }
+    if state.served.push(device, served) {
+        flush(state).await?;
+    }
+    Ok(())
+}
+
+/// Writes every queued entry in one transaction; returns how many. On failure they go back
+/// into the queue for the next flush.
+pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
+    flush_through(state, &state.db).await
+}
+
+/// [`flush`] through a given connection (at shutdown).
+pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
+    let batch = state.served.drain();
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let written = async {
+        let txn = db::begin_write(conn).await?;
+        for (device, served) in &batch {
+            write_one(&txn, *device, served).await?;
+        }
+        txn.commit().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match written {
+        Ok(()) => Ok(batch.len()),
+        Err(error) => {
+            state.served.restore(batch);
+            Err(error)
+        }
+    }
+}
+
+async fn write_one(conn: &impl ConnectionTrait, device: DeviceId, served: &Served) -> Result<(), ApiError> {
+    devices::record_served(conn, served.tenant, device, &served.hash, &served.key).await?;
+    record_fields(conn, served.tenant, device, &served.fields, served.at).await
+}
+
+/// Updates the current state of every field whose value, provenance or lock changed, with a
+/// history entry each.
+async fn record_fields(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    device: DeviceId,
+    served: &BTreeMap<String, ServedField>,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let mut current = device_fields::load(conn, tenant, device).await?;
+    let unset = ServedField {
+        fingerprint: None,
+        source: "unset",
+        policy_id: None,
+        policy_version: None,
+        locked: false,
+    };
+    let paths: BTreeSet<String> = served.keys().chain(current.keys()).cloned().collect();
+    for path in paths {
+        let now_served = served.get(&path).cloned().unwrap_or_else(|| unset.clone());
+        let record = match current.remove(&path) {
+            Some(record) if record.served == now_served => continue,
+            Some(mut record) => {
+                record.served = now_served;
+                record.served_since = now;
+                record.violation = is_violation(&record.served, record.reported.as_ref());
+                record
+            }
+            None => FieldRecord {
+                device_id: device,
+                path: path.clone(),
+                served: now_served,
+                served_since: now,
+                reported: None,
+                violation: false,
+            },
+        };
+        device_fields::put(conn, tenant, &record).await?;
+        device_fields::append_history(conn, tenant, "served", &record, now).await?;
+    }
+    Ok(())
+}
+
+/// A local override of a field the device is told is locked.
+pub fn is_violation(served: &ServedField, reported: Option<&ReportedRecord>) -> bool {
+    served.locked && reported.is_some_and(|r| r.state == "overridden")
+}

@@ -1,0 +1,139 @@
+//! The pull path at scale: built configs shared and cached per policy revision, the served-field
+//! audit queued off the request path, and an audit that follows every policy version.
+
+use crate::devices::{fast_tenant, pull, register};
+use crate::helpers::{Session, TestApp};
+use crate::policies::{root_policy, save_ok, seed_settings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Lets a device pull again (the tenant's interval is 60 s, so the minimum gap is 3 s).
+async fn wait_pull_gap() {
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+}
+
+async fn inherited(app: &TestApp, session: &Session, field: &str) -> Vec<Value> {
+    let answer: Value = app
+        .get(&format!("/api/v1/audit/inherited?field={field}"), &session.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    answer["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_policy_version_that_changes_no_value_still_moves_the_audit() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let (root, etag) = root_policy(&app, &tenant.admin).await;
+    let (_, etag) = save_ok(&app, &tenant.admin, &root, &etag, seed_settings()).await;
+    let device = register(&app, &tenant.admin, "HW-AUDIT", "appliance").await;
+    let first = pull(&app, &device, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let hash = first.headers()["etag"].to_str().unwrap().to_owned();
+    let site = "connectwise.site";
+    assert_eq!(inherited(&app, &tenant.admin, site).await[0]["policy_version"], 2);
+
+    // Version 3 only locks a field that the device gets anyway: values unchanged, provenance not.
+    save_ok(
+        &app,
+        &tenant.admin,
+        &root,
+        &etag,
+        json!({"description": "now with a note"}),
+    )
+    .await;
+    wait_pull_gap().await;
+    let again = pull(&app, &device, Some(&hash)).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "no value changed");
+    let items = inherited(&app, &tenant.admin, site).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["policy_version"], 3,
+        "the audit follows the version served"
+    );
+    let fields: Value = app
+        .get(
+            &format!("/api/v1/devices/{}/fields", device.id),
+            &tenant.admin.access,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let field = fields["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == site)
+        .cloned()
+        .unwrap();
+    assert_eq!(field["source_policy"]["version"], 3, "{field}");
+}
+
+#[tokio::test]
+async fn the_served_audit_is_written_in_batches_not_on_the_request_path() {
+    let app = TestApp::spawn_with(|config| config.checkin_flush_interval_ms = 600_000).await;
+    let tenant = app.create_tenant("Acme").await;
+    let (root, etag) = root_policy(&app, &tenant.admin).await;
+    save_ok(&app, &tenant.admin, &root, &etag, seed_settings()).await;
+    let device = register(&app, &tenant.admin, "HW-BATCH", "vault").await;
+    assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
+
+    // Answered, but nothing of the audit is written yet.
+    assert!(
+        inherited(&app, &tenant.admin, "connectwise.site")
+            .await
+            .is_empty()
+    );
+    assert_eq!(app.state.served.len(), 1);
+    let view: Value = app
+        .get(&format!("/api/v1/devices/{}", device.id), &tenant.admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(view["served_config_hash"].is_null());
+
+    let written = gmp::services::served_audit::flush(&app.state).await.unwrap();
+    assert_eq!(written, 1);
+    assert!(app.state.served.is_empty());
+    assert_eq!(inherited(&app, &tenant.admin, "connectwise.site").await.len(), 1);
+    let view: Value = app
+        .get(&format!("/api/v1/devices/{}", device.id), &tenant.admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["served_config_hash"], view["current_config_hash"]);
+}
+
+#[tokio::test]
+async fn devices_without_values_of_their_own_share_one_built_config() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let (root, etag) = root_policy(&app, &tenant.admin).await;
+    save_ok(&app, &tenant.admin, &root, &etag, seed_settings()).await;
+    let mut bodies = Vec::new();
+    for i in 0..5 {
+        let device = register(&app, &tenant.admin, &format!("HW-SHARE-{i}"), "appliance").await;
+        let pulled: Value = pull(&app, &device, None).await.json().await.unwrap();
+        assert_eq!(
+            pulled["device_id"],
+            device.id.as_str(),
+            "each body names its own device"
+        );
+        bodies.push(pulled);
+    }
+    let (entries, bytes) = app.state.effective.usage();
+    assert_eq!(entries, 1, "five devices of one policy: one built config");
+    assert!(bytes > 0 && bytes < 64 * 1024, "{bytes} bytes");
+    assert!(bodies.windows(2).all(|w| w[0]["settings"] == w[1]["settings"]));
+    assert!(
+        bodies
+            .windows(2)
+            .all(|w| w[0]["fingerprint_key"] != w[1]["fingerprint_key"])
+    );
+}
