@@ -1,6 +1,7 @@
 //! Devices: registration, the pull and the report of the device protocol, operator management,
 //! and the field audit built from what was served and what devices reported.
 
+use super::effective::{self, Built};
 use super::{Page, PageRequest, audit, reregistrations, served_audit, written};
 use crate::auth::token;
 use crate::db;
@@ -11,12 +12,12 @@ use crate::domain::binding;
 use crate::domain::catalog::{Catalog, Scope};
 use crate::domain::device::{
     self, Connectivity, Device, DeviceKind, FieldRecord, Lifecycle, RawReportedField, ReportedRecord,
-    ReportedState, Reregistration, ServedField, canonical_json, config_hash, connectivity, served_fields,
+    ReportedState, Reregistration, ServedField, canonical_json, connectivity,
 };
 use crate::domain::diff::{Change, ChangeKind, diff_values};
 use crate::domain::policy::{PolicyTree, SecretHandle, SettingValue};
 use crate::domain::redact::{REDACTED, RedactedValues};
-use crate::domain::resolve::{Resolution, Source, masked_values, resolve};
+use crate::domain::resolve::{Source, masked_values, resolve};
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
 use crate::domain::{DeviceId, Expected, FieldError, PolicyId, ReregistrationId, TenantId};
@@ -41,13 +42,6 @@ pub(super) fn device_entry(action: &'static str, id: DeviceId, changes: Vec<Chan
         target_id: id.0,
         changes,
     }
-}
-
-/// The device's effective configuration under `tree`, and its hash.
-fn effective(tree: &PolicyTree, device: &Device) -> (Resolution, String) {
-    let resolution = resolve(&tree.chain(device.policy_id), &device.device_values);
-    let hash = config_hash(&resolution, &device.reassert);
-    (resolution, hash)
 }
 
 // ---- registration -------------------------------------------------------------------------
@@ -332,9 +326,8 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
 
     let now = Utc::now();
     let tenant = device.tenant_id;
-    let tree = policies::load_tree(&state.db, tenant).await?;
-    let (resolution, _) = effective(&tree, &device);
-    let served = served_fields(&resolution);
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let served = effective::built(state, &tree, &device, revision)?.served.clone();
 
     let txn = db::begin_write(&state.db).await?;
     let mut current = device_fields::load(&txn, tenant, device.id).await?;
@@ -438,8 +431,8 @@ pub struct DeviceView {
     pub reregistration: Option<Reregistration>,
 }
 
-fn view(state: &AppState, tree: &PolicyTree, device: Device, now: DateTime<Utc>) -> DeviceView {
-    let (_, current_hash) = effective(tree, &device);
+fn view(state: &AppState, current: &Built, device: Device, now: DateTime<Utc>) -> DeviceView {
+    let current_hash = current.hash.clone();
     let (last_seen, next_pull) = match state.checkins.pending(device.id) {
         Some((seen, next)) => (Some(seen), Some(next)),
         None => (device.last_seen_at, device.next_pull_after),
@@ -461,7 +454,7 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<Page<DeviceView>, ApiError> {
     let rows = devices::list(&state.db, tenant, &filter, page.cursor, Some(page.fetch_limit())).await?;
-    let tree = policies::load_tree(&state.db, tenant).await?;
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
     let now = Utc::now();
     let page = page.page(rows, |d| d.id.0);
     let ids: Vec<DeviceId> = page.items.iter().map(|d| d.id).collect();
@@ -471,18 +464,16 @@ pub async fn list(
             .into_iter()
             .map(|r| (r.device_id, r))
             .collect();
+    let mut items = Vec::with_capacity(page.items.len());
+    for device in page.items {
+        let current = effective::built(state, &tree, &device, revision)?;
+        items.push(DeviceView {
+            reregistration: waiting.remove(&device.id),
+            ..view(state, &current, device, now)
+        });
+    }
     Ok(Page {
-        items: page
-            .items
-            .into_iter()
-            .map(|d| {
-                let reregistration = waiting.remove(&d.id);
-                DeviceView {
-                    reregistration,
-                    ..view(state, &tree, d, now)
-                }
-            })
-            .collect(),
+        items,
         next_cursor: page.next_cursor,
     })
 }
@@ -491,11 +482,12 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
     let device = devices::get(&state.db, tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
-    let tree = policies::load_tree(&state.db, tenant).await?;
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let current = effective::built(state, &tree, &device, revision)?;
     let reregistration = device_reregistrations::for_device(&state.db, tenant, id).await?;
     Ok(DeviceView {
         reregistration,
-        ..view(state, &tree, device, Utc::now())
+        ..view(state, &current, device, Utc::now())
     })
 }
 
@@ -853,8 +845,9 @@ pub async fn fields(
     let device = devices::get(&state.db, tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
-    let tree = policies::load_tree(&state.db, tenant).await?;
-    let (resolution, _) = effective(&tree, &device);
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let resolution = resolve(&tree.chain(device.policy_id), &device.device_values);
+    let current = effective::built(state, &tree, &device, revision)?;
     let mut records = device_fields::load(&state.db, tenant, id).await?;
     let mut views: Vec<FieldView> = resolution
         .into_iter()
@@ -874,7 +867,7 @@ pub async fn fields(
         record: Some(record),
     }));
     views.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((view(state, &tree, device, Utc::now()), views))
+    Ok((view(state, &current, device, Utc::now()), views))
 }
 
 pub async fn history(
@@ -939,7 +932,7 @@ pub async fn policy_devices(
     policy: PolicyId,
     wanted: Option<SyncState>,
 ) -> Result<Vec<DeviceView>, ApiError> {
-    let tree = policies::load_tree(&state.db, tenant).await?;
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
     if tree.get(policy).is_none() {
         return Err(ApiError::not_found("policy"));
     }
@@ -950,18 +943,21 @@ pub async fn policy_devices(
         ..DeviceFilter::default()
     };
     let now = Utc::now();
-    let views = devices::list(&state.db, tenant, &filter, None, None)
-        .await?
-        .into_iter()
-        .map(|d| view(state, &tree, d, now))
-        .filter(|v| match wanted {
+    let mut views = Vec::new();
+    for device in devices::list(&state.db, tenant, &filter, None, None).await? {
+        let current = effective::built(state, &tree, &device, revision)?;
+        let v = view(state, &current, device, now);
+        let wanted_here = match wanted {
             None => true,
             Some(SyncState::InSync) => v.in_sync,
             Some(SyncState::Pending) => !v.in_sync,
             Some(SyncState::Failed) => v.failed,
             Some(SyncState::Stale) => matches!(v.connectivity, Connectivity::Stale | Connectivity::Offline),
-        })
-        .collect();
+        };
+        if wanted_here {
+            views.push(v);
+        }
+    }
     Ok(views)
 }
 
@@ -981,7 +977,7 @@ pub async fn dashboard(
     state: &AppState,
     tenant: TenantId,
 ) -> Result<Vec<(PolicyId, String, PolicyCounts)>, ApiError> {
-    let tree = policies::load_tree(&state.db, tenant).await?;
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
     let filter = DeviceFilter {
         lifecycle: Some(Lifecycle::Active),
         ..DeviceFilter::default()
@@ -999,7 +995,8 @@ pub async fn dashboard(
     let now = Utc::now();
     let mut counts: BTreeMap<PolicyId, PolicyCounts> = BTreeMap::new();
     for device in devices {
-        let v = view(state, &tree, device, now);
+        let current = effective::built(state, &tree, &device, revision)?;
+        let v = view(state, &current, device, now);
         let c = counts.entry(v.device.policy_id).or_default();
         let id = v.device.id;
         c.assigned += 1;

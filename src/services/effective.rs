@@ -11,12 +11,14 @@
 //! `Debug` hides it), bounded in bytes (`pull_cache_bytes`), least recently used evicted first.
 
 use crate::cache::{BoundedCache, Bounds};
+use crate::db::repo::{policies, tenants};
 use crate::domain::TenantId;
 use crate::domain::device::{Device, ServedField, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
 use crate::domain::resolve::{Source, resolve};
 use crate::error::ApiError;
 use crate::secrets::Keyring;
+use crate::state::AppState;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -127,6 +129,40 @@ fn tree_size(tree: &PolicyTree) -> usize {
     tree.nodes()
         .map(|n| 256 + n.content.values.len() * 256 + n.content.locks.len() * 64)
         .sum()
+}
+
+/// The tenant's policy revision, pull interval and current tree (cached per revision).
+pub async fn current_tree(
+    state: &AppState,
+    tenant: TenantId,
+) -> Result<(i64, u32, Arc<PolicyTree>), ApiError> {
+    let (revision, interval) = tenants::pull_facts(&state.db, tenant)
+        .await?
+        .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
+    if let Some(tree) = state.effective.tree(tenant, revision) {
+        return Ok((revision, interval, tree));
+    }
+    // Read after the revision: if a save lands in between, the tree kept under this revision is
+    // newer than its key, never older, and the next pull sees the new revision anyway.
+    let tree = Arc::new(policies::load_tree(&state.db, tenant).await?);
+    state.effective.keep_tree(tenant, revision, tree.clone());
+    Ok((revision, interval, tree))
+}
+
+/// The device's effective config under `revision`, built once per key.
+pub fn built(
+    state: &AppState,
+    tree: &PolicyTree,
+    device: &Device,
+    revision: i64,
+) -> Result<Arc<Built>, ApiError> {
+    let key = config_key(device, revision);
+    if let Some(built) = state.effective.config(&key) {
+        return Ok(built);
+    }
+    let built = Arc::new(build(&state.keyring, tree, device)?);
+    state.effective.keep_config(key, built.clone());
+    Ok(built)
 }
 
 /// The cache key of a device's effective config under policy `revision`. Devices without values

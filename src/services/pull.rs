@@ -8,21 +8,18 @@
 //! coming back from stale or offline is the one rare write).
 
 use super::devices::device_entry;
-use super::effective::{self, Built};
+use super::effective::{built, current_tree};
 use super::served_audit::{self, Served};
 use super::{audit, checkins};
 use crate::db;
-use crate::db::repo::{devices, policies, tenants};
-use crate::domain::TenantId;
+use crate::db::repo::devices;
 use crate::domain::audit::Actor;
 use crate::domain::device::{self, Connectivity, Device};
 use crate::domain::diff::Change;
-use crate::domain::policy::PolicyTree;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 /// The answer to a pull.
 #[derive(Debug)]
@@ -40,40 +37,6 @@ pub enum Pulled {
         next_pull_after: DateTime<Utc>,
         body: String,
     },
-}
-
-/// The tenant's policy revision, pull interval and current tree (cached per revision).
-pub async fn current_tree(
-    state: &AppState,
-    tenant: TenantId,
-) -> Result<(i64, u32, Arc<PolicyTree>), ApiError> {
-    let (revision, interval) = tenants::pull_facts(&state.db, tenant)
-        .await?
-        .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
-    if let Some(tree) = state.effective.tree(tenant, revision) {
-        return Ok((revision, interval, tree));
-    }
-    // Read after the revision: if a save lands in between, the tree kept under this revision is
-    // newer than its key, never older, and the next pull sees the new revision anyway.
-    let tree = Arc::new(policies::load_tree(&state.db, tenant).await?);
-    state.effective.keep_tree(tenant, revision, tree.clone());
-    Ok((revision, interval, tree))
-}
-
-/// The device's effective config under `revision`, built once per key.
-pub fn built(
-    state: &AppState,
-    tree: &PolicyTree,
-    device: &Device,
-    revision: i64,
-) -> Result<Arc<Built>, ApiError> {
-    let key = effective::config_key(device, revision);
-    if let Some(built) = state.effective.config(&key) {
-        return Ok(built);
-    }
-    let built = Arc::new(effective::build(&state.keyring, tree, device)?);
-    state.effective.keep_config(key, built.clone());
-    Ok(built)
 }
 
 fn too_often(interval: u32, wait: u64) -> ApiError {
