@@ -5,27 +5,15 @@
 
 mod entities;
 pub mod repo;
+mod write;
+
+pub use write::{WRITE_CHUNK, WriteTxn, begin_write};
 
 use crate::config::Secret;
 use gmp_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use std::time::Duration;
-
-/// Starts a transaction that will write. On SQLite it takes the write lock up front
-/// (`BEGIN IMMEDIATE`), so concurrent writers queue instead of one failing half-way when the
-/// other commits first; on PostgreSQL the rows a transaction depends on are locked as they are
-/// read (`FOR UPDATE` in the repositories).
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    })
-    .await
-}
 
 /// Opens a connection pool. SQLite runs in WAL mode with foreign keys on and waits for a busy
 /// writer instead of failing at once.

@@ -98,26 +98,25 @@ pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
 /// [`flush`] through a given connection (at shutdown, the pool's connections may belong to
 /// worker runtimes that are already gone).
 pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
-    let batch = state.checkins.drain();
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    let written = async {
-        let txn = db::begin_write(conn).await?;
-        for (device, c) in &batch {
-            devices::record_checkin(&txn, c.tenant, *device, c.seen_at, c.next_pull_after).await?;
+    let mut batch = state.checkins.drain();
+    let mut written = 0;
+    // Short transactions: the database's one writer turn is never held for long.
+    while !batch.is_empty() {
+        let chunk: Vec<_> = batch.drain(..batch.len().min(db::WRITE_CHUNK)).collect();
+        let stored = async {
+            let txn = db::begin_write(conn).await?;
+            for (device, c) in &chunk {
+                devices::record_checkin(&txn, c.tenant, *device, c.seen_at, c.next_pull_after).await?;
+            }
+            txn.commit().await
         }
-        txn.commit().await
-    }
-    .await;
-    match written {
-        Ok(()) => {
-            state.metrics.checkins_flushed(batch.len() as u64);
-            Ok(batch.len())
+        .await;
+        if let Err(error) = stored {
+            state.checkins.restore(chunk.into_iter().chain(batch).collect());
+            return Err(ApiError::from(error));
         }
-        Err(error) => {
-            state.checkins.restore(batch);
-            Err(ApiError::internal(error))
-        }
+        state.metrics.checkins_flushed(chunk.len() as u64);
+        written += chunk.len();
     }
+    Ok(written)
 }

@@ -107,26 +107,27 @@ pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
 
 /// [`flush`] through a given connection (at shutdown).
 pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
-    let batch = state.served.drain();
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    let written = async {
-        let txn = db::begin_write(conn).await?;
-        for (device, served) in &batch {
-            write_one(&txn, *device, served).await?;
+    let mut batch = state.served.drain();
+    let mut written = 0;
+    // Short transactions: the database's one writer turn is never held for long.
+    while !batch.is_empty() {
+        let chunk: Vec<_> = batch.drain(..batch.len().min(db::WRITE_CHUNK)).collect();
+        let stored = async {
+            let txn = db::begin_write(conn).await?;
+            for (device, served) in &chunk {
+                write_one(&txn, *device, served).await?;
+            }
+            txn.commit().await?;
+            Ok::<_, ApiError>(())
         }
-        txn.commit().await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    match written {
-        Ok(()) => Ok(batch.len()),
-        Err(error) => {
-            state.served.restore(batch);
-            Err(error)
+        .await;
+        if let Err(error) = stored {
+            state.served.restore(chunk.into_iter().chain(batch).collect());
+            return Err(error);
         }
+        written += chunk.len();
     }
+    Ok(written)
 }
 
 async fn write_one(conn: &impl ConnectionTrait, device: DeviceId, served: &Served) -> Result<(), ApiError> {

@@ -137,3 +137,74 @@ async fn devices_without_values_of_their_own_share_one_built_config() {
             .all(|w| w[0]["fingerprint_key"] != w[1]["fingerprint_key"])
     );
 }
+
+#[tokio::test]
+async fn a_fleet_enrolling_with_64_clients_at_once_sees_no_error() {
+    const DEVICES: usize = 320;
+    const CLIENTS: usize = 64;
+    let app = TestApp::spawn_with(|config| config.checkin_flush_interval_ms = 500).await;
+    let tenant = app.create_tenant("Acme").await;
+    let (root, etag) = root_policy(&app, &tenant.admin).await;
+    save_ok(&app, &tenant.admin, &root, &etag, seed_settings()).await;
+    let token = crate::devices::enrollment_token(&app, &tenant.admin, json!({"max_uses": DEVICES})).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients = (0..CLIENTS).map(|_| {
+        let (next, token, client, base) = (next.clone(), token.clone(), app.client.clone(), app.address.clone());
+        async move {
+            let mut failures = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= DEVICES {
+                    return failures;
+                }
+                let registered = client
+                    .post(format!("{base}/device/v1/register"))
+                    .json(&json!({"enrollment_token": token, "kind": "appliance", "hardware_id": format!("HERD-{i}"),
+                                  "hostname": format!("herd-{i}.local"), "software_version": "1"}))
+                    .send()
+                    .await
+                    .unwrap();
+                if registered.status() != StatusCode::CREATED {
+                    failures.push(format!("register {i}: {}", registered.status()));
+                    continue;
+                }
+                let body: Value = registered.json().await.unwrap();
+                let pulled = client
+                    .get(format!("{base}/device/v1/config"))
+                    .bearer_auth(body["credential"].as_str().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                if pulled.status() != StatusCode::OK {
+                    failures.push(format!("pull {i}: {}", pulled.status()));
+                }
+            }
+        }
+    });
+    let failures: Vec<String> = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    gmp::services::served_audit::flush(&app.state).await.unwrap();
+    gmp::services::checkins::flush(&app.state).await.unwrap();
+    let listed: Value = app
+        .get("/api/v1/devices?limit=200", &tenant.admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 200);
+    assert!(listed["next_cursor"].is_string(), "more than one page of devices");
+    assert_eq!(
+        inherited(&app, &tenant.admin, "connectwise.site").await.len(),
+        DEVICES.min(50)
+    );
+}
