@@ -6,13 +6,12 @@ use crate::db::entities::{policies, policy_versions};
 use crate::domain::policy::{PolicyContent, PolicyNode, PolicyTree, Sealed, SecretHandle, SettingValue};
 use crate::domain::{Expected, OperatorId, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use uuid::Uuid;
 
 const SECRET_KEY: &str = "$secret";
@@ -124,26 +123,32 @@ pub async fn load_tree(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<
     if rows.is_empty() {
         return Ok(PolicyTree::default());
     }
-    let current = rows.iter().fold(Condition::any(), |any, p| {
-        any.add(
-            policy_versions::Column::PolicyId
-                .eq(p.id)
-                .and(policy_versions::Column::Version.eq(p.current_version)),
-        )
-    });
-    let versions = policy_versions::Entity::find()
+    // One query whatever the number of policies: the versions whose (policy, version) is a
+    // policy's current one.
+    let current = Query::select()
+        .column(policies::Column::Id)
+        .column(policies::Column::CurrentVersion)
+        .from(policies::Entity)
+        .and_where(policies::Column::TenantId.eq(tenant.0))
+        .to_owned();
+    let pair = Expr::tuple([
+        Expr::col((policy_versions::Entity, policy_versions::Column::PolicyId)),
+        Expr::col((policy_versions::Entity, policy_versions::Column::Version)),
+    ]);
+    let mut versions: HashMap<(Uuid, i32), policy_versions::Model> = policy_versions::Entity::find()
         .filter(policy_versions::Column::TenantId.eq(tenant.0))
-        .filter(current)
+        .filter(pair.in_subquery(current))
         .all(conn)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|v| ((v.policy_id, v.version), v))
+        .collect();
     let mut nodes = Vec::with_capacity(rows.len());
     for row in rows {
-        let version = versions
-            .iter()
-            .find(|v| v.policy_id == row.id && v.version == row.current_version)
-            .ok_or_else(|| {
-                DbErr::RecordNotFound(format!("policy {} version {}", row.id, row.current_version))
-            })?;
+        let version = versions.remove(&(row.id, row.current_version)).ok_or_else(|| {
+            DbErr::RecordNotFound(format!("policy {} version {}", row.id, row.current_version))
+        })?;
+        let version = &version;
         nodes.push(PolicyNode {
             id: PolicyId(row.id),
             parent_id: row.parent_id.map(PolicyId),
