@@ -5,7 +5,7 @@ use crate::auth::extract::bearer_token;
 use crate::domain::device::Device;
 use crate::error::ApiError;
 use crate::http::request_context::RequestId;
-use crate::services::devices;
+use crate::services::registration;
 use crate::state::AppState;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
@@ -25,7 +25,7 @@ impl FromRequest for DeviceAuth {
         let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
-            let device = devices::authenticate(&state, &credential?).await?;
+            let device = registration::authenticate(&state, &credential?).await?;
             let span = tracing::Span::current();
             span.record("tenant_id", tracing::field::display(device.tenant_id));
             span.record("device_id", tracing::field::display(device.id));

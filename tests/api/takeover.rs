@@ -471,8 +471,9 @@ async fn access_tokens_end_with_their_session() {
 #[test]
 fn debug_output_of_types_carrying_secrets_never_shows_them() {
     use gmp::services::connectwise::RawCredentials;
-    use gmp::services::devices::{DeviceEdit, Registration};
+    use gmp::services::devices::DeviceEdit;
     use gmp::services::policies::PolicyEdit;
+    use gmp::services::registration::Registration;
     let values: std::collections::BTreeMap<String, Value> = [
         ("connectwise.private_key".to_owned(), json!(SECRET)),
         ("connectwise.site".to_owned(), json!("na.myconnectwise.net")),

@@ -8,8 +8,9 @@ use crate::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::http::request_context::RequestId;
-use crate::services::devices::{self, Registration, RegistrationOutcome, Report};
 use crate::services::pull::{self, Pulled};
+use crate::services::registration::{self, Registration, RegistrationOutcome};
+use crate::services::report::{self, Report};
 use crate::state::AppState;
 use actix_web::http::header::{self, HeaderName};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, post, web};
@@ -126,7 +127,7 @@ pub async fn register_device(
         hostname: body.hostname,
         software_version: body.software_version,
     };
-    let registered = devices::register(&state, request_id, registration).await?;
+    let registered = registration::register(&state, request_id, registration).await?;
     let (mut response, status) = match registered.outcome {
         RegistrationOutcome::Created => (HttpResponse::Created(), RegistrationStatus::Active),
         RegistrationOutcome::Pending => (HttpResponse::Accepted(), RegistrationStatus::PendingApproval),
@@ -319,7 +320,7 @@ pub async fn post_device_report(
         hostname: body.hostname,
         fields,
     };
-    let receipt = devices::report(&state, caller.device, report).await?;
+    let receipt = report::report(&state, caller.device, report).await?;
     Ok(HttpResponse::Ok().json(ReportResponse {
         recorded: receipt.recorded,
         fields_changed: receipt.fields_changed,

@@ -14,7 +14,8 @@ use crate::http::etag::{if_match, json_with_etag};
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
-use crate::services::devices::{self, DeviceEdit, DeviceView, FieldView, SyncState};
+use crate::services::devices::{self, DeviceEdit, DeviceView};
+use crate::services::field_audit::{self, FieldView, SyncState};
 use crate::services::{enrollment, tenants};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
@@ -603,7 +604,7 @@ pub async fn get_device_fields(
     caller: Operator,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let (view, fields) = devices::fields(&state, caller.tenant_id, DeviceId(*path)).await?;
+    let (view, fields) = field_audit::fields(&state, caller.tenant_id, DeviceId(*path)).await?;
     Ok(HttpResponse::Ok().json(DeviceFieldsResponse {
         device: view.into(),
         fields: fields.into_iter().map(DeviceFieldResponse::from).collect(),
@@ -674,7 +675,7 @@ pub async fn get_device_history(
         limit: q.limit,
     }
     .to_request()?;
-    let entries = devices::history(
+    let entries = field_audit::history(
         &state,
         caller.tenant_id,
         DeviceId(*path),
@@ -719,7 +720,7 @@ pub async fn list_inherited(
         limit: q.limit,
     }
     .to_request()?;
-    let records = devices::inherited(
+    let records = field_audit::inherited(
         &state,
         caller.tenant_id,
         &q.field,
@@ -758,7 +759,7 @@ pub async fn list_overrides(
     caller: Operator,
     query: web::Query<OverridesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let records = devices::overrides(&state, caller.tenant_id, query.field.as_deref()).await?;
+    let records = field_audit::overrides(&state, caller.tenant_id, query.field.as_deref()).await?;
     Ok(HttpResponse::Ok().json(OverridesResponse {
         items: records.into_iter().map(FieldRecordResponse::from).collect(),
     }))
@@ -805,7 +806,7 @@ pub async fn list_policy_devices(
             ));
         }
     };
-    let views = devices::policy_devices(&state, caller.tenant_id, PolicyId(*path), wanted).await?;
+    let views = field_audit::policy_devices(&state, caller.tenant_id, PolicyId(*path), wanted).await?;
     Ok(HttpResponse::Ok().json(DeviceListResponse {
         items: views.into_iter().map(DeviceResponse::from).collect(),
     }))
@@ -842,7 +843,7 @@ pub async fn get_policy_dashboard(
     state: web::Data<AppState>,
     caller: Operator,
 ) -> Result<HttpResponse, ApiError> {
-    let summary = devices::dashboard(&state, caller.tenant_id).await?;
+    let summary = field_audit::dashboard(&state, caller.tenant_id).await?;
     Ok(HttpResponse::Ok().json(DashboardResponse {
         policies: summary
             .into_iter()

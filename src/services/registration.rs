@@ -1,0 +1,246 @@
+//! Registration of the device protocol: a device enrols with a token, and authenticates with
+//! its credential afterwards.
+
+use super::devices::{CREDENTIAL_PREFIX, device_entry};
+use super::{audit, reregistrations};
+use crate::auth::token;
+use crate::db;
+use crate::db::repo::{device_reregistrations, devices, enrollment_tokens, policies, tenants};
+use crate::domain::audit::Actor;
+use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, Reregistration};
+use crate::domain::diff::{Change, ChangeKind};
+use crate::domain::redact::REDACTED;
+use crate::domain::tenant::parse_display_text;
+use crate::domain::validation::Validator;
+use crate::domain::{DeviceId, ReregistrationId, TenantId};
+use crate::error::{ApiError, Code};
+use crate::state::AppState;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a device sends to register.
+pub struct Registration {
+    pub enrollment_token: String,
+    pub kind: DeviceKind,
+    pub hardware_id: String,
+    pub hostname: String,
+    pub software_version: String,
+}
+
+/// What became of a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    /// A new device; its credential works at once.
+    Created,
+    /// The hardware id is already registered: the request waits for an operator, and the new
+    /// credential works only once approved.
+    Pending,
+}
+
+/// A registered device and its new credential (shown once).
+pub struct Registered {
+    pub device: Device,
+    pub credential: String,
+    pub outcome: RegistrationOutcome,
+    pub pull_interval_seconds: u32,
+    pub next_pull_after: DateTime<Utc>,
+}
+
+// The enrollment token and the credential are secrets: `Debug` (and so any log line) shows
+// neither.
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("enrollment_token", &REDACTED)
+            .field("kind", &self.kind)
+            .field("hardware_id", &self.hardware_id)
+            .field("hostname", &self.hostname)
+            .field("software_version", &self.software_version)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("device", &self.device.id)
+            .field("credential", &REDACTED)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device's self-description (hardware id, hostname, version): the same rules as any display
+/// text. On error the problem is recorded in `v` and the value is not used.
+pub(super) fn identity_text(v: &mut Validator, field: &str, raw: &str, max: usize) -> String {
+    v.check(parse_display_text(field, raw, max)).unwrap_or_default()
+}
+
+fn invalid_token(reason: &str) -> ApiError {
+    ApiError::new(
+        Code::InvalidEnrollmentToken,
+        format!("the enrollment token is {reason}; ask your MSP for a new one"),
+    )
+}
+
+pub async fn register(
+    state: &AppState,
+    request_id: Option<String>,
+    input: Registration,
+) -> Result<Registered, ApiError> {
+    let mut v = Validator::new();
+    let hardware_id = identity_text(&mut v, "hardware_id", &input.hardware_id, 128);
+    let hostname = identity_text(&mut v, "hostname", &input.hostname, 253);
+    let software_version = identity_text(&mut v, "software_version", &input.software_version, 64);
+    v.finish().map_err(ApiError::validation)?;
+
+    let found = enrollment_tokens::find_by_hash(&state.db, &token::digest(&input.enrollment_token)).await?;
+    let enrollment = found.ok_or_else(|| invalid_token("not valid"))?;
+    let now = Utc::now();
+    if let Some(reason) = enrollment.unusable_because(now) {
+        return Err(invalid_token(reason));
+    }
+    let tenant = enrollment.tenant_id;
+    let credential = token::generate(CREDENTIAL_PREFIX);
+    let credential_hash = token::digest(&credential);
+
+    let txn = db::begin_write(&state.db).await?;
+    if !enrollment_tokens::consume(&txn, enrollment.id, now).await? {
+        return Err(invalid_token("used up"));
+    }
+    let existing = devices::find_by_hardware_for_update(&txn, tenant, &hardware_id).await?;
+    let outcome = if existing.is_some() {
+        RegistrationOutcome::Pending
+    } else {
+        RegistrationOutcome::Created
+    };
+    let device = match existing {
+        // A known hardware id never takes the device over by itself: hardware ids are visible
+        // to every viewer, so the request waits for an operator and the live credential stays.
+        Some(device) => {
+            let request = Reregistration {
+                id: ReregistrationId::new(),
+                tenant_id: tenant,
+                device_id: device.id,
+                kind: input.kind,
+                hostname,
+                software_version,
+                enrollment_token_id: enrollment.id,
+                requested_at: now,
+            };
+            reregistrations::request(&txn, &device, &request, &credential_hash, request_id).await?;
+            device
+        }
+        None => {
+            let policy_id = match enrollment.policy_id {
+                Some(policy) => policy,
+                None => policies::root_id(&txn, tenant)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("tenant without a root policy"))?,
+            };
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            let device = Device {
+                id: DeviceId::new(),
+                tenant_id: tenant,
+                kind: input.kind,
+                hardware_id,
+                hostname,
+                software_version,
+                policy_id,
+                fingerprint_key: BASE64.encode(key),
+                device_values: BTreeMap::new(),
+                reassert: BTreeSet::new(),
+                version: 1,
+                lifecycle: Lifecycle::Active,
+                registered_at: now,
+                credential_rotated_at: now,
+                last_seen_at: None,
+                last_pull_at: None,
+                next_pull_after: None,
+                served_hash: None,
+                applied_hash: None,
+                applied_at: None,
+                failed_hash: None,
+                last_report_digest: None,
+                audited_key: None,
+                recorded_connectivity: Connectivity::New,
+            };
+            devices::insert(&txn, &device, &credential_hash)
+                .await
+                .map_err(super::conflict_if_duplicate(
+                    "this hardware id is registering right now on another request; try again".into(),
+                ))?;
+            let actor = Actor::device(tenant, device.id, request_id);
+            let changes = vec![
+                Change::of("hardware_id", None, Some(device.hardware_id.as_str().into())),
+                Change::of("hostname", None, Some(device.hostname.as_str().into())),
+                Change::of("kind", None, Some(device.kind.as_str().into())),
+                Change::of("policy_id", None, Some(device.policy_id.to_string().into())),
+                Change::of(
+                    "enrollment_token_id",
+                    None,
+                    Some(enrollment.id.to_string().into()),
+                ),
+                Change::secret("credential", ChangeKind::Added),
+            ];
+            audit::record(
+                &txn,
+                &actor,
+                tenant,
+                device_entry("device.registered", device.id, changes),
+            )
+            .await?;
+            device
+        }
+    };
+    txn.commit().await?;
+    let interval = pull_interval(state, tenant).await?;
+    Ok(Registered {
+        next_pull_after: match outcome {
+            RegistrationOutcome::Created => now,
+            RegistrationOutcome::Pending => {
+                now + chrono::Duration::seconds(reregistrations::RETRY_SECONDS as i64)
+            }
+        },
+        pull_interval_seconds: interval,
+        device,
+        credential,
+        outcome,
+    })
+}
+
+async fn pull_interval(state: &AppState, tenant: TenantId) -> Result<u32, ApiError> {
+    Ok(tenants::get(&state.db, tenant)
+        .await?
+        .map_or(tenants::DEFAULT_PULL_INTERVAL_SECONDS, |t| {
+            t.pull_interval_seconds
+        }))
+}
+
+/// The active device presenting `credential`, or a `401`.
+pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, ApiError> {
+    let unknown = || {
+        ApiError::new(
+            Code::InvalidDeviceCredential,
+            "the device credential is not valid; register again",
+        )
+    };
+    let digest = token::digest(credential);
+    let Some(device) = devices::find_by_credential(&state.db, &digest).await? else {
+        if device_reregistrations::is_pending(&state.db, &digest).await? {
+            return Err(reregistrations::waiting());
+        }
+        return Err(unknown());
+    };
+    if device.lifecycle != Lifecycle::Active {
+        return Err(ApiError::new(
+            Code::InvalidDeviceCredential,
+            "this device was decommissioned",
+        ));
+    }
+    Ok(device)
+}

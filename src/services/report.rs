@@ -1,0 +1,161 @@
+//! The report of the device protocol: what a device says it did with each field of its config.
+
+use super::effective;
+use super::registration::identity_text;
+use super::served_audit;
+use crate::db;
+use crate::db::repo::devices::ReportOutcome;
+use crate::db::repo::{device_fields, devices};
+use crate::domain::FieldError;
+use crate::domain::device::{
+    self, Device, FieldRecord, RawReportedField, ReportedRecord, ReportedState, ServedField, canonical_json,
+};
+use crate::domain::validation::Validator;
+use crate::error::ApiError;
+use crate::state::AppState;
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// What a device reports after applying a config.
+#[derive(Debug)]
+pub struct Report {
+    pub config_hash: String,
+    pub software_version: Option<String>,
+    pub hostname: Option<String>,
+    pub fields: BTreeMap<String, RawReportedField>,
+}
+
+/// What the server made of a report.
+#[derive(Debug)]
+pub struct ReportReceipt {
+    /// False when the same report was already recorded: nothing changed.
+    pub recorded: bool,
+    pub fields_changed: usize,
+    pub violations: Vec<String>,
+}
+
+pub async fn report(state: &AppState, mut device: Device, report: Report) -> Result<ReportReceipt, ApiError> {
+    let mut v = Validator::new();
+    if report.config_hash.len() != 64 || !report.config_hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        v.push(FieldError::new(
+            "config_hash",
+            "invalid",
+            "must be the 64-hex-digit config_hash that was applied",
+        ));
+    }
+    if let Some(hostname) = &report.hostname {
+        device.hostname = identity_text(&mut v, "hostname", hostname, 253);
+    }
+    if let Some(version) = &report.software_version {
+        device.software_version = identity_text(&mut v, "software_version", version, 64);
+    }
+    let states = match device::validate_report(&report.fields) {
+        Ok(states) => Some(states),
+        Err(errors) => {
+            errors.into_iter().for_each(|e| v.push(e));
+            None
+        }
+    };
+    v.finish().map_err(ApiError::validation)?;
+    let states = states.unwrap_or_default();
+
+    let digest = report_digest(&report, &device);
+    if device.last_report_digest.as_deref() == Some(digest.as_str()) {
+        return Ok(ReportReceipt {
+            recorded: false,
+            fields_changed: 0,
+            violations: Vec::new(),
+        });
+    }
+
+    let now = Utc::now();
+    let tenant = device.tenant_id;
+    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let served = effective::built(state, &tree, &device, revision)?.served.clone();
+
+    let txn = db::begin_write(&state.db).await?;
+    let mut current = device_fields::load(&txn, tenant, device.id).await?;
+    let mut fields_changed = 0;
+    let mut violations = Vec::new();
+    let mut reassert = device.reassert.clone();
+    for (path, state_now) in &states {
+        let mut record = current.remove(path).unwrap_or_else(|| FieldRecord {
+            device_id: device.id,
+            path: path.clone(),
+            served: served.get(path).cloned().unwrap_or(ServedField {
+                fingerprint: None,
+                source: "unset",
+                policy_id: None,
+                policy_version: None,
+                locked: false,
+            }),
+            served_since: now,
+            reported: None,
+            violation: false,
+        });
+        if matches!(state_now, ReportedState::Inherited) {
+            reassert.remove(path);
+        }
+        let unchanged = record.reported.as_ref().is_some_and(|r| state_now.same_as(r));
+        if !unchanged {
+            record.reported = Some(ReportedRecord {
+                state: state_now.name().to_owned(),
+                local_value: state_now.local_value().cloned(),
+                error: state_now.error().map(str::to_owned),
+                since: now,
+            });
+        }
+        let violation = served_audit::is_violation(&record.served, record.reported.as_ref());
+        if violation {
+            violations.push(path.clone());
+        }
+        if !unchanged || violation != record.violation {
+            record.violation = violation;
+            device_fields::put(&txn, tenant, &record).await?;
+            if !unchanged {
+                fields_changed += 1;
+                device_fields::append_history(&txn, tenant, "reported", &record, now).await?;
+            }
+        }
+    }
+    let failed = states.values().any(|s| matches!(s, ReportedState::Failed { .. }));
+    let outcome = ReportOutcome {
+        applied_hash: (!failed).then_some(report.config_hash.as_str()),
+        failed_hash: failed.then_some(report.config_hash.as_str()),
+        digest: &digest,
+        reassert: &reassert,
+    };
+    devices::record_report(&txn, &device, now, outcome).await?;
+    txn.commit().await?;
+    if !violations.is_empty() {
+        tracing::warn!(device_id = %device.id, ?violations, "device overrides locked fields");
+    }
+    Ok(ReportReceipt {
+        recorded: true,
+        fields_changed,
+        violations,
+    })
+}
+
+/// Identifies a report's content, so the same report sent twice is recognised.
+fn report_digest(report: &Report, device: &Device) -> String {
+    let fields: Map<String, Value> = report
+        .fields
+        .iter()
+        .map(|(path, f)| {
+            (
+                path.clone(),
+                json!({"state": f.state, "value": f.value, "fingerprint": f.fingerprint, "error": f.error}),
+            )
+        })
+        .collect();
+    let body = json!({
+        "config_hash": report.config_hash,
+        "hostname": device.hostname,
+        "software_version": device.software_version,
+        "fields": fields,
+    });
+    hex::encode(Sha256::digest(canonical_json(&body).as_bytes()))
+}
