@@ -479,6 +479,18 @@ impl ConnectWiseClient {
             .await
     }
 
+    /// The company with this id: one record, or none.
+    pub async fn company(
+        &self,
+        credentials: &Credentials,
+        id: i64,
+        keep: Keep<'_>,
+    ) -> Result<Vec<Value>, CwError> {
+        let query = [("conditions", format!("id={id}"))];
+        self.get_all(credentials, "/company/companies", &query, keep)
+            .await
+    }
+
     pub async fn agreements(
         &self,
         credentials: &Credentials,

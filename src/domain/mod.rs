@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod binding;
+pub mod boards;
 pub mod catalog;
 pub mod device;
 pub mod diff;

@@ -1,15 +1,20 @@
 //! ConnectWise helpers for operators: Test Connection, the dropdown lookups, and checking a
 //! policy's board and status references against ConnectWise.
 
-use super::policies;
+use super::devices::{self, DeviceEdit, DeviceView};
+use super::{audit, policies};
 use crate::connectwise::size::item_size;
 use crate::connectwise::{Credentials, CwError};
+use crate::db::repo;
+use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::binding;
 use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
 use crate::domain::policy::SettingValue;
 use crate::domain::redact::REDACTED;
 use crate::domain::resolve::Resolution;
+use crate::domain::resolve::resolve;
 use crate::domain::validation::Validator;
+use crate::domain::{DeviceId, Expected};
 use crate::domain::{FieldError, PolicyId, TenantId};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
@@ -184,11 +189,23 @@ pub async fn test_connection(
 /// A dropdown to fill from ConnectWise.
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    Companies { search: Option<String> },
-    Agreements { company_id: i64 },
-    Additions { agreement_id: i64 },
+    Companies {
+        search: Option<String>,
+    },
+    /// One company by id (a reference check).
+    Company {
+        id: i64,
+    },
+    Agreements {
+        company_id: i64,
+    },
+    Additions {
+        agreement_id: i64,
+    },
     Boards,
-    Statuses { board_id: i64 },
+    Statuses {
+        board_id: i64,
+    },
 }
 
 impl Lookup {
@@ -198,6 +215,7 @@ impl Lookup {
                 "companies|{}",
                 search.as_deref().unwrap_or_default().trim().to_lowercase()
             ),
+            Lookup::Company { id } => format!("company|{id}"),
             Lookup::Agreements { company_id } => format!("agreements|{company_id}"),
             Lookup::Additions { agreement_id } => format!("additions|{agreement_id}"),
             Lookup::Boards => "boards".into(),
@@ -218,7 +236,7 @@ fn flag(v: &Value, key: &str) -> bool {
 fn normalise(lookup: &Lookup, record: &Value) -> Value {
     let id = text(record, "id");
     match lookup {
-        Lookup::Companies { .. } => {
+        Lookup::Companies { .. } | Lookup::Company { .. } => {
             json!({"id": id, "name": text(record, "name"), "identifier": text(record, "identifier")})
         }
         Lookup::Agreements { .. } => json!({
@@ -257,6 +275,7 @@ async fn fetch(
     let keep = |record: &Value| normalise(lookup, record);
     let records = match lookup {
         Lookup::Companies { search } => client.companies(credentials, search.as_deref(), &keep).await,
+        Lookup::Company { id } => client.company(credentials, *id, &keep).await,
         Lookup::Agreements { company_id } => client.agreements(credentials, *company_id, &keep).await,
         Lookup::Additions { agreement_id } => client.additions(credentials, *agreement_id, &keep).await,
         Lookup::Boards => client.boards(credentials, &keep).await,
@@ -289,15 +308,17 @@ pub async fn check_references(
     resolution: &Resolution,
 ) -> Result<Vec<FieldError>, ApiError> {
     let credentials = credentials_in(state, tenant, resolution)?;
-    let reference = |path: &str| -> Option<(i64, String)> {
-        match resolution.get(path).and_then(|f| f.value.as_ref()) {
-            Some(SettingValue::Plain(v)) => {
-                Some((v.get("id")?.as_i64()?, v.get("name")?.as_str()?.to_owned()))
-            }
-            _ => None,
-        }
-    };
-    let boards = fetch(state, tenant, &credentials, &Lookup::Boards).await?;
+    check_boards(state, tenant, &credentials, resolution).await
+}
+
+async fn check_boards(
+    state: &AppState,
+    tenant: TenantId,
+    credentials: &Credentials,
+    resolution: &Resolution,
+) -> Result<Vec<FieldError>, ApiError> {
+    let reference = |path: &str| reference_in(resolution, path);
+    let boards = fetch(state, tenant, credentials, &Lookup::Boards).await?;
     let mut problems = Vec::new();
     for class in EVENT_CLASSES {
         let path = |leaf: &str| format!("ticketing.events.{}.{leaf}", class.key);
@@ -320,7 +341,7 @@ pub async fn check_references(
             )),
             Some(_) => {}
         }
-        let statuses = fetch(state, tenant, &credentials, &Lookup::Statuses { board_id }).await?;
+        let statuses = fetch(state, tenant, credentials, &Lookup::Statuses { board_id }).await?;
         let statuses: BTreeMap<i64, &Value> = statuses
             .iter()
             .filter_map(|s| Some((s["id"].as_i64()?, s)))
@@ -357,4 +378,244 @@ pub async fn check_policy(
 ) -> Result<Vec<FieldError>, ApiError> {
     let (_, resolution) = policies::resolved(state, tenant, policy).await?;
     check_references(state, tenant, &resolution).await
+}
+
+/// Whether a save checks its ConnectWise references (`?validate=false` skips it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum References {
+    Check,
+    Skip,
+}
+
+/// The `{id, name}` reference a resolved field holds, if any.
+fn reference_in(resolution: &Resolution, path: &str) -> Option<(i64, String)> {
+    match resolution.get(path).and_then(|f| f.value.as_ref()) {
+        Some(SettingValue::Plain(v)) => Some((v.get("id")?.as_i64()?, v.get("name")?.as_str()?.to_owned())),
+        _ => None,
+    }
+}
+
+/// The change-log line of a save that went through unchecked.
+pub fn warning_change(warning: &str) -> crate::domain::diff::Change {
+    crate::domain::diff::Change::of("warning", None, Some(Value::from(warning)))
+}
+
+/// Runs `check` with the resolved credentials, the way a save does: problems are a `422`; a
+/// ConnectWise that cannot be reached, or credentials that are missing, let the save go through
+/// with a warning instead (devices must stay configurable while ConnectWise is down).
+async fn vet<'a, F, Fut>(
+    state: &'a AppState,
+    tenant: TenantId,
+    resolution: &'a Resolution,
+    what: &str,
+    check: F,
+) -> Result<Vec<String>, ApiError>
+where
+    F: FnOnce(Credentials) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<FieldError>, ApiError>> + 'a,
+{
+    let credentials = match credentials_in(state, tenant, resolution) {
+        Ok(credentials) => credentials,
+        Err(error) if error.code == Code::ValidationFailed => {
+            return Ok(vec![format!(
+                "{what} not checked against ConnectWise: no ConnectWise credentials are configured"
+            )]);
+        }
+        Err(error) => return Err(error),
+    };
+    match check(credentials).await {
+        Ok(problems) if problems.is_empty() => Ok(Vec::new()),
+        Ok(problems) => Err(ApiError::validation(problems)),
+        Err(error) if error.code == Code::ConnectWiseUnavailable => {
+            tracing::info!(detail = %error.detail, "saved without checking ConnectWise references");
+            Ok(vec![format!(
+                "{what} not checked against ConnectWise, which could not be reached ({}); \
+                 saved anyway — check them with POST /api/v1/policies/{{id}}/validate later",
+                error.detail
+            )])
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The reference check of a policy save: the board and statuses of every event class, when any
+/// are set. Returns the warnings to show and log.
+pub async fn vet_policy_references(
+    state: &AppState,
+    tenant: TenantId,
+    resolution: &Resolution,
+    references: References,
+) -> Result<Vec<String>, ApiError> {
+    let refers = EVENT_CLASSES.iter().any(|class| {
+        reference_in(
+            resolution,
+            &format!("ticketing.events.{}.service_board", class.key),
+        )
+        .is_some()
+    });
+    if references == References::Skip || !refers {
+        return Ok(Vec::new());
+    }
+    vet(
+        state,
+        tenant,
+        resolution,
+        "the boards and statuses were",
+        |credentials| async move { check_boards(state, tenant, &credentials, resolution).await },
+    )
+    .await
+}
+
+/// The device references a save checks.
+const DEVICE_REFERENCES: [&str; 4] = [
+    "ticketing.service_ticket_company",
+    "billing.company",
+    "billing.agreement",
+    "billing.addition",
+];
+
+/// The reference check of a device save, on the device's effective configuration: the Service
+/// Ticket Company and billing company exist, the agreement belongs to the billing company and
+/// the addition to the agreement. Only references the save changed are checked, so an
+/// unrelated edit is not blocked by a record deleted in ConnectWise since.
+pub async fn vet_device_references(
+    state: &AppState,
+    tenant: TenantId,
+    before: &Resolution,
+    after: &Resolution,
+    references: References,
+) -> Result<Vec<String>, ApiError> {
+    let changed: Vec<&str> = DEVICE_REFERENCES
+        .into_iter()
+        .filter(|path| reference_in(after, path).is_some())
+        .filter(|path| reference_in(before, path) != reference_in(after, path))
+        .collect();
+    if references == References::Skip || changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    vet(state, tenant, after, "the device's companies, agreement and addition were", |credentials| async move {
+        check_device_references(state, tenant, &credentials, after, &changed).await
+    })
+    .await
+}
+
+async fn check_device_references(
+    state: &AppState,
+    tenant: TenantId,
+    credentials: &Credentials,
+    resolution: &Resolution,
+    changed: &[&str],
+) -> Result<Vec<FieldError>, ApiError> {
+    let mut problems = Vec::new();
+    let field = |path: &str| format!("set.{path}");
+    let has = |records: &[Value], id: i64| records.iter().any(|r| r["id"].as_i64() == Some(id));
+    for path in ["ticketing.service_ticket_company", "billing.company"] {
+        let Some((id, name)) = reference_in(resolution, path).filter(|_| changed.contains(&path)) else {
+            continue;
+        };
+        let found = fetch(state, tenant, credentials, &Lookup::Company { id }).await?;
+        if !has(&found, id) {
+            problems.push(FieldError::new(
+                field(path),
+                "not_in_connectwise",
+                format!("company {id} (“{name}”) does not exist in ConnectWise"),
+            ));
+        }
+    }
+    let company = reference_in(resolution, "billing.company");
+    let agreement = reference_in(resolution, "billing.agreement");
+    let check_agreement = changed.contains(&"billing.agreement") || changed.contains(&"billing.company");
+    if let (Some((company_id, company_name)), Some((agreement_id, agreement_name)), true) =
+        (&company, &agreement, check_agreement)
+    {
+        let agreements = fetch(
+            state,
+            tenant,
+            credentials,
+            &Lookup::Agreements {
+                company_id: *company_id,
+            },
+        )
+        .await?;
+        if !has(&agreements, *agreement_id) {
+            problems.push(FieldError::new(
+                field("billing.agreement"),
+                "not_in_connectwise",
+                format!(
+                    "agreement {agreement_id} (“{agreement_name}”) is not an agreement of company “{company_name}” in ConnectWise"
+                ),
+            ));
+        }
+    }
+    let check_addition = check_agreement || changed.contains(&"billing.addition");
+    if let (Some((agreement_id, agreement_name)), Some((addition_id, addition_name)), true) = (
+        &agreement,
+        reference_in(resolution, "billing.addition"),
+        check_addition,
+    ) {
+        let additions = fetch(
+            state,
+            tenant,
+            credentials,
+            &Lookup::Additions {
+                agreement_id: *agreement_id,
+            },
+        )
+        .await?;
+        if !has(&additions, addition_id) {
+            problems.push(FieldError::new(
+                field("billing.addition"),
+                "not_in_connectwise",
+                format!(
+                    "addition {addition_id} (“{addition_name}”) is not an addition of agreement “{agreement_name}” in ConnectWise"
+                ),
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// A device `PATCH` with its reference check: the references the edit changes are vetted
+/// against ConnectWise before the save (no write lock is held meanwhile), and a save that went
+/// through unchecked gets a change-log entry with the warning.
+pub async fn update_device(
+    state: &AppState,
+    actor: &Actor,
+    id: DeviceId,
+    expected: Expected,
+    edit: DeviceEdit,
+    references: References,
+) -> Result<(DeviceView, Vec<String>), ApiError> {
+    let tenant = actor.tenant_id;
+    let warnings = match (
+        repo::devices::get(&state.db, tenant, id).await?,
+        repo::policies::load_tree(&state.db, tenant).await?,
+    ) {
+        (Some(device), tree) if references == References::Check => {
+            let before = resolve(&tree.chain(device.policy_id), &device.device_values);
+            // Values as typed: what does not validate is rejected by the save itself.
+            let mut values = device.device_values.clone();
+            values.retain(|path, _| !edit.unset.contains(path));
+            values.extend(
+                edit.set
+                    .iter()
+                    .map(|(path, raw)| (path.clone(), SettingValue::Plain(raw.clone()))),
+            );
+            let policy = edit.policy_id.unwrap_or(device.policy_id);
+            let after = resolve(&tree.chain(policy), &values);
+            vet_device_references(state, tenant, &before, &after, references).await?
+        }
+        _ => Vec::new(),
+    };
+    let view = devices::update(state, actor, id, expected, edit).await?;
+    if !warnings.is_empty() {
+        let entry = NewEntry {
+            action: "device.references_unchecked",
+            target_type: "device",
+            target_id: id.0,
+            changes: warnings.iter().map(|w| warning_change(w)).collect(),
+        };
+        audit::record(&state.db, actor, tenant, entry).await?;
+    }
+    Ok((view, warnings))
 }
