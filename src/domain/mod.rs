@@ -11,6 +11,7 @@ pub mod operator;
 pub mod policy;
 pub mod redact;
 pub mod resolve;
+pub mod suggest;
 pub mod tenant;
 pub mod validation;
 pub mod version;

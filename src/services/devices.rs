@@ -709,11 +709,7 @@ fn parse_device_values(
     for (path, raw_value) in raw {
         let field = format!("set.{path}");
         let Some(def) = catalog.field(path) else {
-            v.push(FieldError::new(
-                field,
-                "unknown_setting",
-                format!("`{path}` is not a setting"),
-            ));
+            v.push(catalog.unknown(field, path));
             continue;
         };
         let Some(valid) = v.check(catalog.validate(&field, def, raw_value)) else {
@@ -829,11 +825,7 @@ pub async fn update(
     let set = parse_device_values(state, actor.tenant_id, &edit.set, &mut v);
     for (i, path) in edit.unset.iter().enumerate() {
         if Catalog::get().field(path).is_none() {
-            v.push(FieldError::new(
-                format!("unset[{i}]"),
-                "unknown_setting",
-                format!("`{path}` is not a setting"),
-            ));
+            v.push(Catalog::get().unknown(format!("unset[{i}]"), path));
         } else if edit.set.contains_key(path) {
             v.push(FieldError::new(
                 format!("unset[{i}]"),
@@ -865,13 +857,10 @@ async fn device_and_field(
     devices::get(&state.db, tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
-    Catalog::get().field(path).ok_or_else(|| {
-        ApiError::field(FieldError::new(
-            "field",
-            "unknown_setting",
-            format!("`{path}` is not a setting"),
-        ))
-    })
+    let catalog = Catalog::get();
+    catalog
+        .field(path)
+        .ok_or_else(|| ApiError::field(catalog.unknown("field", path)))
 }
 
 /// Makes a device's reported local override its server-side device value.

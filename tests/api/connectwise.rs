@@ -159,20 +159,20 @@ async fn every_failure_has_its_reason_and_a_sentence() {
         .unwrap();
     assert_eq!(body["reason"], "timeout");
 
-    // Nothing listens on the port: the site is unknown.
+    // Nothing listens on the port: no connection (see tests/api/messages.rs).
     let body: Value = test_connection(&app, &tenant.admin, &credentials("127.0.0.1:9"))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(body["reason"], "unknown_site_or_company");
+    assert_eq!(body["reason"], "network_unreachable");
     // A name that does not resolve.
     let body: Value = test_connection(&app, &tenant.admin, &credentials("no-such-host.invalid"))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(body["reason"], "unknown_site_or_company");
+    assert_eq!(body["reason"], "dns_error");
 }
 
 #[tokio::test]

@@ -39,8 +39,10 @@ pub struct TestConnectionResponse {
     pub is_cloud: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    /// `invalid_credentials`, `insufficient_permissions`, `unknown_site_or_company`, `timeout`,
-    /// `tls_error`, `rate_limited` or `unexpected_response`.
+    /// `invalid_credentials`, `insufficient_permissions`, `unknown_site_or_company`,
+    /// `dns_error` (the site's name does not resolve from the GMP server), `network_unreachable`
+    /// (the GMP server cannot open a connection), `timeout`, `tls_error`, `rate_limited` or
+    /// `unexpected_response`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// What the operator can do about it.
