@@ -2,11 +2,11 @@
 //! policy's board and status references against ConnectWise.
 
 use super::devices::{self, DeviceEdit, DeviceView};
-use super::{audit, policies};
+use super::policies;
 use crate::connectwise::size::item_size;
 use crate::connectwise::{Credentials, CwError};
 use crate::db::repo;
-use crate::domain::audit::{Actor, NewEntry};
+use crate::domain::audit::Actor;
 use crate::domain::binding;
 use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
 use crate::domain::policy::SettingValue;
@@ -576,14 +576,14 @@ async fn check_device_references(
 }
 
 /// A device `PATCH` with its reference check: the references the edit changes are vetted
-/// against ConnectWise before the save (no write lock is held meanwhile), and a save that went
-/// through unchecked gets a change-log entry with the warning.
+/// against ConnectWise before the save (no write lock is held meanwhile); the warnings of a
+/// save that went through unchecked are recorded with its change-log entry.
 pub async fn update_device(
     state: &AppState,
     actor: &Actor,
     id: DeviceId,
     expected: Expected,
-    edit: DeviceEdit,
+    mut edit: DeviceEdit,
     references: References,
 ) -> Result<(DeviceView, Vec<String>), ApiError> {
     let tenant = actor.tenant_id;
@@ -607,15 +607,7 @@ pub async fn update_device(
         }
         _ => Vec::new(),
     };
+    edit.notes = warnings.iter().map(|w| warning_change(w)).collect();
     let view = devices::update(state, actor, id, expected, edit).await?;
-    if !warnings.is_empty() {
-        let entry = NewEntry {
-            action: "device.references_unchecked",
-            target_type: "device",
-            target_id: id.0,
-            changes: warnings.iter().map(|w| warning_change(w)).collect(),
-        };
-        audit::record(&state.db, actor, tenant, entry).await?;
-    }
     Ok((view, warnings))
 }

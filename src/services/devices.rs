@@ -683,6 +683,8 @@ pub struct DeviceEdit {
     pub policy_id: Option<PolicyId>,
     pub set: BTreeMap<String, Value>,
     pub unset: Vec<String>,
+    /// Recorded with the edit's change-log entry (the reference check's warnings).
+    pub notes: Vec<Change>,
 }
 
 // `set` holds secrets in clear: `Debug` hides them.
@@ -767,13 +769,16 @@ fn check_device(tree: &PolicyTree, device: &Device) -> Result<(), ApiError> {
     }
 }
 
-/// Locks the device, applies `change`, checks and stores the result with its audit entry.
+/// Locks the device, applies `change`, checks and stores the result with its audit entry
+/// (plus `notes`, e.g. the warnings of a reference check). A change that changes nothing
+/// stores nothing.
 async fn change_device(
     state: &AppState,
     actor: &Actor,
     id: DeviceId,
     expected: Expected,
     action: &'static str,
+    notes: Vec<Change>,
     change: impl FnOnce(&mut Device) -> Result<(), ApiError>,
 ) -> Result<DeviceView, ApiError> {
     let tenant = actor.tenant_id;
@@ -790,7 +795,6 @@ async fn change_device(
     }
     let tree = policies::load_tree(&txn, tenant).await?;
     check_device(&tree, &after)?;
-    devices::save_operator_state(&txn, &after).await?;
     let mut changes = diff_values(&before.device_values, &after.device_values);
     if before.policy_id != after.policy_id {
         changes.insert(
@@ -809,6 +813,12 @@ async fn change_device(
             Some(Value::Bool(true)),
         ));
     }
+    if changes.is_empty() {
+        drop(txn);
+        return get(state, tenant, id).await;
+    }
+    devices::save_operator_state(&txn, &after).await?;
+    changes.extend(notes);
     audit::record(&txn, actor, tenant, device_entry(action, id, changes)).await?;
     txn.commit().await?;
     get(state, tenant, id).await
@@ -835,14 +845,23 @@ pub async fn update(
         }
     }
     v.finish().map_err(ApiError::validation)?;
-    change_device(state, actor, id, expected, "device.updated", move |device| {
-        if let Some(policy) = edit.policy_id {
-            device.policy_id = policy;
-        }
-        device.device_values.extend(set);
-        device.device_values.retain(|path, _| !edit.unset.contains(path));
-        Ok(())
-    })
+    let notes = edit.notes;
+    change_device(
+        state,
+        actor,
+        id,
+        expected,
+        "device.updated",
+        notes,
+        move |device| {
+            if let Some(policy) = edit.policy_id {
+                device.policy_id = policy;
+            }
+            device.device_values.extend(set);
+            device.device_values.retain(|path, _| !edit.unset.contains(path));
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -894,6 +913,7 @@ pub async fn adopt(
         id,
         expected,
         "device.override_adopted",
+        Vec::new(),
         move |device| {
             device
                 .device_values
@@ -929,6 +949,7 @@ pub async fn reassert(
         id,
         expected,
         "device.policy_reasserted",
+        Vec::new(),
         move |device| {
             device.device_values.remove(&path);
             device.reassert.insert(path);

@@ -38,7 +38,9 @@ async fn tenant_on(app: &TestApp, site: &str) -> (Session, String) {
     let (root, etag) = root_policy(app, &tenant.admin).await;
     let mut settings = seed_settings();
     settings["set"]["connectwise.site"] = json!(site);
-    save_ok(app, &tenant.admin, &root, &etag, settings).await;
+    // The seed's boards are not the mock's: saved unchecked, for the lookups and checks below.
+    let unchecked = format!("{root}?validate=false");
+    save_ok(app, &tenant.admin, &unchecked, &etag, settings).await;
     (tenant.admin, root)
 }
 
@@ -543,9 +545,18 @@ async fn references_are_checked_against_connectwise() {
         etag,
         "nothing saved"
     );
-    let unchecked = app
+    let checked_by_default = app
         .patch(
             &format!("/api/v1/policies/{root}"),
+            &admin.access,
+            Some(&etag),
+            &bad,
+        )
+        .await;
+    assert_problem(checked_by_default, 422, "validation_failed").await;
+    let unchecked = app
+        .patch(
+            &format!("/api/v1/policies/{root}?validate=false"),
             &admin.access,
             Some(&etag),
             &bad,
@@ -554,7 +565,7 @@ async fn references_are_checked_against_connectwise() {
     assert_eq!(
         unchecked.status(),
         StatusCode::OK,
-        "without ?validate the save goes through"
+        "with ?validate=false the save goes through"
     );
     let check: Value = app
         .post(

@@ -50,6 +50,16 @@ fn board(id: i64, name: &str) -> Value {
     json!({"id": id, "name": name})
 }
 
+/// A class's board with the New and Closed statuses a board is set with.
+fn with_statuses(class: &str, service_board: Value) -> Value {
+    let id = service_board["id"].as_i64().unwrap();
+    json!({
+        format!("ticketing.events.{class}.service_board"): service_board,
+        format!("ticketing.events.{class}.new_status"): board(id * 10, "New"),
+        format!("ticketing.events.{class}.closed_status"): board(id * 10 + 9, "Closed"),
+    })
+}
+
 /// The source document's ConnectWise settings: credentials plus tickets for three event classes.
 pub fn seed_settings() -> Value {
     let mut set = json!({
@@ -101,7 +111,11 @@ async fn the_source_documents_flow_resolves_with_provenance() {
         admin,
         json!({
             "name": "Client A",
-            "set": {"ticketing.events.missed_backup.service_board": board(22, "Client A Desk")},
+            "set": {
+                "ticketing.events.missed_backup.service_board": board(22, "Client A Desk"),
+                "ticketing.events.missed_backup.new_status": board(220, "New"),
+                "ticketing.events.missed_backup.closed_status": board(229, "Closed"),
+            },
             "lock": ["connectwise.site"],
         }),
     )
@@ -168,7 +182,7 @@ async fn concurrent_saves_let_exactly_one_win_and_never_repeat_a_version() {
     let admin = &tenant.admin;
     let (id, etag) = root_policy(&app, admin).await;
     let bodies: Vec<Value> = (0..8)
-        .map(|i| json!({"set": {"ticketing.events.failed_backup.service_board": board(i + 1, "B")}}))
+        .map(|i| json!({"set": with_statuses("failed_backup", board(i + 1, "B"))}))
         .collect();
     let responses =
         futures_util::future::join_all(bodies.into_iter().map(|body| save(&app, admin, &id, &etag, body)))
@@ -184,7 +198,7 @@ async fn concurrent_saves_let_exactly_one_win_and_never_repeat_a_version() {
         async move {
             loop {
                 let etag = etag_of(&app.get(&format!("/api/v1/policies/{id}"), &admin.access).await);
-                let body = json!({"set": {"ticketing.events.disk_usage.service_board": board(50 + i, "W")}});
+                let body = json!({"set": with_statuses("disk_usage", board(50 + i, "W"))});
                 match save(app, admin, id, &etag, body).await.status().as_u16() {
                     200 => break,
                     412 => continue,

@@ -387,6 +387,7 @@ pub async fn update_device(
         policy_id: body.policy_id.map(PolicyId),
         set: body.set,
         unset: body.unset,
+        notes: Vec::new(),
     };
     let (view, warnings) = connectwise::update_device(
         &state,
