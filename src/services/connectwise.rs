@@ -429,8 +429,7 @@ where
         Err(error) if error.code == Code::ConnectWiseUnavailable => {
             tracing::info!(detail = %error.detail, "saved without checking ConnectWise references");
             Ok(vec![format!(
-                "{what} not checked against ConnectWise, which could not be reached ({}); \
-                 saved anyway — check them with POST /api/v1/policies/{{id}}/validate later",
+                "{what} not checked against ConnectWise, which did not answer ({}); saved anyway",
                 error.detail
             )])
         }

@@ -22,6 +22,7 @@ mod outbound;
 pub mod policies;
 mod replicas;
 mod rotation;
+mod saves;
 mod secrets;
 mod signin;
 mod sim;
