@@ -308,19 +308,24 @@ pub async fn check_references(
     resolution: &Resolution,
 ) -> Result<Vec<FieldError>, ApiError> {
     let credentials = credentials_in(state, tenant, resolution)?;
-    check_boards(state, tenant, &credentials, resolution).await
+    check_boards(state, tenant, &credentials, resolution, None).await
 }
 
+/// [`check_references`] with credentials, for the event classes in `classes` (all: `None`).
 async fn check_boards(
     state: &AppState,
     tenant: TenantId,
     credentials: &Credentials,
     resolution: &Resolution,
+    classes: Option<&[&str]>,
 ) -> Result<Vec<FieldError>, ApiError> {
     let reference = |path: &str| reference_in(resolution, path);
     let boards = fetch(state, tenant, credentials, &Lookup::Boards).await?;
     let mut problems = Vec::new();
-    for class in EVENT_CLASSES {
+    let wanted = EVENT_CLASSES
+        .iter()
+        .filter(|class| classes.is_none_or(|keys| keys.contains(&class.key)));
+    for class in wanted {
         let path = |leaf: &str| format!("ticketing.events.{}.{leaf}", class.key);
         let Some((board_id, board_name)) = reference(&path("service_board")) else {
             continue;
@@ -426,6 +431,12 @@ where
     match check(credentials).await {
         Ok(problems) if problems.is_empty() => Ok(Vec::new()),
         Ok(problems) => Err(ApiError::validation(problems)),
+        // The guard refused the site's address: nothing was asked, and the guard refuses it
+        // again wherever the credentials are used.
+        Err(error) if error.errors.iter().any(|e| e.code == "refused_address") => Ok(vec![format!(
+            "{what} not checked against ConnectWise: {}",
+            error.detail
+        )]),
         Err(error) if error.code == Code::ConnectWiseUnavailable => {
             tracing::info!(detail = %error.detail, "saved without checking ConnectWise references");
             Ok(vec![format!(
@@ -437,30 +448,36 @@ where
     }
 }
 
-/// The reference check of a policy save: the board and statuses of every event class, when any
-/// are set. Returns the warnings to show and log.
+/// The reference check of a policy save: the board and statuses of every event class whose
+/// references the save changes (so an unrelated edit is not blocked by a record deleted in
+/// ConnectWise since). Returns the warnings to show and log.
 pub async fn vet_policy_references(
     state: &AppState,
     tenant: TenantId,
-    resolution: &Resolution,
+    before: &Resolution,
+    after: &Resolution,
     references: References,
 ) -> Result<Vec<String>, ApiError> {
-    let refers = EVENT_CLASSES.iter().any(|class| {
-        reference_in(
-            resolution,
-            &format!("ticketing.events.{}.service_board", class.key),
-        )
-        .is_some()
-    });
-    if references == References::Skip || !refers {
+    let changed: Vec<&str> = EVENT_CLASSES
+        .iter()
+        .filter(|class| {
+            let path = |leaf: &str| format!("ticketing.events.{}.{leaf}", class.key);
+            reference_in(after, &path("service_board")).is_some()
+                && ["service_board", "new_status", "closed_status"]
+                    .iter()
+                    .any(|leaf| reference_in(before, &path(leaf)) != reference_in(after, &path(leaf)))
+        })
+        .map(|class| class.key)
+        .collect();
+    if references == References::Skip || changed.is_empty() {
         return Ok(Vec::new());
     }
     vet(
         state,
         tenant,
-        resolution,
+        after,
         "the boards and statuses were",
-        |credentials| async move { check_boards(state, tenant, &credentials, resolution).await },
+        |credentials| async move { check_boards(state, tenant, &credentials, after, Some(&changed)).await },
     )
     .await
 }

@@ -368,13 +368,21 @@ impl Saved {
     }
 }
 
-/// The new node built from `current` in `tree`, checked, with its resolution and its changes.
+/// A proposed version: the node, the policy's resolution before and after, and the changes.
+struct Proposal {
+    node: PolicyNode,
+    before: Resolution,
+    after: Resolution,
+    changes: Vec<Change>,
+}
+
+/// The new node built from `current` in `tree`, checked, with its resolutions and its changes.
 fn propose(
     tree: &mut PolicyTree,
     id: PolicyId,
     field_prefix: &str,
     build: &Build<'_>,
-) -> Result<(PolicyNode, Resolution, Vec<Change>), ApiError> {
+) -> Result<Proposal, ApiError> {
     let current = tree
         .get(id)
         .cloned()
@@ -394,9 +402,15 @@ fn propose(
         );
     }
     if changes.is_empty() {
-        return Ok((current, Resolution::new(), changes));
+        return Ok(Proposal {
+            node: current,
+            before: Resolution::new(),
+            after: Resolution::new(),
+            changes,
+        });
     }
     check_secret_reentered(&current.content, &node.content, field_prefix)?;
+    let before = resolve(&tree.chain(id), &BTreeMap::new());
     tree.put(node.clone());
     check_in_tree(tree, id, field_prefix)?;
     let resolution = resolve(&tree.chain(id), &BTreeMap::new());
@@ -409,7 +423,12 @@ fn propose(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    Ok((node, resolution, changes))
+    Ok(Proposal {
+        node,
+        before,
+        after: resolution,
+        changes,
+    })
 }
 
 /// The one path every change of an existing policy takes. First, outside any transaction (the
@@ -427,17 +446,18 @@ async fn save(
 ) -> Result<Saved, ApiError> {
     let tenant = actor.tenant_id;
     let mut tree = repo::load_tree(&state.db, tenant).await?;
-    let (_, resolution, changes) = propose(&mut tree, id, kind.field_prefix, &build)?;
-    let warnings = if changes.is_empty() {
+    let proposal = propose(&mut tree, id, kind.field_prefix, &build)?;
+    let warnings = if proposal.changes.is_empty() {
         Vec::new()
     } else {
-        connectwise::vet_policy_references(state, tenant, &resolution, kind.references).await?
+        connectwise::vet_policy_references(state, tenant, &proposal.before, &proposal.after, kind.references)
+            .await?
     };
 
     let txn = db::begin_write(&state.db).await?;
     written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
     let mut tree = repo::load_tree(&txn, tenant).await?;
-    let (node, _, changes) = propose(&mut tree, id, kind.field_prefix, &build)?;
+    let Proposal { node, changes, .. } = propose(&mut tree, id, kind.field_prefix, &build)?;
     if changes.is_empty() {
         drop(txn);
         return Ok(Saved {
