@@ -348,7 +348,7 @@ async fn run_policy(action: PolicyAction, state: AppState) -> CliResult {
                     document,
                     passphrase,
                     comment: None,
-                    references: services::connectwise::References::Check,
+                    references: services::references::References::Check,
                 },
             )
             .await

@@ -11,6 +11,7 @@ pub mod enrollment;
 pub mod keys;
 pub mod operators;
 pub mod policies;
+pub mod references;
 pub mod reregistrations;
 pub mod sessions;
 pub mod tenants;

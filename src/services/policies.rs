@@ -1,7 +1,7 @@
 //! Policies: the tree, versioned saves with locks, rollback, the resolved view, export and
 //! import. Every save is one transaction that creates version N+1 and its change-log entry.
 
-use super::connectwise::{self, References};
+use super::references::{self, References};
 use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
 use crate::db;
 use crate::db::repo::policies::{self as repo, PolicySummary, VersionMeta};
@@ -450,7 +450,7 @@ async fn save(
     let warnings = if proposal.changes.is_empty() {
         Vec::new()
     } else {
-        connectwise::vet_policy_references(state, tenant, &proposal.before, &proposal.after, kind.references)
+        references::vet_policy_references(state, tenant, &proposal.before, &proposal.after, kind.references)
             .await?
     };
 
@@ -473,7 +473,7 @@ async fn save(
             node.content.name
         )))?;
     let mut logged = changes.clone();
-    logged.extend(warnings.iter().map(|w| connectwise::warning_change(w)));
+    logged.extend(warnings.iter().map(|w| references::warning_change(w)));
     audit::record(&txn, actor, tenant, policy_entry(kind.action, id, logged)).await?;
     txn.commit().await?;
     Ok(Saved {

@@ -6,6 +6,7 @@ use crate::domain::PolicyId;
 use crate::error::ApiError;
 use crate::http::problem::{FieldErrorBody, ProblemDetails};
 use crate::services::connectwise::{self, CredentialSource, Lookup, RawCredentials, Tested};
+use crate::services::references;
 use crate::state::AppState;
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
@@ -297,7 +298,7 @@ pub async fn validate_policy(
     caller: Operator<Editor>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let problems = connectwise::check_policy(&state, caller.tenant_id, PolicyId(*path)).await?;
+    let problems = references::check_policy(&state, caller.tenant_id, PolicyId(*path)).await?;
     Ok(HttpResponse::Ok().json(ValidationResponse {
         ok: problems.is_empty(),
         problems: problems.iter().map(FieldErrorBody::from).collect(),

@@ -15,7 +15,7 @@ use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
 use crate::services::devices::{self, DeviceEdit, DeviceView, FieldView, SyncState};
-use crate::services::{connectwise, enrollment, tenants};
+use crate::services::{enrollment, references, tenants};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
@@ -389,7 +389,7 @@ pub async fn update_device(
         unset: body.unset,
         notes: Vec::new(),
     };
-    let (view, warnings) = connectwise::update_device(
+    let (view, warnings) = references::update_device(
         &state,
         &caller.actor(),
         DeviceId(*path),
