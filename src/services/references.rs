@@ -8,7 +8,9 @@ use super::policies;
 use crate::connectwise::Credentials;
 use crate::db::repo;
 use crate::domain::audit::Actor;
-use crate::domain::catalog::EVENT_CLASSES;
+use crate::domain::binding;
+use crate::domain::catalog::{Catalog, EVENT_CLASSES};
+use crate::domain::device::Device;
 use crate::domain::policy::SettingValue;
 use crate::domain::resolve::{Resolution, resolve};
 use crate::domain::{DeviceId, Expected, FieldError, PolicyId, TenantId};
@@ -308,6 +310,23 @@ async fn check_device_references(
     Ok(problems)
 }
 
+/// The device's own values after `edit`, checked and normalised as the save does (secrets in
+/// clear, in memory only); `None` when the save will refuse the edit. Nothing may be sent to
+/// ConnectWise before that is known — least of all a stored secret to a site the edit typed.
+fn edited_values(device: &Device, edit: &DeviceEdit) -> Option<BTreeMap<String, SettingValue>> {
+    let catalog = Catalog::get();
+    let mut values = device.device_values.clone();
+    values.retain(|path, _| !edit.unset.contains(path));
+    for (path, raw) in &edit.set {
+        let def = catalog.field(path)?;
+        let valid = catalog.validate(path, def, raw).ok()?;
+        values.insert(path.clone(), SettingValue::Plain(valid));
+    }
+    binding::check_reentered(&device.device_values, &values, "")
+        .is_empty()
+        .then_some(values)
+}
+
 /// A device `PATCH` with its reference check: the references the edit changes are vetted
 /// against ConnectWise before the save (no write lock is held meanwhile); the warnings of a
 /// save that went through unchecked are recorded with its change-log entry.
@@ -324,20 +343,15 @@ pub async fn update_device(
         repo::devices::get(&state.db, tenant, id).await?,
         repo::policies::load_tree(&state.db, tenant).await?,
     ) {
-        (Some(device), tree) if references == References::Check => {
-            let before = resolve(&tree.chain(device.policy_id), &device.device_values);
-            // Values as typed: what does not validate is rejected by the save itself.
-            let mut values = device.device_values.clone();
-            values.retain(|path, _| !edit.unset.contains(path));
-            values.extend(
-                edit.set
-                    .iter()
-                    .map(|(path, raw)| (path.clone(), SettingValue::Plain(raw.clone()))),
-            );
-            let policy = edit.policy_id.unwrap_or(device.policy_id);
-            let after = resolve(&tree.chain(policy), &values);
-            vet_device_references(state, tenant, &before, &after, references).await?
-        }
+        (Some(device), tree) if references == References::Check => match edited_values(&device, &edit) {
+            Some(values) => {
+                let before = resolve(&tree.chain(device.policy_id), &device.device_values);
+                let policy = edit.policy_id.unwrap_or(device.policy_id);
+                let after = resolve(&tree.chain(policy), &values);
+                vet_device_references(state, tenant, &before, &after, references).await?
+            }
+            None => Vec::new(),
+        },
         _ => Vec::new(),
     };
     edit.notes = warnings.iter().map(|w| warning_change(w)).collect();

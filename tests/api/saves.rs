@@ -625,3 +625,96 @@ async fn cli_options_take_a_tenant_by_name() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_device_check_never_sends_a_stored_secret_to_a_site_the_edit_typed() {
+    let mock = MockConnectWise::start().await;
+    let elsewhere = MockConnectWise::start().await;
+    let app = app_allowing_mock().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let device = register(&app, admin, "HW-BOUND-REFS", "appliance").await;
+    let url = format!("/api/v1/devices/{}", device.id);
+    let etag = etag_of(&app.get(&url, &admin.access).await);
+    let own = app
+        .patch(
+            &url,
+            &admin.access,
+            Some(&etag),
+            &json!({"set": credentials_on(&mock.site)}),
+        )
+        .await;
+    assert_eq!(own.status(), StatusCode::OK);
+    let etag = etag_of(&own);
+
+    let moved = json!({"set": {
+        "connectwise.site": elsewhere.site,
+        "billing.company": {"id": 1, "name": "Company 1"},
+    }});
+    let problem = assert_problem(
+        app.patch(&url, &admin.access, Some(&etag), &moved).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["code"], "secret_reentry_required");
+    assert!(elsewhere.requests().is_empty(), "nothing went to the typed site");
+}
+
+#[tokio::test]
+async fn a_document_with_secrets_imports_as_downloaded_with_its_passphrase_in_a_header() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let (root, etag) = root_policy(&app, admin).await;
+    let (_, etag) = save_ok(
+        &app,
+        admin,
+        &root,
+        &etag,
+        json!({"set": credentials_on("a.gmp-test.invalid")}),
+    )
+    .await;
+    let passphrase = "a long export passphrase";
+    let downloaded = app
+        .post(
+            &format!("/api/v1/policies/{root}/export"),
+            Some(&admin.access),
+            &json!({"passphrase": passphrase}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (_, etag) = save_ok(
+        &app,
+        admin,
+        &root,
+        &etag,
+        json!({"set": {"connectwise.site": "b.gmp-test.invalid", "connectwise.private_key": "another-secret"}}),
+    )
+    .await;
+    let import = |passphrase: Option<&'static str>| {
+        let mut request = app
+            .client
+            .post(app.url(&format!("/api/v1/policies/{root}/import")))
+            .bearer_auth(&admin.access)
+            .header("content-type", "application/json")
+            .header("if-match", &etag)
+            .body(downloaded.clone());
+        if let Some(passphrase) = passphrase {
+            request = request.header("x-export-passphrase", passphrase);
+        }
+        request.send()
+    };
+    let problem = assert_problem(import(None).await.unwrap(), 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "passphrase");
+    let imported = import(Some(passphrase)).await.unwrap();
+    assert_eq!(imported.status(), StatusCode::OK);
+    let imported: Value = imported.json().await.unwrap();
+    assert_eq!(
+        imported["policy"]["values"]["connectwise.site"],
+        "a.gmp-test.invalid"
+    );
+    assert!(!imported.to_string().contains(SECRET));
+}
