@@ -998,14 +998,19 @@ pub async fn import(
 /// An import that fails for want of the API secret, from a document exported without secrets,
 /// says how to get one that carries it.
 fn secrets_hint(mut error: ApiError, carries_secrets: bool) -> ApiError {
-    let wants_secret = |code: &str| matches!(code, "secret_reentry_required" | "credentials_split");
-    if carries_secrets || !error.errors.iter().any(|e| wants_secret(e.code)) {
+    let wants_secret = |e: &FieldError| match e.code {
+        "secret_reentry_required" | "credentials_split" => true,
+        // The document's credentials without a secret on the policy to go with them.
+        "required_with" => e.field.ends_with(binding::SECRET_FIELD),
+        _ => false,
+    };
+    if carries_secrets || !error.errors.iter().any(wants_secret) {
         return error;
     }
     const HINT: &str = "the document carries no secrets and this import needs the API secret: \
                         export it with a passphrase (POST …/export) and import that document \
                         with the passphrase";
-    for field in error.errors.iter_mut().filter(|e| wants_secret(e.code)) {
+    for field in error.errors.iter_mut().filter(|e| wants_secret(e)) {
         field.message = format!("{}; {HINT}", field.message);
     }
     error.detail = HINT.to_owned();

@@ -548,6 +548,35 @@ async fn import_takes_the_document_as_downloaded_and_asks_for_secrets_when_neede
             .contains("export it with a passphrase"),
         "{problem}"
     );
+
+    // Into another tenant's policy, which holds no secret: the same advice.
+    let other = app.create_tenant("Other MSP").await;
+    let (other_root, other_etag) = root_policy(&app, &other.admin).await;
+    let document: Value = serde_json::from_str(&downloaded_again(&app, admin, &root).await).unwrap();
+    let refused = app
+        .post_with_if_match(
+            &format!("/api/v1/policies/{other_root}/import"),
+            &other.admin.access,
+            &other_etag,
+            &json!({"document": document}),
+        )
+        .await;
+    let problem = assert_problem(refused, 422, "validation_failed").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("export it with a passphrase"),
+        "{problem}"
+    );
+}
+
+async fn downloaded_again(app: &TestApp, session: &crate::helpers::Session, policy: &str) -> String {
+    app.get(&format!("/api/v1/policies/{policy}/export"), &session.access)
+        .await
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
