@@ -1,5 +1,6 @@
 //! Policies: the tree, versioned saves with locks, rollback, the resolved view, export and
-//! import. Every save is one transaction that creates version N+1 and its change-log entry.
+//! import. Every save that changes something is one transaction that creates version N+1 and
+//! its change-log entry; one that changes nothing creates neither.
 
 use super::references::{self, References};
 use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
