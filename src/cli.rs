@@ -79,8 +79,9 @@ enum KeysAction {
 enum PolicyAction {
     /// Print a policy's current version as a `gmp-policy` document.
     Export {
+        /// The tenant's id or name.
         #[arg(long)]
-        tenant: uuid::Uuid,
+        tenant: String,
         #[arg(long)]
         policy: uuid::Uuid,
         /// Include secrets, encrypted under the passphrase in this file.
@@ -89,8 +90,9 @@ enum PolicyAction {
     },
     /// Import a document into a policy as one new version (or only show the diff).
     Import {
+        /// The tenant's id or name.
         #[arg(long)]
-        tenant: uuid::Uuid,
+        tenant: String,
         #[arg(long)]
         policy: uuid::Uuid,
         /// The document (`-` for standard input).
@@ -137,8 +139,9 @@ enum OperatorAction {
     /// Create an operator in a tenant. The password comes from `GMP_CLI_PASSWORD`, standard
     /// input (`--password-stdin`) or a prompt; otherwise one is generated and printed.
     Create {
+        /// The tenant's id or name.
         #[arg(long)]
-        tenant: uuid::Uuid,
+        tenant: String,
         #[arg(long)]
         email: String,
         #[arg(long, value_parser = parse_role)]
@@ -251,13 +254,13 @@ async fn run(command: Command, config: Config) -> CliResult {
                 role,
                 password: password.clone(),
             };
-            services::tenants::get(&state, TenantId(tenant))
+            let tenant = services::tenants::find(&state, &tenant)
+                .await
+                .map_err(describe)?
+                .id;
+            let operator = services::operators::create(&state, &Actor::system(tenant), input, platform_admin)
                 .await
                 .map_err(describe)?;
-            let operator =
-                services::operators::create(&state, &Actor::system(TenantId(tenant)), input, platform_admin)
-                    .await
-                    .map_err(describe)?;
             println!("operator {} {} {}", operator.id, operator.email, operator.role);
             if generated {
                 println!("password {password}");
@@ -305,7 +308,11 @@ async fn run_policy(action: PolicyAction, state: AppState) -> CliResult {
             passphrase_file,
         } => {
             let passphrase = passphrase_file.as_deref().map(read_passphrase).transpose()?;
-            let actor = Actor::system(TenantId(tenant));
+            let tenant = services::tenants::find(&state, &tenant)
+                .await
+                .map_err(describe)?
+                .id;
+            let actor = Actor::system(tenant);
             let document =
                 services::policies::export(&state, &actor, PolicyId(policy), passphrase.as_deref())
                     .await
@@ -327,18 +334,28 @@ async fn run_policy(action: PolicyAction, state: AppState) -> CliResult {
             let document: serde_json::Value = serde_json::from_str(&text)?;
             let passphrase = passphrase_file.as_deref().map(read_passphrase).transpose()?;
             let expected = (!dry_run).then_some(crate::domain::Expected::Any);
-            let actor = Actor::system(TenantId(tenant));
+            let tenant = services::tenants::find(&state, &tenant)
+                .await
+                .map_err(describe)?
+                .id;
+            let actor = Actor::system(tenant);
             let outcome = services::policies::import(
                 &state,
                 &actor,
                 PolicyId(policy),
                 expected,
-                document,
-                passphrase,
-                None,
+                services::policies::ImportInput {
+                    document,
+                    passphrase,
+                    comment: None,
+                    references: services::references::References::Check,
+                },
             )
             .await
             .map_err(describe)?;
+            for warning in &outcome.warnings {
+                eprintln!("warning: {warning}");
+            }
             for change in &outcome.changes {
                 println!("{:?} {}", change.change, change.field);
             }

@@ -75,6 +75,11 @@ pub enum CwError {
     InvalidCredentials,
     InsufficientPermissions,
     UnknownSiteOrCompany(String),
+    /// The site's name does not resolve from the GMP server (the host).
+    Dns(String),
+    /// No connection could be opened: the GMP server's network, a firewall, or nothing
+    /// listening (what the operating system said).
+    NetworkUnreachable(String),
     Timeout,
     Tls(String),
     RateLimited(Option<u64>),
@@ -91,6 +96,8 @@ impl CwError {
             CwError::InvalidCredentials => "invalid_credentials",
             CwError::InsufficientPermissions => "insufficient_permissions",
             CwError::UnknownSiteOrCompany(_) => "unknown_site_or_company",
+            CwError::Dns(_) => "dns_error",
+            CwError::NetworkUnreachable(_) => "network_unreachable",
             CwError::Timeout => "timeout",
             CwError::Tls(_) => "tls_error",
             CwError::RateLimited(_) => "rate_limited",
@@ -111,6 +118,14 @@ impl CwError {
             CwError::UnknownSiteOrCompany(detail) => {
                 format!("ConnectWise does not know this site or company ({detail}): check the site address and company id.")
             }
+            CwError::Dns(host) => format!(
+                "The GMP server could not look up `{host}` in DNS: check the site address; if it is right, \
+                 check the DNS settings of the GMP server's network (the resolver's error is in the server log)."
+            ),
+            CwError::NetworkUnreachable(why) => format!(
+                "The GMP server could not open a connection to the site ({why}): check the GMP server's \
+                 network connection, firewall and outbound proxy rules, then the site address."
+            ),
             CwError::Timeout => "ConnectWise did not answer in time: check the site address, or try again later.".into(),
             CwError::Tls(detail) => format!("The secure connection to the site failed ({detail}): check the site address."),
             CwError::RateLimited(Some(wait)) => format!("ConnectWise is rate limiting; try again in {wait} seconds."),
@@ -479,6 +494,18 @@ impl ConnectWiseClient {
             .await
     }
 
+    /// The company with this id: one record, or none.
+    pub async fn company(
+        &self,
+        credentials: &Credentials,
+        id: i64,
+        keep: Keep<'_>,
+    ) -> Result<Vec<Value>, CwError> {
+        let query = [("conditions", format!("id={id}"))];
+        self.get_all(credentials, "/company/companies", &query, keep)
+            .await
+    }
+
     pub async fn agreements(
         &self,
         credentials: &Credentials,
@@ -535,6 +562,27 @@ impl ConnectWiseClient {
     }
 }
 
+/// What the operating system said about a failed connection, in words.
+fn connect_failure(error: &reqwest::Error) -> String {
+    use std::io::ErrorKind;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                ErrorKind::ConnectionRefused => "connection refused",
+                ErrorKind::NetworkUnreachable => "network unreachable",
+                ErrorKind::HostUnreachable => "host unreachable",
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "connection reset",
+                ErrorKind::AddrNotAvailable => "no route from this server",
+                _ => "the connection failed",
+            }
+            .to_owned();
+        }
+        source = current.source();
+    }
+    "the connection failed".to_owned()
+}
+
 /// Sorts a transport error into what the operator can do about it.
 fn classify(error: &reqwest::Error) -> CwError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -543,7 +591,7 @@ fn classify(error: &reqwest::Error) -> CwError {
             return CwError::Refused(refusal.to_string());
         }
         if let Some(failure) = current.downcast_ref::<DnsFailure>() {
-            return CwError::UnknownSiteOrCompany(failure.to_string());
+            return CwError::Dns(failure.0.clone());
         }
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {
             return CwError::Tls(tls.to_string());
@@ -561,7 +609,8 @@ fn classify(error: &reqwest::Error) -> CwError {
     if error.is_timeout() {
         CwError::Timeout
     } else if error.is_connect() {
-        CwError::UnknownSiteOrCompany("the site does not accept connections".into())
+        tracing::warn!(error = %error, "cannot connect to a ConnectWise site");
+        CwError::NetworkUnreachable(connect_failure(error))
     } else {
         CwError::Unexpected("the connection failed".into())
     }

@@ -262,13 +262,22 @@ pub struct GuardedResolver {
     pub policy: Arc<OutboundPolicy>,
 }
 
-/// DNS could not resolve the name.
+/// DNS could not resolve the name (the host; the resolver's own error goes to the log).
 #[derive(Debug)]
 pub struct DnsFailure(pub String);
 
 impl fmt::Display for DnsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cannot resolve `{}`", self.0)
+    }
+}
+
+impl DnsFailure {
+    /// Logs the resolver's error, which says whether the name does not exist or the server's
+    /// DNS could not be asked, for whoever runs the server.
+    fn logged(host: &str, error: &dyn fmt::Display) -> Self {
+        tracing::warn!(host, error = %error, "DNS lookup of a ConnectWise site failed");
+        Self(host.to_owned())
     }
 }
 
@@ -282,10 +291,10 @@ impl Resolve for GuardedResolver {
             policy.precheck(&host)?;
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|_| DnsFailure(host.clone()))?
+                .map_err(|error| DnsFailure::logged(&host, &error))?
                 .collect();
             if addrs.is_empty() {
-                return Err(DnsFailure(host).into());
+                return Err(DnsFailure::logged(&host, &"no addresses").into());
             }
             for addr in &addrs {
                 policy.check(&host, addr.ip())?;

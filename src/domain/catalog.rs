@@ -326,15 +326,24 @@ impl Catalog {
         self.field(path).is_some_and(|f| f.secret)
     }
 
+    /// The error for a path that is not a setting, suggesting the nearest one.
+    pub fn unknown(&self, request_field: impl Into<String>, path: &str) -> FieldError {
+        let hint = match super::suggest::nearest(path, self.fields.iter().map(|f| f.path.as_str())) {
+            Some(near) => format!("did you mean `{near}`? "),
+            None => String::new(),
+        };
+        FieldError::new(
+            request_field,
+            "unknown_setting",
+            format!("`{path}` is not a setting; {hint}see GET /api/v1/settings/catalog"),
+        )
+    }
+
     /// A managed field, or the reason `path` cannot be set by a policy. `request_field` names
     /// the field in the request for the error.
     pub fn managed_field(&self, request_field: &str, path: &str) -> Result<&FieldDef, FieldError> {
         match self.field(path) {
-            None => Err(FieldError::new(
-                request_field,
-                "unknown_setting",
-                format!("`{path}` is not a setting; see GET /api/v1/settings/catalog"),
-            )),
+            None => Err(self.unknown(request_field, path)),
             Some(def) if def.scope == Scope::Device => Err(FieldError::new(
                 request_field,
                 "device_scoped_setting",

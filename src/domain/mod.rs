@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod binding;
+pub mod boards;
 pub mod catalog;
 pub mod device;
 pub mod diff;
@@ -10,6 +11,7 @@ pub mod operator;
 pub mod policy;
 pub mod redact;
 pub mod resolve;
+pub mod suggest;
 pub mod tenant;
 pub mod validation;
 pub mod version;

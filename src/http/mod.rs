@@ -4,6 +4,7 @@
 pub mod client_address;
 pub mod device;
 pub mod etag;
+pub mod extract_errors;
 pub mod headers;
 pub mod health;
 pub mod json;

@@ -106,12 +106,8 @@ impl ResponseError for ApiError {
 
 /// Registers problem+json handlers for query and path extraction failures.
 pub fn extractor_configs() -> (web::QueryConfig, web::PathConfig) {
-    let query = web::QueryConfig::default().error_handler(|error, _req: &HttpRequest| {
-        ApiError::new(Code::InvalidQuery, error.to_string()).into()
-    });
-    let path = web::PathConfig::default().error_handler(|error, _req: &HttpRequest| {
-        ApiError::new(Code::InvalidPath, error.to_string()).into()
-    });
+    let query = web::QueryConfig::default().error_handler(super::extract_errors::query_error);
+    let path = web::PathConfig::default().error_handler(super::extract_errors::path_error);
     (query, path)
 }
 

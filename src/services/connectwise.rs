@@ -1,11 +1,11 @@
-//! ConnectWise helpers for operators: Test Connection, the dropdown lookups, and checking a
-//! policy's board and status references against ConnectWise.
+//! ConnectWise helpers for operators: Test Connection and the dropdown lookups (which the
+//! reference checks of `services::references` use too).
 
 use super::policies;
 use crate::connectwise::size::item_size;
 use crate::connectwise::{Credentials, CwError};
 use crate::domain::binding;
-use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog, EVENT_CLASSES};
+use crate::domain::catalog::{CREDENTIAL_FIELDS, Catalog};
 use crate::domain::policy::SettingValue;
 use crate::domain::redact::REDACTED;
 use crate::domain::resolve::Resolution;
@@ -14,7 +14,7 @@ use crate::domain::{FieldError, PolicyId, TenantId};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,7 +97,7 @@ fn validate_given(raw: &RawCredentials) -> Result<Credentials, ApiError> {
 }
 
 /// The credentials a resolved policy carries, the secret decrypted; or what is missing.
-fn credentials_in(
+pub(super) fn credentials_in(
     state: &AppState,
     tenant: TenantId,
     resolution: &Resolution,
@@ -184,11 +184,23 @@ pub async fn test_connection(
 /// A dropdown to fill from ConnectWise.
 #[derive(Debug, Clone)]
 pub enum Lookup {
-    Companies { search: Option<String> },
-    Agreements { company_id: i64 },
-    Additions { agreement_id: i64 },
+    Companies {
+        search: Option<String>,
+    },
+    /// One company by id (a reference check).
+    Company {
+        id: i64,
+    },
+    Agreements {
+        company_id: i64,
+    },
+    Additions {
+        agreement_id: i64,
+    },
     Boards,
-    Statuses { board_id: i64 },
+    Statuses {
+        board_id: i64,
+    },
 }
 
 impl Lookup {
@@ -198,6 +210,7 @@ impl Lookup {
                 "companies|{}",
                 search.as_deref().unwrap_or_default().trim().to_lowercase()
             ),
+            Lookup::Company { id } => format!("company|{id}"),
             Lookup::Agreements { company_id } => format!("agreements|{company_id}"),
             Lookup::Additions { agreement_id } => format!("additions|{agreement_id}"),
             Lookup::Boards => "boards".into(),
@@ -218,7 +231,7 @@ fn flag(v: &Value, key: &str) -> bool {
 fn normalise(lookup: &Lookup, record: &Value) -> Value {
     let id = text(record, "id");
     match lookup {
-        Lookup::Companies { .. } => {
+        Lookup::Companies { .. } | Lookup::Company { .. } => {
             json!({"id": id, "name": text(record, "name"), "identifier": text(record, "identifier")})
         }
         Lookup::Agreements { .. } => json!({
@@ -243,7 +256,7 @@ fn normalise(lookup: &Lookup, record: &Value) -> Value {
     }
 }
 
-async fn fetch(
+pub(super) async fn fetch(
     state: &AppState,
     tenant: TenantId,
     credentials: &Credentials,
@@ -257,6 +270,7 @@ async fn fetch(
     let keep = |record: &Value| normalise(lookup, record);
     let records = match lookup {
         Lookup::Companies { search } => client.companies(credentials, search.as_deref(), &keep).await,
+        Lookup::Company { id } => client.company(credentials, *id, &keep).await,
         Lookup::Agreements { company_id } => client.agreements(credentials, *company_id, &keep).await,
         Lookup::Additions { agreement_id } => client.additions(credentials, *agreement_id, &keep).await,
         Lookup::Boards => client.boards(credentials, &keep).await,
@@ -279,82 +293,4 @@ pub async fn lookup(
 ) -> Result<Arc<Vec<Value>>, ApiError> {
     let credentials = policy_credentials(state, tenant, policy).await?;
     fetch(state, tenant, &credentials, &lookup).await
-}
-
-/// Checks every board and status a resolved policy refers to: the board exists and is active,
-/// both statuses belong to it, and the Closed status is a closed status. Problems by field.
-pub async fn check_references(
-    state: &AppState,
-    tenant: TenantId,
-    resolution: &Resolution,
-) -> Result<Vec<FieldError>, ApiError> {
-    let credentials = credentials_in(state, tenant, resolution)?;
-    let reference = |path: &str| -> Option<(i64, String)> {
-        match resolution.get(path).and_then(|f| f.value.as_ref()) {
-            Some(SettingValue::Plain(v)) => {
-                Some((v.get("id")?.as_i64()?, v.get("name")?.as_str()?.to_owned()))
-            }
-            _ => None,
-        }
-    };
-    let boards = fetch(state, tenant, &credentials, &Lookup::Boards).await?;
-    let mut problems = Vec::new();
-    for class in EVENT_CLASSES {
-        let path = |leaf: &str| format!("ticketing.events.{}.{leaf}", class.key);
-        let Some((board_id, board_name)) = reference(&path("service_board")) else {
-            continue;
-        };
-        match boards.iter().find(|b| b["id"].as_i64() == Some(board_id)) {
-            None => {
-                problems.push(FieldError::new(
-                    path("service_board"),
-                    "not_in_connectwise",
-                    format!("board {board_id} (“{board_name}”) does not exist in ConnectWise"),
-                ));
-                continue;
-            }
-            Some(board) if board["inactive"] == true => problems.push(FieldError::new(
-                path("service_board"),
-                "inactive_board",
-                format!("board “{board_name}” is inactive in ConnectWise"),
-            )),
-            Some(_) => {}
-        }
-        let statuses = fetch(state, tenant, &credentials, &Lookup::Statuses { board_id }).await?;
-        let statuses: BTreeMap<i64, &Value> = statuses
-            .iter()
-            .filter_map(|s| Some((s["id"].as_i64()?, s)))
-            .collect();
-        for leaf in ["new_status", "closed_status"] {
-            let Some((status_id, status_name)) = reference(&path(leaf)) else {
-                continue;
-            };
-            match statuses.get(&status_id) {
-                None => problems.push(FieldError::new(
-                    path(leaf),
-                    "status_not_on_board",
-                    format!("status {status_id} (“{status_name}”) is not a status of board “{board_name}”"),
-                )),
-                Some(status) if leaf == "closed_status" && status["closed"] != true => {
-                    problems.push(FieldError::new(
-                        path(leaf),
-                        "not_a_closed_status",
-                        format!("status “{status_name}” is open in ConnectWise; pick a closed status"),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    Ok(problems)
-}
-
-/// [`check_references`] for a policy as it is now.
-pub async fn check_policy(
-    state: &AppState,
-    tenant: TenantId,
-    policy: PolicyId,
-) -> Result<Vec<FieldError>, ApiError> {
-    let (_, resolution) = policies::resolved(state, tenant, policy).await?;
-    check_references(state, tenant, &resolution).await
 }

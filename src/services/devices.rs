@@ -118,6 +118,8 @@ pub struct DeviceEdit {
     pub policy_id: Option<PolicyId>,
     pub set: BTreeMap<String, Value>,
     pub unset: Vec<String>,
+    /// Recorded with the edit's change-log entry (the reference check's warnings).
+    pub notes: Vec<Change>,
 }
 
 // `set` holds secrets in clear: `Debug` hides them.
@@ -144,11 +146,7 @@ fn parse_device_values(
     for (path, raw_value) in raw {
         let field = format!("set.{path}");
         let Some(def) = catalog.field(path) else {
-            v.push(FieldError::new(
-                field,
-                "unknown_setting",
-                format!("`{path}` is not a setting"),
-            ));
+            v.push(catalog.unknown(field, path));
             continue;
         };
         let Some(valid) = v.check(catalog.validate(&field, def, raw_value)) else {
@@ -206,13 +204,16 @@ fn check_device(tree: &PolicyTree, device: &Device) -> Result<(), ApiError> {
     }
 }
 
-/// Locks the device, applies `change`, checks and stores the result with its audit entry.
+/// Locks the device, applies `change`, checks and stores the result with its audit entry
+/// (plus `notes`, e.g. the warnings of a reference check). A change that changes nothing
+/// stores nothing.
 async fn change_device(
     state: &AppState,
     actor: &Actor,
     id: DeviceId,
     expected: Expected,
     action: &'static str,
+    notes: Vec<Change>,
     change: impl FnOnce(&mut Device) -> Result<(), ApiError>,
 ) -> Result<DeviceView, ApiError> {
     let tenant = actor.tenant_id;
@@ -229,7 +230,6 @@ async fn change_device(
     }
     let tree = policies::load_tree(&txn, tenant).await?;
     check_device(&tree, &after)?;
-    devices::save_operator_state(&txn, &after).await?;
     let mut changes = diff_values(&before.device_values, &after.device_values);
     if before.policy_id != after.policy_id {
         changes.insert(
@@ -248,6 +248,12 @@ async fn change_device(
             Some(Value::Bool(true)),
         ));
     }
+    if changes.is_empty() {
+        drop(txn);
+        return get(state, tenant, id).await;
+    }
+    devices::save_operator_state(&txn, &after).await?;
+    changes.extend(notes);
     audit::record(&txn, actor, tenant, device_entry(action, id, changes)).await?;
     txn.commit().await?;
     get(state, tenant, id).await
@@ -264,11 +270,7 @@ pub async fn update(
     let set = parse_device_values(state, actor.tenant_id, &edit.set, &mut v);
     for (i, path) in edit.unset.iter().enumerate() {
         if Catalog::get().field(path).is_none() {
-            v.push(FieldError::new(
-                format!("unset[{i}]"),
-                "unknown_setting",
-                format!("`{path}` is not a setting"),
-            ));
+            v.push(Catalog::get().unknown(format!("unset[{i}]"), path));
         } else if edit.set.contains_key(path) {
             v.push(FieldError::new(
                 format!("unset[{i}]"),
@@ -278,14 +280,23 @@ pub async fn update(
         }
     }
     v.finish().map_err(ApiError::validation)?;
-    change_device(state, actor, id, expected, "device.updated", move |device| {
-        if let Some(policy) = edit.policy_id {
-            device.policy_id = policy;
-        }
-        device.device_values.extend(set);
-        device.device_values.retain(|path, _| !edit.unset.contains(path));
-        Ok(())
-    })
+    let notes = edit.notes;
+    change_device(
+        state,
+        actor,
+        id,
+        expected,
+        "device.updated",
+        notes,
+        move |device| {
+            if let Some(policy) = edit.policy_id {
+                device.policy_id = policy;
+            }
+            device.device_values.extend(set);
+            device.device_values.retain(|path, _| !edit.unset.contains(path));
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -300,13 +311,10 @@ async fn device_and_field(
     devices::get(&state.db, tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
-    Catalog::get().field(path).ok_or_else(|| {
-        ApiError::field(FieldError::new(
-            "field",
-            "unknown_setting",
-            format!("`{path}` is not a setting"),
-        ))
-    })
+    let catalog = Catalog::get();
+    catalog
+        .field(path)
+        .ok_or_else(|| ApiError::field(catalog.unknown("field", path)))
 }
 
 /// Makes a device's reported local override its server-side device value.
@@ -340,6 +348,7 @@ pub async fn adopt(
         id,
         expected,
         "device.override_adopted",
+        Vec::new(),
         move |device| {
             device
                 .device_values
@@ -375,6 +384,7 @@ pub async fn reassert(
         id,
         expected,
         "device.policy_reasserted",
+        Vec::new(),
         move |device| {
             device.device_values.remove(&path);
             device.reassert.insert(path);

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod operators;
 pub mod policies;
 pub mod pull;
+pub mod references;
 pub mod registration;
 pub mod report;
 pub mod reregistrations;

@@ -1,17 +1,20 @@
 //! Policies: the tree, versioned saves with locks, rollback, the resolved view, export and
-//! import. Every save is one transaction that creates version N+1 and its change-log entry.
+//! import. Every save that changes something is one transaction that creates version N+1 and
+//! its change-log entry; one that changes nothing creates neither.
 
+use super::references::{self, References};
 use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
 use crate::db;
 use crate::db::repo::policies::{self as repo, PolicySummary, VersionMeta};
 use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::binding;
+use crate::domain::boards::check_statuses_with_board;
 use crate::domain::catalog::Catalog;
 use crate::domain::diff::{Change, ChangeKind, diff};
 use crate::domain::policy::{
     PolicyContent, PolicyNode, PolicyTree, ROOT_POLICY_NAME, SecretHandle, SettingValue, TreeError,
 };
-use crate::domain::redact::RedactedValues;
+use crate::domain::redact::{REDACTED, RedactedValues};
 use crate::domain::resolve::{Resolution, masked_values, resolve};
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
@@ -320,6 +323,11 @@ pub async fn create(
     };
     tree.put(node.clone());
     check_in_tree(&tree, id, "set.")?;
+    let resolution = resolve(&tree.chain(id), &BTreeMap::new());
+    let errors = check_statuses_with_board(&BTreeMap::new(), &node.content.values, &resolution, "set.");
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
     repo::insert(&txn, tenant, &node, actor.operator_id, edit.comment.as_deref())
         .await
         .map_err(conflict_if_duplicate(format!(
@@ -332,8 +340,9 @@ pub async fn create(
     get(state, tenant, id).await
 }
 
-/// How a save builds the new node from the current one.
-type Build<'a> = Box<dyn FnOnce(&PolicyTree, &PolicyNode) -> Result<PolicyNode, ApiError> + Send + 'a>;
+/// How a save builds the new node from the current one. Called twice: once to vet the result
+/// before the transaction, once inside it.
+type Build<'a> = Box<dyn Fn(&PolicyTree, &PolicyNode) -> Result<PolicyNode, ApiError> + Send + Sync + 'a>;
 
 /// What kind of save this is, for the change log and for naming fields in errors.
 struct SaveKind<'a> {
@@ -341,38 +350,47 @@ struct SaveKind<'a> {
     comment: Option<&'a str>,
     /// Where a locked value sits in the request (`set.`, `document.values.`).
     field_prefix: &'static str,
+    /// Whether the board and status references are checked against ConnectWise.
+    references: References,
 }
 
-/// The one path every change of an existing policy takes: lock the row at the expected
-/// version, load the tree, build and check the new version, store it with its audit entry.
-async fn save(
-    state: &AppState,
-    actor: &Actor,
+/// What a save did: the policy as it now is, the changes (none: no new version was made) and
+/// the warnings of the ConnectWise reference check.
+#[derive(Debug)]
+pub struct Saved {
+    pub detail: PolicyDetail,
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+}
+
+impl Saved {
+    pub fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+/// A proposed version: the node, the policy's resolution before and after, and the changes.
+struct Proposal {
+    node: PolicyNode,
+    before: Resolution,
+    after: Resolution,
+    changes: Vec<Change>,
+}
+
+/// The new node built from `current` in `tree`, checked, with its resolutions and its changes.
+fn propose(
+    tree: &mut PolicyTree,
     id: PolicyId,
-    expected: Expected,
-    kind: SaveKind<'_>,
-    build: Build<'_>,
-) -> Result<(PolicyDetail, Vec<Change>), ApiError> {
-    let tenant = actor.tenant_id;
-    let txn = db::begin_write(&state.db).await?;
-    written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
-    let mut tree = repo::load_tree(&txn, tenant).await?;
+    field_prefix: &str,
+    build: &Build<'_>,
+) -> Result<Proposal, ApiError> {
     let current = tree
         .get(id)
         .cloned()
         .ok_or_else(|| ApiError::not_found("policy"))?;
-    let mut node = build(&tree, &current)?;
+    let mut node = build(tree, &current)?;
     node.id = id;
     node.version = current.version + 1;
-    check_secret_reentered(&current.content, &node.content, kind.field_prefix)?;
-    tree.put(node.clone());
-    check_in_tree(&tree, id, kind.field_prefix)?;
-    repo::save_version(&txn, tenant, &node, actor.operator_id, kind.comment)
-        .await
-        .map_err(conflict_if_duplicate(format!(
-            "a policy named “{}” already exists",
-            node.content.name
-        )))?;
     let mut changes = diff(&current.content, &node.content);
     if current.parent_id != node.parent_id {
         changes.insert(
@@ -384,15 +402,86 @@ async fn save(
             ),
         );
     }
-    audit::record(
-        &txn,
-        actor,
-        tenant,
-        policy_entry(kind.action, id, changes.clone()),
-    )
-    .await?;
+    if changes.is_empty() {
+        return Ok(Proposal {
+            node: current,
+            before: Resolution::new(),
+            after: Resolution::new(),
+            changes,
+        });
+    }
+    check_secret_reentered(&current.content, &node.content, field_prefix)?;
+    let before = resolve(&tree.chain(id), &BTreeMap::new());
+    tree.put(node.clone());
+    check_in_tree(tree, id, field_prefix)?;
+    let resolution = resolve(&tree.chain(id), &BTreeMap::new());
+    let errors = check_statuses_with_board(
+        &current.content.values,
+        &node.content.values,
+        &resolution,
+        field_prefix,
+    );
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    Ok(Proposal {
+        node,
+        before,
+        after: resolution,
+        changes,
+    })
+}
+
+/// The one path every change of an existing policy takes. First, outside any transaction (the
+/// ConnectWise calls must not hold the write lock), the new version is built, checked and its
+/// references vetted. Then the row is locked at the expected version, the version built and
+/// checked again against the tree as it now is, and stored with its change-log entry. A save
+/// that changes nothing stores nothing.
+async fn save(
+    state: &AppState,
+    actor: &Actor,
+    id: PolicyId,
+    expected: Expected,
+    kind: SaveKind<'_>,
+    build: Build<'_>,
+) -> Result<Saved, ApiError> {
+    let tenant = actor.tenant_id;
+    let mut tree = repo::load_tree(&state.db, tenant).await?;
+    let proposal = propose(&mut tree, id, kind.field_prefix, &build)?;
+    let warnings = if proposal.changes.is_empty() {
+        Vec::new()
+    } else {
+        references::vet_policy_references(state, tenant, &proposal.before, &proposal.after, kind.references)
+            .await?
+    };
+
+    let txn = db::begin_write(&state.db).await?;
+    written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
+    let mut tree = repo::load_tree(&txn, tenant).await?;
+    let Proposal { node, changes, .. } = propose(&mut tree, id, kind.field_prefix, &build)?;
+    if changes.is_empty() {
+        drop(txn);
+        return Ok(Saved {
+            detail: get(state, tenant, id).await?,
+            changes,
+            warnings: Vec::new(),
+        });
+    }
+    repo::save_version(&txn, tenant, &node, actor.operator_id, kind.comment)
+        .await
+        .map_err(conflict_if_duplicate(format!(
+            "a policy named “{}” already exists",
+            node.content.name
+        )))?;
+    let mut logged = changes.clone();
+    logged.extend(warnings.iter().map(|w| references::warning_change(w)));
+    audit::record(&txn, actor, tenant, policy_entry(kind.action, id, logged)).await?;
     txn.commit().await?;
-    Ok((get(state, tenant, id).await?, changes))
+    Ok(Saved {
+        detail: get(state, tenant, id).await?,
+        changes,
+        warnings,
+    })
 }
 
 pub async fn update(
@@ -401,7 +490,8 @@ pub async fn update(
     id: PolicyId,
     expected: Expected,
     edit: PolicyEdit,
-) -> Result<PolicyDetail, ApiError> {
+    references: References,
+) -> Result<Saved, ApiError> {
     let keyring = state.keyring.clone();
     let tenant = actor.tenant_id;
     let comment = edit.comment.clone();
@@ -429,30 +519,9 @@ pub async fn update(
         action: "policy.updated",
         comment: comment.as_deref(),
         field_prefix: "set.",
+        references,
     };
-    let (detail, _) = save(state, actor, id, expected, kind, build).await?;
-    Ok(detail)
-}
-
-/// What the policy would resolve to after `edit`, checked like a save but not saved — so a
-/// save can be checked against ConnectWise before any device receives it.
-pub async fn preview_update(
-    state: &AppState,
-    actor: &Actor,
-    id: PolicyId,
-    edit: &PolicyEdit,
-) -> Result<Resolution, ApiError> {
-    let tenant = actor.tenant_id;
-    let mut tree = repo::load_tree(&state.db, tenant).await?;
-    let current = tree
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("policy"))?;
-    let content = apply_edit(&state.keyring, tenant, &current.content, edit)?;
-    check_secret_reentered(&current.content, &content, "set.")?;
-    tree.put(PolicyNode { content, ..current });
-    check_in_tree(&tree, id, "set.")?;
-    Ok(resolve(&tree.chain(id), &BTreeMap::new()))
+    save(state, actor, id, expected, kind, build).await
 }
 
 /// Creates version N+1 with the content of version `version`.
@@ -463,14 +532,15 @@ pub async fn rollback(
     expected: Expected,
     version: i32,
     comment: Option<String>,
-) -> Result<PolicyDetail, ApiError> {
+    references: References,
+) -> Result<Saved, ApiError> {
     let (content, _) = repo::get_version(&state.db, actor.tenant_id, id, version)
         .await?
         .ok_or_else(|| ApiError::not_found("policy version"))?;
     let comment = comment.unwrap_or_else(|| format!("rolled back to version {version}"));
     let build: Build = Box::new(move |_, current| {
         Ok(PolicyNode {
-            content,
+            content: content.clone(),
             ..current.clone()
         })
     });
@@ -478,9 +548,9 @@ pub async fn rollback(
         action: "policy.rolled_back",
         comment: Some(&comment),
         field_prefix: "values.",
+        references,
     };
-    let (detail, _) = save(state, actor, id, expected, kind, build).await?;
-    Ok(detail)
+    save(state, actor, id, expected, kind, build).await
 }
 
 pub async fn delete(
@@ -753,12 +823,34 @@ pub async fn export(
     })
 }
 
+/// What to import: the document, its passphrase, the version's comment, and whether the
+/// references are checked against ConnectWise.
+pub struct ImportInput {
+    pub document: Value,
+    pub passphrase: Option<String>,
+    pub comment: Option<String>,
+    pub references: References,
+}
+
+// The passphrase unlocks secrets: `Debug` hides it.
+impl std::fmt::Debug for ImportInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportInput")
+            .field("passphrase", &self.passphrase.as_ref().map(|_| REDACTED))
+            .field("comment", &self.comment)
+            .field("references", &self.references)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What an import did, or would do.
 #[derive(Debug)]
 pub struct ImportOutcome {
     pub changes: Vec<Change>,
     /// The new version; `None` for a dry run.
     pub policy: Option<PolicyDetail>,
+    /// The ConnectWise reference check's warnings.
+    pub warnings: Vec<String>,
 }
 
 /// Validates the whole document, then (unless `dry_run`) saves its values and locks as one new
@@ -768,10 +860,14 @@ pub async fn import(
     actor: &Actor,
     id: PolicyId,
     expected: Option<Expected>,
-    document: Value,
-    passphrase: Option<String>,
-    comment: Option<String>,
+    input: ImportInput,
 ) -> Result<ImportOutcome, ApiError> {
+    let ImportInput {
+        document,
+        passphrase,
+        comment,
+        references,
+    } = input;
     let tenant = actor.tenant_id;
     // Everything cheap first; the key derivation, the one expensive step, comes last and only
     // for a well-formed document aimed at a policy of the caller's tenant.
@@ -841,10 +937,10 @@ pub async fn import(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        content.values = values;
+        content.values = values.clone();
         content.values.extend(kept_secrets);
         // Import replaces values and locks; the policy keeps its own name and description.
-        content.locks = locks;
+        content.locks = locks.clone();
         PolicyNode {
             content,
             ..current.clone()
@@ -861,10 +957,11 @@ pub async fn import(
                 .ok_or_else(|| ApiError::not_found("policy"))?;
             let node = build(&current);
             tree.put(node.clone());
-            check_in_tree(&tree, id, "document.values.")?;
+            check_in_tree(&tree, id, "document.values.").map_err(|e| secrets_hint(e, carries_secrets))?;
             Ok(ImportOutcome {
                 changes: diff(&current.content, &node.content),
                 policy: None,
+                warnings: Vec::new(),
             })
         }
         Some(expected) => {
@@ -878,8 +975,9 @@ pub async fn import(
                 action: "policy.imported",
                 comment: Some(&comment),
                 field_prefix: "document.values.",
+                references,
             };
-            let (saved, changes) = save(
+            let saved = save(
                 state,
                 actor,
                 id,
@@ -887,13 +985,37 @@ pub async fn import(
                 kind,
                 Box::new(move |_, current| Ok(build(current))),
             )
-            .await?;
+            .await
+            .map_err(|e| secrets_hint(e, carries_secrets))?;
             Ok(ImportOutcome {
-                changes,
-                policy: Some(saved),
+                changes: saved.changes,
+                policy: Some(saved.detail),
+                warnings: saved.warnings,
             })
         }
     }
+}
+
+/// An import that fails for want of the API secret, from a document exported without secrets,
+/// says how to get one that carries it.
+fn secrets_hint(mut error: ApiError, carries_secrets: bool) -> ApiError {
+    let wants_secret = |e: &FieldError| match e.code {
+        "secret_reentry_required" | "credentials_split" => true,
+        // The document's credentials without a secret on the policy to go with them.
+        "required_with" => e.field.ends_with(binding::SECRET_FIELD),
+        _ => false,
+    };
+    if carries_secrets || !error.errors.iter().any(wants_secret) {
+        return error;
+    }
+    const HINT: &str = "the document carries no secrets and this import needs the API secret: \
+                        export it with a passphrase (POST …/export) and import that document \
+                        with the passphrase";
+    for field in error.errors.iter_mut().filter(|e| wants_secret(e)) {
+        field.message = format!("{}; {HINT}", field.message);
+    }
+    error.detail = HINT.to_owned();
+    error
 }
 
 fn parse_document(document: Value) -> Result<ExportDocument, ApiError> {

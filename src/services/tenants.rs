@@ -8,7 +8,7 @@ use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::diff::Change;
 use crate::domain::validation::Validator;
 use crate::domain::{Expected, FieldError, Operator, Role, Tenant, TenantId, TenantName};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use sea_orm::ConnectionTrait;
 
@@ -89,6 +89,20 @@ pub async fn get(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
     tenants::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// A tenant named by its id or by its name (the command line takes either).
+pub async fn find(state: &AppState, id_or_name: &str) -> Result<Tenant, ApiError> {
+    let found = match id_or_name.trim().parse::<uuid::Uuid>() {
+        Ok(id) => tenants::get(&state.db, TenantId(id)).await?,
+        Err(_) => tenants::find_by_name(&state.db, id_or_name.trim()).await?,
+    };
+    found.ok_or_else(|| {
+        ApiError::new(
+            Code::NotFound,
+            format!("no tenant with the id or name “{}”", id_or_name.trim()),
+        )
+    })
 }
 
 pub async fn rename(

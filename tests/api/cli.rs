@@ -157,7 +157,7 @@ async fn policies_export_and_import_from_the_command_line() {
         ],
     );
     let document: Value = serde_json::from_str(&exported).unwrap();
-    assert_eq!(document["values"]["connectwise.site"], "na.myconnectwise.net");
+    assert_eq!(document["values"]["connectwise.site"], "na.myconnectwise.invalid");
     assert!(document["secrets"].is_object() && !exported.contains(SECRET));
 
     let file = db.dir.path().join("policy.json");

@@ -38,7 +38,9 @@ async fn tenant_on(app: &TestApp, site: &str) -> (Session, String) {
     let (root, etag) = root_policy(app, &tenant.admin).await;
     let mut settings = seed_settings();
     settings["set"]["connectwise.site"] = json!(site);
-    save_ok(app, &tenant.admin, &root, &etag, settings).await;
+    // The seed's boards are not the mock's: saved unchecked, for the lookups and checks below.
+    let unchecked = format!("{root}?validate=false");
+    save_ok(app, &tenant.admin, &unchecked, &etag, settings).await;
     (tenant.admin, root)
 }
 
@@ -159,20 +161,20 @@ async fn every_failure_has_its_reason_and_a_sentence() {
         .unwrap();
     assert_eq!(body["reason"], "timeout");
 
-    // Nothing listens on the port: the site is unknown.
+    // Nothing listens on the port: no connection (see tests/api/messages.rs).
     let body: Value = test_connection(&app, &tenant.admin, &credentials("127.0.0.1:9"))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(body["reason"], "unknown_site_or_company");
+    assert_eq!(body["reason"], "network_unreachable");
     // A name that does not resolve.
     let body: Value = test_connection(&app, &tenant.admin, &credentials("no-such-host.invalid"))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(body["reason"], "unknown_site_or_company");
+    assert_eq!(body["reason"], "dns_error");
 }
 
 #[tokio::test]
@@ -419,7 +421,7 @@ async fn internal_addresses_are_refused_before_any_connection() {
     for (site, code) in [
         ("file:///etc/passwd", "invalid_site"),
         ("http://169.254.169.254", "invalid_site"),
-        ("https://user:pass@na.myconnectwise.net", "invalid_site"),
+        ("https://user:pass@na.myconnectwise.invalid", "invalid_site"),
         ("[::1]", "invalid_site"),
     ] {
         let problem = assert_problem(
@@ -543,9 +545,18 @@ async fn references_are_checked_against_connectwise() {
         etag,
         "nothing saved"
     );
-    let unchecked = app
+    let checked_by_default = app
         .patch(
             &format!("/api/v1/policies/{root}"),
+            &admin.access,
+            Some(&etag),
+            &bad,
+        )
+        .await;
+    assert_problem(checked_by_default, 422, "validation_failed").await;
+    let unchecked = app
+        .patch(
+            &format!("/api/v1/policies/{root}?validate=false"),
             &admin.access,
             Some(&etag),
             &bad,
@@ -554,7 +565,7 @@ async fn references_are_checked_against_connectwise() {
     assert_eq!(
         unchecked.status(),
         StatusCode::OK,
-        "without ?validate the save goes through"
+        "with ?validate=false the save goes through"
     );
     let check: Value = app
         .post(

@@ -150,6 +150,26 @@ fn additions(agreement: i64) -> Vec<Value> {
     ]
 }
 
+/// The number a `conditions` clause `name=N` asks for, like ConnectWise's own filter.
+fn condition(query: &HashMap<String, String>, name: &str) -> Option<i64> {
+    let conditions = query.get("conditions")?;
+    conditions.split(" and ").find_map(|clause| {
+        let (key, value) = clause.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// The records whose `key` equals `wanted`, or all of them when nothing is asked.
+fn only(records: Vec<Value>, wanted: Option<i64>, key: impl Fn(&Value) -> &Value) -> Vec<Value> {
+    match wanted {
+        None => records,
+        Some(id) => records
+            .into_iter()
+            .filter(|r| key(r).as_i64() == Some(id))
+            .collect(),
+    }
+}
+
 async fn answer(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {
     let query: HashMap<String, String> =
         web::Query::<HashMap<String, String>>::from_query(req.query_string())
@@ -231,8 +251,12 @@ async fn answer(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {
                 .content_type("application/vnd.connectwise.com+json; version=2025.8")
                 .json(json!({"version": "v2025.1.10431", "isCloud": true, "serverTimeZone": "Eastern Standard Time", "cloudRegion": "NA"}));
         }
-        ["company", "companies"] => companies(),
-        ["finance", "agreements"] => agreements(),
+        ["company", "companies"] => only(companies(), condition(&query, "id"), |c| &c["id"]),
+        ["finance", "agreements"] => only(
+            agreements(),
+            condition(&query, "company/id"),
+            |a| &a["company"]["id"],
+        ),
         ["finance", "agreements", id, "additions"] => additions(id.parse().unwrap_or(0)),
         ["service", "boards"] => boards(),
         ["service", "boards", id, "statuses"] => statuses(id.parse().unwrap_or(0)),

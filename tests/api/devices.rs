@@ -252,7 +252,7 @@ async fn the_source_documents_device_flow() {
             config["settings"]["connectwise.private_key"], SECRET,
             "the device gets the secret in clear"
         );
-        assert_eq!(config["settings"]["connectwise.site"], "na.myconnectwise.net");
+        assert_eq!(config["settings"]["connectwise.site"], "na.myconnectwise.invalid");
         assert_eq!(config["provenance"]["connectwise.site"]["policy_name"], "Default");
         assert_eq!(config["provenance"]["connectwise.site"]["version"], 2);
         assert_eq!(config["pull_interval_seconds"], 60);

@@ -23,6 +23,7 @@ pub mod policies;
 mod pull;
 mod replicas;
 mod rotation;
+mod saves;
 mod secrets;
 mod signin;
 mod sim;

@@ -50,10 +50,20 @@ fn board(id: i64, name: &str) -> Value {
     json!({"id": id, "name": name})
 }
 
+/// A class's board with the New and Closed statuses a board is set with.
+fn with_statuses(class: &str, service_board: Value) -> Value {
+    let id = service_board["id"].as_i64().unwrap();
+    json!({
+        format!("ticketing.events.{class}.service_board"): service_board,
+        format!("ticketing.events.{class}.new_status"): board(id * 10, "New"),
+        format!("ticketing.events.{class}.closed_status"): board(id * 10 + 9, "Closed"),
+    })
+}
+
 /// The source document's ConnectWise settings: credentials plus tickets for three event classes.
 pub fn seed_settings() -> Value {
     let mut set = json!({
-        "connectwise.site": "https://NA.myconnectwise.net/",
+        "connectwise.site": "https://NA.myconnectwise.invalid/",
         "connectwise.company_id": "acme",
         "connectwise.public_key": "AbCdEf0123456789",
         "connectwise.private_key": SECRET,
@@ -90,7 +100,7 @@ async fn the_source_documents_flow_resolves_with_provenance() {
     let (root, etag) = save_ok(&app, admin, &root_id, &etag, seed_settings()).await;
     assert_eq!(etag, "\"2\"");
     assert_eq!(
-        root["values"]["connectwise.site"], "na.myconnectwise.net",
+        root["values"]["connectwise.site"], "na.myconnectwise.invalid",
         "normalised"
     );
     assert_eq!(root["values"]["connectwise.private_key"]["set"], true);
@@ -101,7 +111,11 @@ async fn the_source_documents_flow_resolves_with_provenance() {
         admin,
         json!({
             "name": "Client A",
-            "set": {"ticketing.events.missed_backup.service_board": board(22, "Client A Desk")},
+            "set": {
+                "ticketing.events.missed_backup.service_board": board(22, "Client A Desk"),
+                "ticketing.events.missed_backup.new_status": board(220, "New"),
+                "ticketing.events.missed_backup.closed_status": board(229, "Closed"),
+            },
             "lock": ["connectwise.site"],
         }),
     )
@@ -128,7 +142,7 @@ async fn the_source_documents_flow_resolves_with_provenance() {
     assert_eq!(inherited["source"]["version"], 2);
     assert_eq!(inherited["locked"], false);
     let site = &fields["connectwise.site"];
-    assert_eq!(site["value"], "na.myconnectwise.net");
+    assert_eq!(site["value"], "na.myconnectwise.invalid");
     assert_eq!(site["locked"], true);
     assert_eq!(site["locked_by"]["policy_name"], "Client A");
     assert_eq!(fields["connectwise.private_key"]["value"]["set"], true);
@@ -168,7 +182,7 @@ async fn concurrent_saves_let_exactly_one_win_and_never_repeat_a_version() {
     let admin = &tenant.admin;
     let (id, etag) = root_policy(&app, admin).await;
     let bodies: Vec<Value> = (0..8)
-        .map(|i| json!({"set": {"ticketing.events.failed_backup.service_board": board(i + 1, "B")}}))
+        .map(|i| json!({"set": with_statuses("failed_backup", board(i + 1, "B"))}))
         .collect();
     let responses =
         futures_util::future::join_all(bodies.into_iter().map(|body| save(&app, admin, &id, &etag, body)))
@@ -184,7 +198,7 @@ async fn concurrent_saves_let_exactly_one_win_and_never_repeat_a_version() {
         async move {
             loop {
                 let etag = etag_of(&app.get(&format!("/api/v1/policies/{id}"), &admin.access).await);
-                let body = json!({"set": {"ticketing.events.disk_usage.service_board": board(50 + i, "W")}});
+                let body = json!({"set": with_statuses("disk_usage", board(50 + i, "W"))});
                 match save(app, admin, id, &etag, body).await.status().as_u16() {
                     200 => break,
                     412 => continue,
@@ -312,7 +326,7 @@ async fn diff_and_rollback() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v2["values"]["connectwise.site"], "na.myconnectwise.net");
+    assert_eq!(v2["values"]["connectwise.site"], "na.myconnectwise.invalid");
     assert_problem(
         app.get(&format!("/api/v1/policies/{id}/versions/99"), &admin.access)
             .await,
@@ -421,17 +435,17 @@ async fn every_validation_rule_rejects_a_bad_value_naming_the_field() {
     let p = "ticketing.events.pool_status";
     let cases = [
         (
-            json!({"set": {"connectwise.site": "http://na.myconnectwise.net"}}),
+            json!({"set": {"connectwise.site": "http://na.myconnectwise.invalid"}}),
             "set.connectwise.site",
             "invalid_site",
         ),
         (
-            json!({"set": {"connectwise.site": "https://u:p@na.myconnectwise.net"}}),
+            json!({"set": {"connectwise.site": "https://u:p@na.myconnectwise.invalid"}}),
             "set.connectwise.site",
             "invalid_site",
         ),
         (
-            json!({"set": {"connectwise.site": "https://na.myconnectwise.net/?q=1"}}),
+            json!({"set": {"connectwise.site": "https://na.myconnectwise.invalid/?q=1"}}),
             "set.connectwise.site",
             "invalid_site",
         ),
@@ -481,7 +495,7 @@ async fn every_validation_rule_rejects_a_bad_value_naming_the_field() {
             "statuses_must_differ",
         ),
         (
-            json!({"set": {"connectwise.site": "na.myconnectwise.net"}}),
+            json!({"set": {"connectwise.site": "na.myconnectwise.invalid"}}),
             "connectwise.private_key",
             "required_with",
         ),

@@ -118,7 +118,7 @@ async fn replicas_on_one_database_stay_consistent() {
         .json()
         .await
         .unwrap();
-    assert_eq!(pulled["settings"]["connectwise.site"], "na.myconnectwise.net");
+    assert_eq!(pulled["settings"]["connectwise.site"], "na.myconnectwise.invalid");
     let policy_path = session
         .policy_url
         .split_once("/api/")

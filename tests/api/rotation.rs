@@ -85,7 +85,7 @@ async fn rotation_reseals_device_secrets_and_every_device_still_pulls() {
         .bearer_auth(&signed.token)
         .header("if-match", "*")
         .json(&json!({"set": {
-            "connectwise.site": "device.myconnectwise.net",
+            "connectwise.site": "device.myconnectwise.invalid",
             "connectwise.company_id": "acme",
             "connectwise.public_key": "PUBLIC0123",
             "connectwise.private_key": DEVICE_SECRET,

@@ -28,7 +28,7 @@ async fn secrets_are_encrypted_in_the_database() {
 
     let dump = app.db.dump();
     assert!(
-        contains_bytes(&dump, "na.myconnectwise.net"),
+        contains_bytes(&dump, "na.myconnectwise.invalid"),
         "the dump holds the stored settings"
     );
     assert!(

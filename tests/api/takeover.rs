@@ -300,7 +300,7 @@ async fn the_stored_secret_never_follows_a_new_site_or_company() {
         "credentials_split"
     );
     let config: Value = pull(&app, &device, None).await.json().await.unwrap();
-    assert_eq!(config["settings"]["connectwise.site"], "na.myconnectwise.net");
+    assert_eq!(config["settings"]["connectwise.site"], "na.myconnectwise.invalid");
 
     // Test Connection with the policy still goes to the stored site only.
     let tested = app
@@ -323,10 +323,10 @@ async fn the_stored_secret_never_follows_a_new_site_or_company() {
         &editor,
         &root,
         &etag,
-        json!({"set": {"connectwise.site": "eu.myconnectwise.net", "connectwise.private_key": "A-NEW-PRIVATE-KEY-2b8e"}}),
+        json!({"set": {"connectwise.site": "eu.myconnectwise.invalid", "connectwise.private_key": "A-NEW-PRIVATE-KEY-2b8e"}}),
     )
     .await;
-    assert_eq!(moved["values"]["connectwise.site"], "eu.myconnectwise.net");
+    assert_eq!(moved["values"]["connectwise.site"], "eu.myconnectwise.invalid");
 }
 
 #[tokio::test]
@@ -476,7 +476,7 @@ fn debug_output_of_types_carrying_secrets_never_shows_them() {
     use gmp::services::registration::Registration;
     let values: std::collections::BTreeMap<String, Value> = [
         ("connectwise.private_key".to_owned(), json!(SECRET)),
-        ("connectwise.site".to_owned(), json!("na.myconnectwise.net")),
+        ("connectwise.site".to_owned(), json!("na.myconnectwise.invalid")),
     ]
     .into_iter()
     .collect();
@@ -498,7 +498,7 @@ fn debug_output_of_types_carrying_secrets_never_shows_them() {
         format!(
             "{:?}",
             RawCredentials {
-                site: "na.myconnectwise.net".into(),
+                site: "na.myconnectwise.invalid".into(),
                 company_id: "acme".into(),
                 public_key: "PUBLIC".into(),
                 private_key: SECRET.into(),

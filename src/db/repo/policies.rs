@@ -6,12 +6,13 @@ use crate::db::entities::{policies, policy_versions};
 use crate::domain::policy::{PolicyContent, PolicyNode, PolicyTree, Sealed, SecretHandle, SettingValue};
 use crate::domain::{Expected, OperatorId, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, QueryFilter, QueryOrder,
+    QuerySelect, RelationDef,
 };
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 const SECRET_KEY: &str = "$secret";
@@ -116,44 +117,30 @@ fn meta_of(m: &policy_versions::Model) -> VersionMeta {
 
 /// Every policy of the tenant at its current version.
 pub async fn load_tree(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<PolicyTree, DbErr> {
-    let rows = policies::Entity::find()
+    // One statement whatever the number of policies, so the policies and their current versions
+    // come from one snapshot even outside a transaction.
+    let current: RelationDef = policy_versions::Entity::belongs_to(policies::Entity)
+        .from(policy_versions::Column::PolicyId)
+        .to(policies::Column::Id)
+        .into();
+    let rows = policy_versions::Entity::find()
+        .select_also(policies::Entity)
+        .join(JoinType::InnerJoin, current)
         .filter(policies::Column::TenantId.eq(tenant.0))
+        .filter(
+            Expr::col((policy_versions::Entity, policy_versions::Column::Version))
+                .equals((policies::Entity, policies::Column::CurrentVersion)),
+        )
         .all(conn)
         .await?;
-    if rows.is_empty() {
-        return Ok(PolicyTree::default());
-    }
-    // One query whatever the number of policies: the versions whose (policy, version) is a
-    // policy's current one.
-    let current = Query::select()
-        .column(policies::Column::Id)
-        .column(policies::Column::CurrentVersion)
-        .from(policies::Entity)
-        .and_where(policies::Column::TenantId.eq(tenant.0))
-        .to_owned();
-    let pair = Expr::tuple([
-        Expr::col((policy_versions::Entity, policy_versions::Column::PolicyId)),
-        Expr::col((policy_versions::Entity, policy_versions::Column::Version)),
-    ]);
-    let mut versions: HashMap<(Uuid, i32), policy_versions::Model> = policy_versions::Entity::find()
-        .filter(policy_versions::Column::TenantId.eq(tenant.0))
-        .filter(pair.in_subquery(current))
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(|v| ((v.policy_id, v.version), v))
-        .collect();
     let mut nodes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let version = versions.remove(&(row.id, row.current_version)).ok_or_else(|| {
-            DbErr::RecordNotFound(format!("policy {} version {}", row.id, row.current_version))
-        })?;
-        let version = &version;
+    for (version, policy) in rows {
+        let policy = policy.ok_or_else(|| DbErr::RecordNotFound(format!("policy {}", version.policy_id)))?;
         nodes.push(PolicyNode {
-            id: PolicyId(row.id),
-            parent_id: row.parent_id.map(PolicyId),
-            version: row.current_version,
-            content: content_of(version)?,
+            id: PolicyId(policy.id),
+            parent_id: policy.parent_id.map(PolicyId),
+            version: policy.current_version,
+            content: content_of(&version)?,
         });
     }
     Ok(PolicyTree::new(nodes))

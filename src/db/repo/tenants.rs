@@ -51,6 +51,14 @@ pub async fn get(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Option
         .map(|m| m.map(Tenant::from))
 }
 
+pub async fn find_by_name(conn: &impl ConnectionTrait, name: &str) -> Result<Option<Tenant>, DbErr> {
+    Entity::find()
+        .filter(Column::Name.eq(name))
+        .one(conn)
+        .await
+        .map(|m| m.map(Tenant::from))
+}
+
 /// Reads and locks a tenant for an update (`FOR UPDATE` on PostgreSQL).
 pub async fn get_for_update(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Option<Tenant>, DbErr> {
     Entity::find_by_id(tenant.0)

@@ -6,6 +6,7 @@ use crate::domain::PolicyId;
 use crate::error::ApiError;
 use crate::http::problem::{FieldErrorBody, ProblemDetails};
 use crate::services::connectwise::{self, CredentialSource, Lookup, RawCredentials, Tested};
+use crate::services::references;
 use crate::state::AppState;
 use actix_web::{HttpResponse, get, post, web};
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,10 @@ pub struct TestConnectionResponse {
     pub is_cloud: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
-    /// `invalid_credentials`, `insufficient_permissions`, `unknown_site_or_company`, `timeout`,
-    /// `tls_error`, `rate_limited` or `unexpected_response`.
+    /// `invalid_credentials`, `insufficient_permissions`, `unknown_site_or_company`,
+    /// `dns_error` (the site's name does not resolve from the GMP server), `network_unreachable`
+    /// (the GMP server cannot open a connection), `timeout`, `tls_error`, `rate_limited` or
+    /// `unexpected_response`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// What the operator can do about it.
@@ -295,7 +298,7 @@ pub async fn validate_policy(
     caller: Operator<Editor>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let problems = connectwise::check_policy(&state, caller.tenant_id, PolicyId(*path)).await?;
+    let problems = references::check_policy(&state, caller.tenant_id, PolicyId(*path)).await?;
     Ok(HttpResponse::Ok().json(ValidationResponse {
         ok: problems.is_empty(),
         problems: problems.iter().map(FieldErrorBody::from).collect(),

@@ -1,6 +1,6 @@
 //! Enrollment tokens, devices, device values, the field audit and the dashboard.
 
-use super::policies::PolicyRefResponse;
+use super::policies::{PolicyRefResponse, SaveQuery};
 use super::reregistrations::ReregistrationResponse;
 use crate::auth::{Admin, Editor, Operator};
 use crate::db::repo::device_fields::HistoryEntry;
@@ -16,7 +16,7 @@ use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
 use crate::services::devices::{self, DeviceEdit, DeviceView};
 use crate::services::field_audit::{self, FieldView, SyncState};
-use crate::services::{enrollment, tenants};
+use crate::services::{enrollment, references, tenants};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
@@ -193,6 +193,9 @@ pub struct DeviceResponse {
     /// A registration naming this device's hardware id that waits for approval
     /// (`POST …/reregistration/approve` or `…/reject`).
     pub reregistration: Option<ReregistrationResponse>,
+    /// `PATCH` only: why the save went through without its ConnectWise reference check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn connectivity_name(c: Connectivity) -> &'static str {
@@ -233,6 +236,7 @@ impl From<DeviceView> for DeviceResponse {
             next_pull_after: d.next_pull_after,
             applied_at: d.applied_at,
             reregistration: v.reregistration.map(ReregistrationResponse::from),
+            warnings: Vec::new(),
         }
     }
 }
@@ -346,10 +350,16 @@ pub struct UpdateDeviceRequest {
 
 /// Assign a device to a policy and set or unset its device values. Needs `If-Match`. An
 /// override of a field locked by the device's policies is a `409`.
+///
+/// The Service Ticket Company, billing company, agreement (of that company) and addition (of
+/// that agreement) the request changes are checked against ConnectWise when the device's
+/// configuration has credentials (`422` naming each problem). When ConnectWise cannot be
+/// reached, or no credentials are configured, the save goes through with `warnings`, also
+/// recorded in the change log. `?validate=false` skips the check.
 #[utoipa::path(
     tag = "devices",
     security(("operator_jwt" = [])),
-    params(("device_id" = Uuid, Path), ("If-Match" = String, Header, description = "ETag of the device as read")),
+    params(("device_id" = Uuid, Path), ("If-Match" = String, Header, description = "ETag of the device as read"), SaveQuery),
     request_body = UpdateDeviceRequest,
     responses(
         (status = 200, body = DeviceResponse, headers(("ETag" = String))),
@@ -368,18 +378,31 @@ pub async fn update_device(
     caller: Operator<Editor>,
     req: HttpRequest,
     path: web::Path<Uuid>,
+    query: web::Query<SaveQuery>,
     body: ApiJson<UpdateDeviceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
+    let references = query.references()?;
     let body = body.0;
     let edit = DeviceEdit {
         policy_id: body.policy_id.map(PolicyId),
         set: body.set,
         unset: body.unset,
+        notes: Vec::new(),
     };
-    Ok(device_response(
-        devices::update(&state, &caller.actor(), DeviceId(*path), expected, edit).await?,
-    ))
+    let (view, warnings) = references::update_device(
+        &state,
+        &caller.actor(),
+        DeviceId(*path),
+        expected,
+        edit,
+        references,
+    )
+    .await?;
+    let version = view.device.version;
+    let mut response = DeviceResponse::from(view);
+    response.warnings = warnings;
+    Ok(json_with_etag(HttpResponse::Ok(), version, &response))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,6 +12,7 @@ use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
 use crate::services::policies::{self, PolicyDetail, PolicyEdit};
+use crate::services::references::References;
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
@@ -43,6 +44,14 @@ pub struct PolicyResponse {
     /// Who saved the current version (`null` when the system did).
     pub updated_by: Option<Uuid>,
     pub comment: Option<String>,
+    /// Saves only (`PATCH`, rollback): `false` when the save changed nothing, so no version was
+    /// made and nothing was logged; `version` is then the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    /// Saves only: why the save went through without its ConnectWise reference check
+    /// (ConnectWise unreachable, no credentials). Also in the change log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn masked(content: &PolicyContent) -> BTreeMap<String, Value> {
@@ -67,14 +76,30 @@ impl From<PolicyDetail> for PolicyResponse {
             updated_at: d.updated_at,
             updated_by: d.current.author_id.map(|a| a.0),
             comment: d.current.comment,
+            changed: None,
+            warnings: Vec::new(),
         }
     }
 }
 
-fn policy_response(mut builder: actix_web::HttpResponseBuilder, detail: PolicyDetail) -> HttpResponse {
-    let version = detail.node.version;
-    builder.insert_header((header::LOCATION, format!("/api/v1/policies/{}", detail.node.id)));
-    json_with_etag(builder, version, &PolicyResponse::from(detail))
+fn policy_response(builder: actix_web::HttpResponseBuilder, detail: PolicyDetail) -> HttpResponse {
+    let id = detail.node.id;
+    respond(builder, id, PolicyResponse::from(detail))
+}
+
+fn respond(mut builder: actix_web::HttpResponseBuilder, id: PolicyId, body: PolicyResponse) -> HttpResponse {
+    builder.insert_header((header::LOCATION, format!("/api/v1/policies/{id}")));
+    json_with_etag(builder, body.version, &body)
+}
+
+/// The answer to a save: the policy, whether it changed, and the warnings.
+fn saved_response(saved: policies::Saved) -> HttpResponse {
+    let changed = saved.changed();
+    let id = saved.detail.node.id;
+    let mut body = PolicyResponse::from(saved.detail);
+    body.changed = Some(changed);
+    body.warnings = saved.warnings;
+    respond(HttpResponse::Ok(), id, body)
 }
 
 /// A policy as listed.
@@ -168,9 +193,28 @@ impl From<UpdatePolicyRequest> for PolicyEdit {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SaveQuery {
-    /// `connectwise`: check board and status references against ConnectWise before saving
-    /// (`422` listing each problem by field).
+    /// Board and status references are checked against ConnectWise by default when the policy
+    /// has credentials (`422` listing each problem by field; a warning when ConnectWise cannot
+    /// be reached). `false` skips the check; `true` and `connectwise` are the default.
     pub validate: Option<String>,
+}
+
+impl SaveQuery {
+    pub fn references(&self) -> Result<References, ApiError> {
+        references(self.validate.as_deref())
+    }
+}
+
+/// `?validate=`: the ConnectWise reference check of a save.
+pub(super) fn references(validate: Option<&str>) -> Result<References, ApiError> {
+    match validate {
+        None | Some("true" | "connectwise") => Ok(References::Check),
+        Some("false") => Ok(References::Skip),
+        Some(other) => Err(ApiError::new(
+            crate::error::Code::InvalidQuery,
+            format!("validate=`{other}` is not supported; use validate=true (the default) or validate=false"),
+        )),
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -329,6 +373,8 @@ pub struct ExportRequest {
 pub struct ImportQuery {
     /// Validate and return the diff without changing anything (no `If-Match` needed).
     pub dry_run: Option<bool>,
+    /// `false` skips the ConnectWise reference check (see `PATCH /policies/{policy_id}`).
+    pub validate: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -360,6 +406,32 @@ pub struct ImportResponse {
     /// The policy after the import; absent for a dry run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyResponse>,
+    /// Why the import went through without its ConnectWise reference check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The import request from either body form: a document as downloaded is recognised by its
+/// `format` member, which the wrapper does not have.
+fn import_body(req: &HttpRequest, body: Value) -> Result<ImportRequest, ApiError> {
+    if body.get("format").is_none() {
+        let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+        return crate::http::json::parse(&bytes);
+    }
+    let passphrase = match req.headers().get("x-export-passphrase") {
+        None => None,
+        Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+            ApiError::new(
+                crate::error::Code::InvalidHeader,
+                "`X-Export-Passphrase` must be visible ASCII",
+            )
+        })?),
+    };
+    Ok(ImportRequest {
+        document: body,
+        passphrase,
+        comment: None,
+    })
 }
 
 fn export_response(document: policies::ExportDocument) -> Result<HttpResponse, ApiError> {
@@ -467,9 +539,13 @@ pub async fn get_policy(
 /// One request is one transaction creating version N+1. Needs `If-Match` with the version you
 /// read: `412` when someone saved in between. A value an ancestor locked is a `409` naming the
 /// locking policy. Every value is checked against the catalogue and the cross-field rules
-/// (for this policy and every descendant inheriting the change). With
-/// `?validate=connectwise`, board and status references are first checked against
-/// ConnectWise.
+/// (for this policy and every descendant inheriting the change); a policy that sets a class's
+/// Service Board sets its New and Closed statuses with it. Board and status references are
+/// checked against ConnectWise when the policy has credentials (`?validate=false` skips it);
+/// when ConnectWise cannot be reached the save goes through with `warnings`.
+///
+/// A save that changes nothing makes no version and no change-log entry: `200` with the
+/// current version and `changed: false` (`changed: true` otherwise).
 #[utoipa::path(
     tag = "policies",
     security(("operator_jwt" = [])),
@@ -496,26 +572,10 @@ pub async fn update_policy(
     body: ApiJson<UpdatePolicyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
+    let references = query.references()?;
     let (actor, id, edit) = (caller.actor(), PolicyId(*path), PolicyEdit::from(body.0));
-    match query.validate.as_deref() {
-        None => {}
-        Some("connectwise") => {
-            let preview = policies::preview_update(&state, &actor, id, &edit).await?;
-            let problems =
-                crate::services::connectwise::check_references(&state, actor.tenant_id, &preview).await?;
-            if !problems.is_empty() {
-                return Err(ApiError::validation(problems));
-            }
-        }
-        Some(other) => {
-            return Err(ApiError::new(
-                crate::error::Code::InvalidQuery,
-                format!("validate=`{other}` is not supported; use validate=connectwise"),
-            ));
-        }
-    }
-    let detail = policies::update(&state, &actor, id, expected, edit).await?;
-    Ok(policy_response(HttpResponse::Ok(), detail))
+    let saved = policies::update(&state, &actor, id, expected, edit, references).await?;
+    Ok(saved_response(saved))
 }
 
 /// Delete a policy that has no child policies and no devices. The root cannot be deleted.
@@ -645,10 +705,12 @@ pub async fn diff_policy_versions(
 }
 
 /// Roll back: create version N+1 with the content of an earlier version. Needs `If-Match`.
+/// References are checked as on `PATCH`; rolling back to content equal to the current one
+/// answers `changed: false` and makes no version.
 #[utoipa::path(
     tag = "policies",
     security(("operator_jwt" = [])),
-    params(("policy_id" = Uuid, Path), ("If-Match" = String, Header, description = "ETag of the policy as read")),
+    params(("policy_id" = Uuid, Path), ("If-Match" = String, Header, description = "ETag of the policy as read"), SaveQuery),
     request_body = RollbackRequest,
     responses(
         (status = 200, body = PolicyResponse, headers(("ETag" = String))),
@@ -667,20 +729,23 @@ pub async fn rollback_policy(
     caller: Operator<Editor>,
     req: HttpRequest,
     path: web::Path<Uuid>,
+    query: web::Query<SaveQuery>,
     body: ApiJson<RollbackRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match(&req)?;
+    let references = query.references()?;
     let body = body.0;
-    let detail = policies::rollback(
+    let saved = policies::rollback(
         &state,
         &caller.actor(),
         PolicyId(*path),
         expected,
         body.version,
         body.comment,
+        references,
     )
     .await?;
-    Ok(policy_response(HttpResponse::Ok(), detail))
+    Ok(saved_response(saved))
 }
 
 /// The resolved view: what a device assigned to this policy would get, each field with the
@@ -783,11 +848,19 @@ pub async fn export_policy_with_secrets(
 /// otherwise `If-Match` is required and one new version is created. Encrypted secrets must use
 /// the key-derivation parameters this server exports with (others are a `422` naming the
 /// field); the passphrase is tried only after everything else checked out.
+///
+/// The body is either `{document, passphrase, comment}` or the exported document itself,
+/// exactly as downloaded (its passphrase, if it carries secrets, in `X-Export-Passphrase`).
+/// Board and status references are checked against ConnectWise as on `PATCH`.
 #[utoipa::path(
     tag = "policies",
     security(("operator_jwt" = [])),
-    params(("policy_id" = Uuid, Path), ImportQuery, ("If-Match" = Option<String>, Header, description = "Required unless dry_run")),
-    request_body = ImportRequest,
+    params(
+        ("policy_id" = Uuid, Path), ImportQuery,
+        ("If-Match" = Option<String>, Header, description = "Required unless dry_run"),
+        ("X-Export-Passphrase" = Option<String>, Header, description = "The passphrase of a document sent as downloaded"),
+    ),
+    request_body(content = ImportRequest, description = "`{document, passphrase, comment}`, or the exported document itself"),
     responses(
         (status = 200, body = ImportResponse),
         (status = 401, response = ProblemDetails),
@@ -807,25 +880,30 @@ pub async fn import_policy(
     req: HttpRequest,
     path: web::Path<Uuid>,
     query: web::Query<ImportQuery>,
-    body: ApiJson<ImportRequest>,
+    body: ApiJson<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let dry_run = query.dry_run.unwrap_or(false);
+    let references = references(query.validate.as_deref())?;
     let expected = if dry_run { None } else { Some(if_match(&req)?) };
-    let body = body.0;
+    let body = import_body(&req, body.0)?;
     let outcome = policies::import(
         &state,
         &caller.actor(),
         PolicyId(*path),
         expected,
-        body.document,
-        body.passphrase,
-        body.comment,
+        policies::ImportInput {
+            document: body.document,
+            passphrase: body.passphrase,
+            comment: body.comment,
+            references,
+        },
     )
     .await?;
     let response = ImportResponse {
         dry_run,
         changes: outcome.changes.into_iter().map(ChangeResponse::from).collect(),
         policy: outcome.policy.map(PolicyResponse::from),
+        warnings: outcome.warnings,
     };
     match &response.policy {
         Some(policy) => Ok(json_with_etag(HttpResponse::Ok(), policy.version, &response)),
