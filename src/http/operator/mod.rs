@@ -3,7 +3,10 @@
 pub mod audit;
 pub mod auth;
 pub mod connectwise;
+pub mod device_settings;
 pub mod devices;
+pub mod enrollment;
+pub mod field_audit;
 pub mod me;
 pub mod operators;
 pub mod policies;
@@ -43,10 +46,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(policies::export_policy_with_secrets)
         .service(policies::import_policy)
         .service(audit::list_audit_changes)
-        .service(devices::create_enrollment_token)
-        .service(devices::list_enrollment_tokens)
-        .service(devices::get_enrollment_token)
-        .service(devices::revoke_enrollment_token)
+        .service(enrollment::create_enrollment_token)
+        .service(enrollment::list_enrollment_tokens)
+        .service(enrollment::get_enrollment_token)
+        .service(enrollment::revoke_enrollment_token)
         .service(devices::list_devices)
         .service(devices::get_device)
         .service(devices::update_device)
@@ -57,14 +60,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(reregistrations::reject_reregistration)
         .service(devices::adopt_device_override)
         .service(devices::reassert_device_field)
-        .service(devices::get_device_fields)
-        .service(devices::get_device_history)
-        .service(devices::list_inherited)
-        .service(devices::list_overrides)
-        .service(devices::list_policy_devices)
-        .service(devices::get_policy_dashboard)
-        .service(devices::get_device_settings)
-        .service(devices::update_device_settings)
+        .service(field_audit::get_device_fields)
+        .service(field_audit::get_device_history)
+        .service(field_audit::list_inherited)
+        .service(field_audit::list_overrides)
+        .service(field_audit::list_policy_devices)
+        .service(field_audit::get_policy_dashboard)
+        .service(device_settings::get_device_settings)
+        .service(device_settings::update_device_settings)
         .service(connectwise::test_connection)
         .service(connectwise::list_cw_companies)
         .service(connectwise::list_cw_agreements)
