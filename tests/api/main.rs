@@ -28,5 +28,6 @@ mod sim;
 mod takeover;
 mod tenants;
 mod transfer;
+mod ui;
 
 mod helpers;

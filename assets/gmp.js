@@ -1,0 +1,13 @@
+// GMP web UI: the few behaviours htmx does not cover. No inline scripts anywhere (the
+// Content-Security-Policy forbids them); this file is served by the GMP itself.
+"use strict";
+document.addEventListener("click", function (event) {
+  // "Replace" reveals an empty field for a new API Secret; the stored one is never shown.
+  const replace = event.target.closest("#replace-secret");
+  if (!replace) return;
+  const field = document.getElementById(replace.getAttribute("aria-controls"));
+  if (!field) return;
+  field.hidden = false;
+  replace.hidden = true;
+  field.focus();
+});

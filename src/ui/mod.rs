@@ -1,0 +1,31 @@
+//! The web UI for MSP operators: server-rendered pages from compile-time checked templates
+//! (`templates/`), with the vendored htmx (`assets/`) for partial updates. Pages call the same
+//! services, with the same roles and tenant scoping, as the JSON API; see `session` for
+//! sign-in and `page` for what every page shares.
+
+mod assets;
+mod auth;
+mod page;
+mod policies;
+mod policy_form;
+pub mod session;
+
+use actix_web::web;
+
+/// Registers the UI's routes (outside `/api` and `/device`, which stay JSON only).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(auth::root))
+        .route("/login", web::get().to(auth::login_form))
+        .route("/login", web::post().to(auth::login))
+        .route("/logout", web::post().to(auth::logout))
+        .route("/assets/{name}", web::get().to(assets::asset))
+        .route("/policies", web::get().to(policies::first))
+        .route("/policies/{id}", web::get().to(policies::show))
+        .route("/policies/{id}", web::post().to(policies::save))
+        .route("/policies/{id}/revert", web::post().to(policies::revert))
+        .route(
+            "/policies/{id}/test-connection",
+            web::post().to(policies::test_connection),
+        )
+        .route("/policies/{id}/statuses", web::get().to(policies::statuses));
+}
