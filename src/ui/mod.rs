@@ -5,6 +5,7 @@
 
 mod assets;
 mod auth;
+mod devices;
 mod page;
 mod policies;
 mod policy_form;
@@ -27,5 +28,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/policies/{id}/test-connection",
             web::post().to(policies::test_connection),
         )
-        .route("/policies/{id}/statuses", web::get().to(policies::statuses));
+        .route("/policies/{id}/statuses", web::get().to(policies::statuses))
+        .route("/devices", web::get().to(devices::list))
+        .route("/devices/{id}", web::get().to(devices::show))
+        .route("/devices/{id}", web::post().to(devices::save))
+        .route("/devices/{id}/billing", web::get().to(devices::cascade))
+        .route(
+            "/devices/{id}/fields/{action}",
+            web::post().to(devices::field_action),
+        );
 }

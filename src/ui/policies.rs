@@ -20,11 +20,11 @@ use uuid::Uuid;
 type Form = web::Form<Vec<(String, String)>>;
 
 /// One line of the policy tree.
-struct TreeRow {
-    id: PolicyId,
-    name: String,
-    depth: usize,
-    selected: bool,
+pub(super) struct TreeRow {
+    pub id: PolicyId,
+    pub name: String,
+    pub depth: usize,
+    pub selected: bool,
 }
 
 #[derive(Template)]
@@ -73,7 +73,7 @@ fn policy_id(layout: &Layout, raw: &str) -> Result<PolicyId, HttpResponse> {
 }
 
 /// Every policy of the tenant, root first, each followed by its children by name.
-async fn tree(state: &AppState, ui: &Ui, selected: PolicyId) -> Result<Vec<TreeRow>, ApiError> {
+pub(super) async fn tree(state: &AppState, ui: &Ui, selected: PolicyId) -> Result<Vec<TreeRow>, ApiError> {
     let mut all = Vec::new();
     let mut cursor = None;
     loop {
@@ -132,7 +132,7 @@ fn option_text(item: &Value) -> String {
 
 /// Fills a select from lookup `items`, keeping a stored value ConnectWise no longer lists
 /// (marked, not silently blanked).
-fn fill(control: &mut Control, items: Option<&[Value]>) {
+pub(super) fn fill(control: &mut Control, items: Option<&[Value]>) {
     let mut options = vec![Opt {
         value: String::new(),
         text: "— none —".into(),
@@ -164,7 +164,7 @@ fn fill(control: &mut Control, items: Option<&[Value]>) {
     control.options = options;
 }
 
-fn id_of(value: &str) -> Option<&str> {
+pub(super) fn id_of(value: &str) -> Option<&str> {
     value.split_once(':').map(|(id, _)| id)
 }
 

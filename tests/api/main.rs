@@ -29,5 +29,6 @@ mod takeover;
 mod tenants;
 mod transfer;
 mod ui;
+mod ui_pages;
 
 mod helpers;
