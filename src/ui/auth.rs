@@ -25,10 +25,10 @@ fn tls(state: &AppState) -> bool {
     state.config.tls_cert_file.is_some()
 }
 
-/// `/`: the dashboard's place; the policy settings for now, or the sign-in page.
+/// `/`: the dashboard, or the sign-in page when signed out.
 pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     match cookie(&req, SESSION_COOKIE) {
-        Some(id) if state.ui_sessions.check(&state, id).await.is_some() => redirect("/policies"),
+        Some(id) if state.ui_sessions.check(&state, id).await.is_some() => redirect("/dashboard"),
         _ => redirect("/login"),
     }
 }
@@ -54,7 +54,7 @@ pub async fn login_form(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
     if let Some(id) = cookie(&req, SESSION_COOKIE)
         && state.ui_sessions.check(&state, id).await.is_some()
     {
-        return redirect("/policies");
+        return redirect("/dashboard");
     }
     login_page(&state, StatusCode::OK, "", None)
 }
@@ -81,7 +81,7 @@ pub async fn login(
     match crate::services::auth::login(&state, email, password, address).await {
         Ok(pair) => {
             let id = state.ui_sessions.start(pair);
-            let mut response = redirect("/policies");
+            let mut response = redirect("/dashboard");
             let cookies = [
                 set_cookie(SESSION_COOKIE, &id, tls(&state), None),
                 set_cookie(LOGIN_COOKIE, "", tls(&state), Some(0)),

@@ -5,6 +5,7 @@
 
 mod assets;
 mod auth;
+mod dashboard;
 mod devices;
 mod page;
 mod policies;
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(policies::test_connection),
         )
         .route("/policies/{id}/statuses", web::get().to(policies::statuses))
+        .route("/dashboard", web::get().to(dashboard::show))
         .route("/devices", web::get().to(devices::list))
         .route("/devices/{id}", web::get().to(devices::show))
         .route("/devices/{id}", web::post().to(devices::save))

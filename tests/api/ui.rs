@@ -142,7 +142,7 @@ async fn the_session_cookie_is_http_only_strict_and_pages_carry_a_strict_csp() {
     let (response, login_cookies) =
         Browser::post_login(&app, ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&response), "/policies");
+    assert_eq!(location(&response), "/dashboard");
     let session = set_cookies(&response)
         .into_iter()
         .find(|c| c.starts_with("gmp_session="))

@@ -158,3 +158,77 @@ async fn a_device_page_shows_provenance_and_overrides_and_saves_device_settings(
         .await;
     assert!(!page.contains(">Adopt</button>") && !page.contains("id=\"save-device\""));
 }
+
+/// The number shown in `data-count="{name}"` of the dashboard row of `policy`.
+fn shown_count(html: &str, policy: &str, name: &str) -> u64 {
+    let row = html
+        .split("<tr data-policy=\"")
+        .find(|r| r.starts_with(policy))
+        .unwrap_or_else(|| panic!("no row for {policy}"));
+    let row = &row[..row.find("</tr>").unwrap()];
+    let marker = format!("data-count=\"{name}\">");
+    let start = row.find(&marker).unwrap_or_else(|| panic!("no {name} in {row}")) + marker.len();
+    row[start..].split('<').next().unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_apis_numbers_and_recent_changes() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let synced = register(&app, admin, "HW-1", "appliance").await;
+    register(&app, admin, "HW-2", "appliance").await;
+    let config: Value = pull(&app, &synced, None).await.json().await.unwrap();
+    assert_eq!(
+        report(&app, &synced, &inherited_report(&config)).await.status(),
+        StatusCode::OK
+    );
+    let other = app.create_tenant("Other").await;
+    register(&app, &other.admin, "HW-9", "vault").await;
+
+    let viewer = app.create_operator(admin, "viewer").await;
+    let browser = Browser::sign_in(&app, &viewer.email, PASSWORD).await;
+    let root = browser.get("/").await;
+    assert_eq!(root.headers()["location"], "/dashboard");
+    let html = browser.page("/dashboard").await;
+    let api: Value = app
+        .get("/api/v1/dashboard/policies", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let policies = api["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "only this tenant's policies: {api}");
+    for policy in policies {
+        let id = policy["policy_id"].as_str().unwrap();
+        for name in [
+            "assigned",
+            "in_sync",
+            "pending",
+            "failed",
+            "overridden",
+            "violations",
+            "stale",
+        ] {
+            assert_eq!(
+                Some(shown_count(&html, id, name)),
+                policy[name].as_u64(),
+                "{name} of {id}"
+            );
+        }
+        assert_eq!(policy["assigned"], 2);
+        assert_eq!(policy["in_sync"], 1);
+        assert!(html.contains(&format!("href=\"/devices?policy={id}\"")));
+    }
+    assert!(
+        html.contains("<td>device.registered</td>"),
+        "recent changes: {html}"
+    );
+    let filtered = browser.page("/dashboard?action=enrollment_token.created").await;
+    assert!(filtered.contains("<td>enrollment_token.created</td>"));
+    assert!(
+        !filtered.contains("<td>device.registered</td>"),
+        "the action filter applies"
+    );
+    assert!(!html.contains("hw-9"), "nothing of another tenant");
+}
