@@ -29,6 +29,8 @@ mod takeover;
 mod tenants;
 mod transfer;
 mod ui;
+mod ui_browser;
 mod ui_pages;
+mod webdriver;
 
 mod helpers;
