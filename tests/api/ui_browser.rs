@@ -5,7 +5,7 @@
 //! numbers against the API's. A screenshot of each page goes to `target/ui-screenshots/`.
 
 use crate::connectwise_mock::MockConnectWise;
-use crate::devices::{pull, register};
+use crate::devices::{inherited_report, pull, register, report};
 use crate::helpers::{PASSWORD, TestApp};
 use crate::policies::root_policy;
 use crate::webdriver::Browser;
@@ -109,18 +109,7 @@ async fn the_source_documents_flow_works_in_a_browser() {
     assert_eq!(values["ticketing.events.disk_usage.new_status"]["id"], 20);
     assert_eq!(values["connectwise.private_key"]["set"], true);
 
-    // A registered device inherits them.
     let device = register(&app, admin, "APPLIANCE-1", "appliance").await;
-    let config: Value = pull(&app, &device, None).await.json().await.unwrap();
-    let settings = &config["settings"];
-    assert_eq!(
-        settings["ticketing.events.failed_backup.service_board"]["id"], 1,
-        "{config}"
-    );
-    assert_eq!(
-        settings["connectwise.private_key"], "the-private-key",
-        "the device gets the secret"
-    );
 
     // On the device page: Service Ticket Company and Billing Integration (cascading).
     browser.click("a[href='/devices']").await;
@@ -152,7 +141,22 @@ async fn the_source_documents_flow_works_in_a_browser() {
     browser.find("#device-list").await;
     browser.screenshot("devices").await;
 
-    // The dashboard's numbers equal the API's.
+    // The device inherits the policy's values, with its own settings; it applies them, and
+    // the dashboard's numbers equal the API's.
+    let config: Value = pull(&app, &device, None).await.json().await.unwrap();
+    let settings = &config["settings"];
+    assert_eq!(
+        settings["ticketing.events.failed_backup.service_board"]["id"], 1,
+        "{config}"
+    );
+    assert_eq!(
+        settings["connectwise.private_key"], "the-private-key",
+        "the device gets the secret"
+    );
+    assert_eq!(settings["billing.addition"]["id"], 501, "{config}");
+    assert_eq!(settings["ticketing.service_ticket_company"]["id"], 1, "{config}");
+    let applied = report(&app, &device, &inherited_report(&config)).await;
+    assert_eq!(applied.status(), reqwest::StatusCode::OK);
     browser.goto(&app.url("/dashboard")).await;
     let api: Value = app
         .get("/api/v1/dashboard/policies", &admin.access)
@@ -176,6 +180,7 @@ async fn the_source_documents_flow_works_in_a_browser() {
                 .await;
             assert_eq!(shown, policy[name].to_string(), "{name} of {id}");
         }
+        assert_eq!(policy["in_sync"], 1);
     }
     browser.screenshot("dashboard").await;
 
