@@ -3,6 +3,10 @@
 //! services, with the same roles and tenant scoping, as the JSON API; see `session` for
 //! sign-in and `page` for what every page shares.
 
+// A refused request ends with the page (or redirect) to answer: handlers return it early as
+// `Err(HttpResponse)`. It is built once per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod assets;
 mod auth;
 mod dashboard;

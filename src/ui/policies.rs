@@ -92,7 +92,7 @@ pub(super) async fn tree(state: &AppState, ui: &Ui, selected: PolicyId) -> Resul
             None => break,
         }
     }
-    all.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    all.sort_by_key(|p| p.name.to_lowercase());
     let mut rows = Vec::with_capacity(all.len());
     // Depth-first without recursion: children of a node are pushed in reverse name order.
     let mut pending: Vec<(PolicyId, usize)> = all
