@@ -11,3 +11,11 @@ document.addEventListener("click", function (event) {
   replace.hidden = true;
   field.focus();
 });
+
+document.addEventListener("click", function (event) {
+  // "Copy" puts a value shown once (a new enrollment token) on the clipboard.
+  const copy = event.target.closest("[data-copy]");
+  if (!copy || !navigator.clipboard) return;
+  const source = document.getElementById(copy.getAttribute("data-copy"));
+  if (source) navigator.clipboard.writeText(source.textContent.trim());
+});

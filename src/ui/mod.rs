@@ -7,6 +7,7 @@
 // `Err(HttpResponse)`. It is built once per request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod assets;
 mod auth;
 mod dashboard;
@@ -42,5 +43,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/devices/{id}/fields/{action}",
             web::post().to(devices::field_action),
-        );
+        )
+        .route("/admin", web::get().to(admin::show))
+        .route("/admin/tokens", web::post().to(admin::create_token))
+        .route("/admin/tokens/revoke", web::post().to(admin::revoke_token))
+        .route("/admin/operators", web::post().to(admin::create_operator))
+        .route("/admin/operators/role", web::post().to(admin::change_role))
+        .route("/admin/pull-interval", web::post().to(admin::pull_interval));
 }

@@ -35,6 +35,10 @@ pub struct Layout {
 }
 
 impl Layout {
+    pub fn is_admin(&self) -> bool {
+        self.role.includes(Role::Admin)
+    }
+
     pub fn can_edit(&self) -> bool {
         self.role.includes(Role::Editor)
     }

@@ -232,3 +232,122 @@ async fn the_dashboard_shows_the_apis_numbers_and_recent_changes() {
     );
     assert!(!html.contains("hw-9"), "nothing of another tenant");
 }
+
+#[tokio::test]
+async fn admins_create_tokens_shown_once_manage_operators_and_set_the_pull_interval() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let editor = app.create_operator(admin, "editor").await;
+    let as_editor = Browser::sign_in(&app, &editor.email, PASSWORD).await;
+    assert!(
+        !as_editor.page("/dashboard").await.contains("href=\"/admin\""),
+        "no Admin link"
+    );
+    assert_eq!(as_editor.get("/admin").await.status(), StatusCode::FORBIDDEN);
+
+    let browser = Browser::sign_in(&app, &admin.email, PASSWORD).await;
+    let page = browser.page("/admin").await;
+    assert!(page.contains("href=\"/admin\""));
+    let csrf = hidden(&page, "csrf");
+    let refused = browser.post("/admin/tokens", &[("label", "forged")]).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "no CSRF token");
+
+    let created = browser
+        .post(
+            "/admin/tokens",
+            &[
+                ("csrf", &csrf),
+                ("label", "Client A installs"),
+                ("max_uses", "2"),
+                ("expires_in_hours", "24"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::OK);
+    assert_eq!(created.headers()["cache-control"], "no-store");
+    let html = created.text().await.unwrap();
+    let start =
+        html.find("<code id=\"new-token\">").expect("the token is shown") + "<code id=\"new-token\">".len();
+    let token = html[start..].split('<').next().unwrap().to_owned();
+    let registered = crate::devices::register_with(&app, &token, "HW-7", "appliance").await;
+    assert_eq!(
+        registered.status(),
+        StatusCode::CREATED,
+        "the shown token enrols a device"
+    );
+    let again = browser.page("/admin").await;
+    assert!(!again.contains(&token), "shown only once");
+    assert!(again.contains("Client A installs") && again.contains("1 of 2"));
+
+    // Revoke it.
+    let id_marker = "name=\"id\" value=\"";
+    let revoke_form = &again[again.find("/admin/tokens/revoke").unwrap()..];
+    let start = revoke_form.find(id_marker).unwrap() + id_marker.len();
+    let id = revoke_form[start..].split('"').next().unwrap().to_owned();
+    let revoked = browser
+        .post("/admin/tokens/revoke", &[("csrf", &csrf), ("id", &id)])
+        .await;
+    assert_eq!(revoked.status(), StatusCode::SEE_OTHER);
+    assert!(browser.page("/admin").await.contains("<td>revoked</td>"));
+
+    // A new viewer, promoted to editor: the promotion ends the viewer's open session.
+    let email = "new.viewer@acme.test";
+    let added = browser
+        .post(
+            "/admin/operators",
+            &[
+                ("csrf", &csrf),
+                ("email", email),
+                ("role", "viewer"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(added.status(), StatusCode::SEE_OTHER);
+    let viewer = Browser::sign_in(&app, email, PASSWORD).await;
+    assert_eq!(viewer.get("/dashboard").await.status(), StatusCode::OK);
+    let page = browser.page("/admin").await;
+    let row = &page[page.find(email).unwrap()..];
+    let id = hidden(row, "id");
+    let version = hidden(row, "version");
+    let promoted = browser
+        .post(
+            "/admin/operators/role",
+            &[
+                ("csrf", &csrf),
+                ("id", &id),
+                ("version", &version),
+                ("role", "editor"),
+            ],
+        )
+        .await;
+    assert_eq!(promoted.status(), StatusCode::SEE_OTHER);
+    assert_eq!(viewer.get("/dashboard").await.headers()["location"], "/login");
+
+    // The pull interval, checked by the service.
+    let page = browser.page("/admin").await;
+    let version = hidden(&page[page.find("/admin/pull-interval").unwrap()..], "version");
+    let bad = browser
+        .post(
+            "/admin/pull-interval",
+            &[("csrf", &csrf), ("version", &version), ("minutes", "0")],
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text().await.unwrap().contains("pull_interval_seconds"));
+    let set = browser
+        .post(
+            "/admin/pull-interval",
+            &[("csrf", &csrf), ("version", &version), ("minutes", "30")],
+        )
+        .await;
+    assert_eq!(set.status(), StatusCode::SEE_OTHER);
+    let settings: Value = app
+        .get("/api/v1/device-settings", &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["pull_interval_seconds"], 1800);
+}
