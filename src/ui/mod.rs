@@ -16,6 +16,7 @@ mod page;
 mod policies;
 mod policy_form;
 pub mod session;
+mod versions;
 
 use actix_web::web;
 
@@ -35,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(policies::test_connection),
         )
         .route("/policies/{id}/statuses", web::get().to(policies::statuses))
+        .route("/policies/{id}/versions", web::get().to(versions::show))
+        .route("/policies/{id}/rollback", web::post().to(versions::rollback))
         .route("/dashboard", web::get().to(dashboard::show))
         .route("/devices", web::get().to(devices::list))
         .route("/devices/{id}", web::get().to(devices::show))

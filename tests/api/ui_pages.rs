@@ -351,3 +351,72 @@ async fn admins_create_tokens_shown_once_manage_operators_and_set_the_pull_inter
         .unwrap();
     assert_eq!(settings["pull_interval_seconds"], 1800);
 }
+
+#[tokio::test]
+async fn versions_show_a_side_by_side_diff_and_roll_back() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let (root, etag) = crate::policies::root_policy(&app, admin).await;
+    for (etag, board) in [
+        (etag.clone(), "1:Help Desk"),
+        ("\"2\"".to_owned(), "2:Escalations"),
+    ] {
+        let (id, name) = board.split_once(':').unwrap();
+        let saved = app
+            .patch(
+                &format!("/api/v1/policies/{root}"),
+                &admin.access,
+                Some(&etag),
+                &json!({"set": {"ticketing.events.failed_backup.service_board": {"id": id.parse::<i64>().unwrap(), "name": name}}, "comment": format!("board {name}")}),
+            )
+            .await;
+        assert_eq!(saved.status(), StatusCode::OK);
+    }
+    let browser = Browser::sign_in(&app, &admin.email, PASSWORD).await;
+    let page = browser
+        .page(&format!("/policies/{root}/versions?from=2&to=3"))
+        .await;
+    assert!(page.contains("Version 2 → version 3"));
+    assert!(
+        page.contains("<td>Help Desk</td><td>Escalations</td>"),
+        "side by side: {page}"
+    );
+    assert!(page.contains("board Escalations") && page.contains("v3 (current)"));
+
+    let csrf = hidden(&page, "csrf");
+    let stale = browser
+        .post(
+            &format!("/policies/{root}/rollback"),
+            &[("csrf", &csrf), ("version", "2"), ("to", "2")],
+        )
+        .await;
+    assert_eq!(
+        stale.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "the page's version is checked"
+    );
+    let rolled = browser
+        .post(
+            &format!("/policies/{root}/rollback"),
+            &[("csrf", &csrf), ("version", "3"), ("to", "2")],
+        )
+        .await;
+    assert_eq!(rolled.status(), StatusCode::SEE_OTHER);
+    let policy: Value = app
+        .get(&format!("/api/v1/policies/{root}"), &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(policy["version"], 4);
+    assert_eq!(
+        policy["values"]["ticketing.events.failed_backup.service_board"]["name"],
+        "Help Desk"
+    );
+
+    let viewer = app.create_operator(admin, "viewer").await;
+    let as_viewer = Browser::sign_in(&app, &viewer.email, PASSWORD).await;
+    let page = as_viewer.page(&format!("/policies/{root}/versions")).await;
+    assert!(!page.contains("Roll back to"), "viewers cannot roll back");
+}
