@@ -19,3 +19,11 @@ document.addEventListener("click", function (event) {
   const source = document.getElementById(copy.getAttribute("data-copy"));
   if (source) navigator.clipboard.writeText(source.textContent.trim());
 });
+
+document.addEventListener("change", function (event) {
+  // Import Settings: the chosen file's text goes into the form's document field.
+  const input = event.target.closest("input[type=file][data-fill]");
+  if (!input || !input.files || !input.files[0]) return;
+  const target = document.getElementById(input.getAttribute("data-fill"));
+  input.files[0].text().then(function (text) { if (target) target.value = text; });
+});

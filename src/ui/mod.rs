@@ -16,6 +16,7 @@ mod page;
 mod policies;
 mod policy_form;
 pub mod session;
+mod transfer;
 mod versions;
 
 use actix_web::web;
@@ -38,6 +39,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/policies/{id}/statuses", web::get().to(policies::statuses))
         .route("/policies/{id}/versions", web::get().to(versions::show))
         .route("/policies/{id}/rollback", web::post().to(versions::rollback))
+        .route("/policies/{id}/export", web::post().to(transfer::export))
+        .service(
+            web::resource("/policies/{id}/import")
+                .app_data(web::FormConfig::default().limit(transfer::MAX_DOCUMENT_BYTES))
+                .route(web::post().to(transfer::import)),
+        )
         .route("/dashboard", web::get().to(dashboard::show))
         .route("/devices", web::get().to(devices::list))
         .route("/devices/{id}", web::get().to(devices::show))

@@ -109,6 +109,46 @@ async fn the_source_documents_flow_works_in_a_browser() {
     assert_eq!(values["ticketing.events.disk_usage.new_status"]["id"], 20);
     assert_eq!(values["connectwise.private_key"]["set"], true);
 
+    // Import Settings: Default's exported file, uploaded into a client policy, diff first.
+    // (with its API Secret, encrypted: a client policy's credentials come with their secret).
+    let passphrase = "a long export passphrase";
+    let exported = app
+        .post(
+            &format!("/api/v1/policies/{root}/export"),
+            Some(&admin.access),
+            &serde_json::json!({"passphrase": passphrase}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+    std::fs::write(file.path(), &exported).unwrap();
+    let child = app
+        .post(
+            "/api/v1/policies",
+            Some(&admin.access),
+            &serde_json::json!({"name": "Client A", "parent_id": root}),
+        )
+        .await;
+    let child: Value = child.json().await.unwrap();
+    browser
+        .goto(&app.url(&format!("/policies/{}", child["id"].as_str().unwrap())))
+        .await;
+    browser.send_file("#import-file", file.path()).await;
+    browser.wait_for_value("#import-document", "gmp-policy").await;
+    browser.type_into("#import-passphrase", passphrase).await;
+    browser.click("#import").await;
+    let diff = browser.text("#import-diff").await;
+    assert!(
+        diff.contains("ticketing.events.failed_backup.service_board"),
+        "{diff}"
+    );
+    browser.screenshot("import-diff").await;
+    browser.type_into("#apply-passphrase", passphrase).await;
+    browser.click("#apply-import").await;
+    browser.wait_for_text("#saved", "Saved as version 2").await;
+
     let device = register(&app, admin, "APPLIANCE-1", "appliance").await;
 
     // On the device page: Service Ticket Company and Billing Integration (cascading).
@@ -180,7 +220,8 @@ async fn the_source_documents_flow_works_in_a_browser() {
                 .await;
             assert_eq!(shown, policy[name].to_string(), "{name} of {id}");
         }
-        assert_eq!(policy["in_sync"], 1);
+        let expected = if id == root { 1 } else { 0 };
+        assert_eq!(policy["in_sync"], expected, "{id}");
     }
     browser.screenshot("dashboard").await;
 

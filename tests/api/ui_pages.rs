@@ -420,3 +420,134 @@ async fn versions_show_a_side_by_side_diff_and_roll_back() {
     let page = as_viewer.page(&format!("/policies/{root}/versions")).await;
     assert!(!page.contains("Roll back to"), "viewers cannot roll back");
 }
+
+#[tokio::test]
+async fn export_downloads_a_file_and_import_shows_the_diff_before_applying() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let admin = &tenant.admin;
+    let (root, etag) = crate::policies::root_policy(&app, admin).await;
+    let mut settings = crate::policies::seed_settings();
+    settings["comment"] = json!("seed");
+    let saved = app
+        .patch(
+            &format!("/api/v1/policies/{root}"),
+            &admin.access,
+            Some(&etag),
+            &settings,
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    let child = app
+        .post(
+            "/api/v1/policies",
+            Some(&admin.access),
+            &json!({"name": "Client A", "parent_id": root}),
+        )
+        .await;
+    let child: Value = child.json().await.unwrap();
+    let child = child["id"].as_str().unwrap().to_owned();
+
+    let viewer = app.create_operator(admin, "viewer").await;
+    let as_viewer = Browser::sign_in(&app, &viewer.email, PASSWORD).await;
+    let page = as_viewer.page(&format!("/policies/{root}")).await;
+    assert!(
+        !page.contains("id=\"import-form\""),
+        "viewers export but do not import"
+    );
+    let csrf = hidden(&page, "csrf");
+    let plain = as_viewer
+        .post(&format!("/policies/{root}/export"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert!(
+        plain.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"Default-v2")
+    );
+    let document: Value = plain.json().await.unwrap();
+    assert!(document["secrets"].is_null(), "no secrets without a passphrase");
+    let with_secrets = as_viewer
+        .post(
+            &format!("/policies/{root}/export"),
+            &[("csrf", &csrf), ("passphrase", "a long export passphrase")],
+        )
+        .await;
+    assert_eq!(
+        with_secrets.status(),
+        StatusCode::FORBIDDEN,
+        "secrets are for admins"
+    );
+
+    let browser = Browser::sign_in(&app, &admin.email, PASSWORD).await;
+    let page = browser.page(&format!("/policies/{root}")).await;
+    let csrf = hidden(&page, "csrf");
+    let sealed = browser
+        .post(
+            &format!("/policies/{root}/export"),
+            &[("csrf", &csrf), ("passphrase", "a long export passphrase")],
+        )
+        .await;
+    assert_eq!(sealed.status(), StatusCode::OK);
+    let text = sealed.text().await.unwrap();
+    assert!(!text.contains(crate::policies::SECRET), "the secret is encrypted");
+
+    // Import into the child: a dry run first, then apply with the passphrase typed again.
+    let path = format!("/policies/{child}/import");
+    let dry = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("document", &text),
+                ("passphrase", "a long export passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(dry.status(), StatusCode::OK);
+    let preview = dry.text().await.unwrap();
+    assert!(
+        preview.contains("values.connectwise.site") && preview.contains("Apply the import"),
+        "{preview}"
+    );
+    assert!(
+        !preview.contains("a long export passphrase"),
+        "the passphrase is not echoed"
+    );
+    let before: Value = app
+        .get(&format!("/api/v1/policies/{child}"), &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["version"], 1, "a dry run saves nothing");
+    let version = hidden(&preview, "version");
+    let applied = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("document", &text),
+                ("version", &version),
+                ("apply", "1"),
+                ("passphrase", "a long export passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(applied.status(), StatusCode::SEE_OTHER);
+    let after: Value = app
+        .get(&format!("/api/v1/policies/{child}"), &admin.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["version"], 2);
+    assert_eq!(after["values"]["connectwise.private_key"]["set"], true, "{after}");
+
+    let broken = browser
+        .post(&path, &[("csrf", &csrf), ("document", "not json")])
+        .await;
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    assert!(broken.text().await.unwrap().contains("not a GMP policy document"));
+}

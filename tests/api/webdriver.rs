@@ -271,6 +271,28 @@ impl Browser {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// Chooses `file` in the file input `css`.
+    pub async fn send_file(&self, css: &str, file: &Path) {
+        let element = self.find(css).await;
+        let text = file.to_str().unwrap();
+        self.post(&format!("/element/{}/value", element.0), json!({"text": text}))
+            .await;
+    }
+
+    /// Waits until the value of input `css` contains `wanted`.
+    pub async fn wait_for_value(&self, css: &str, wanted: &str) {
+        let started = Instant::now();
+        loop {
+            let element = self.find(css).await;
+            let value = self.get(&format!("/element/{}/property/value", element.0)).await;
+            if value.as_str().is_some_and(|v| v.contains(wanted)) {
+                return;
+            }
+            assert!(started.elapsed() < WAIT, "`{css}` never held `{wanted}`");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Saves a screenshot of the page as `target/ui-screenshots/{name}.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine;
