@@ -27,3 +27,26 @@ document.addEventListener("change", function (event) {
   const target = document.getElementById(input.getAttribute("data-fill"));
   input.files[0].text().then(function (text) { if (target) target.value = text; });
 });
+
+// Long ConnectWise lists (companies, boards, statuses): a filter box before each select marked
+// `data-search`, hiding options whose text does not contain what was typed.
+function addFilters(root) {
+  root.querySelectorAll("select[data-search]").forEach(function (select) {
+    if (select.previousElementSibling && select.previousElementSibling.classList.contains("option-filter")) return;
+    const filter = document.createElement("input");
+    filter.type = "search";
+    filter.className = "option-filter";
+    filter.placeholder = "Type to filter";
+    filter.setAttribute("aria-label", "Filter the choices of " + (select.labels[0] ? select.labels[0].textContent.trim() : select.name));
+    filter.setAttribute("aria-controls", select.id);
+    filter.addEventListener("input", function () {
+      const wanted = filter.value.trim().toLowerCase();
+      Array.from(select.options).forEach(function (option) {
+        option.hidden = option.value !== "" && wanted !== "" && !option.text.toLowerCase().includes(wanted);
+      });
+    });
+    select.parentNode.insertBefore(filter, select);
+  });
+}
+document.addEventListener("DOMContentLoaded", function () { addFilters(document); });
+document.addEventListener("htmx:load", function (event) { addFilters(event.target); });

@@ -155,7 +155,27 @@ async fn the_source_documents_flow_works_in_a_browser() {
     browser.click("a[href='/devices']").await;
     browser.click("a[href^='/devices/']").await;
     browser.find("#field-table").await;
-    browser.choose("#ticketing-service_ticket_company", "1:").await;
+    // Typing filters a long list.
+    browser
+        .type_into(
+            "#cell-ticketing-service_ticket_company .option-filter",
+            "company 1",
+        )
+        .await;
+    let company = "#ticketing-service_ticket_company";
+    assert_eq!(
+        browser
+            .property(&format!("{company} option[value^='2:']"), "hidden")
+            .await,
+        true
+    );
+    assert_eq!(
+        browser
+            .property(&format!("{company} option[value^='1:']"), "hidden")
+            .await,
+        false
+    );
+    browser.choose(company, "1:").await;
     browser.click("#billing-enabled").await;
     browser.choose("#billing-company", "1:").await;
     browser.choose("#billing-agreement", "71:").await;

@@ -279,6 +279,12 @@ impl Browser {
             .await;
     }
 
+    /// A DOM property of the element matching `css`.
+    pub async fn property(&self, css: &str, name: &str) -> Value {
+        let element = self.find(css).await;
+        self.get(&format!("/element/{}/property/{name}", element.0)).await
+    }
+
     /// Waits until the value of input `css` contains `wanted`.
     pub async fn wait_for_value(&self, css: &str, wanted: &str) {
         let started = Instant::now();
