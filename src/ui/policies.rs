@@ -13,8 +13,10 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use futures_util::future::join_all;
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 type Form = web::Form<Vec<(String, String)>>;
@@ -252,9 +254,26 @@ async fn page(state: &AppState, ui: Ui, id: PolicyId, shown: Shown) -> Result<Ht
         lookup_error =
             Some("Enter and save the ConnectWise credentials to fill the boards and statuses.".into());
     }
+    if boards.is_some() {
+        // Warm the lookup cache for every chosen board at once; the rows then read from it.
+        let chosen: BTreeSet<i64> = events
+            .iter()
+            .filter_map(|r| id_of(&r.board.value)?.parse().ok())
+            .collect();
+        join_all(
+            chosen
+                .into_iter()
+                .map(|board_id| connectwise::lookup(state, tenant, id, Lookup::Statuses { board_id })),
+        )
+        .await;
+    }
+    let mut statuses_failed = false;
     for row in &mut events {
         fill(&mut row.board, boards.as_deref());
-        if let Some(error) = fill_statuses(state, &ui, id, row, boards.is_some()).await {
+        // After one failure the others would fail (and wait) alike: stored values only.
+        let live = boards.is_some() && !statuses_failed;
+        if let Some(error) = fill_statuses(state, &ui, id, row, live).await {
+            statuses_failed = true;
             lookup_error.get_or_insert(format!("ConnectWise statuses could not be loaded: {error}"));
         }
     }
