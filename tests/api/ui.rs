@@ -594,3 +594,18 @@ async fn sign_out_and_a_password_change_end_the_session() {
     assert_eq!(changed.status(), StatusCode::NO_CONTENT);
     assert_eq!(location(&browser.get("/policies").await), "/login");
 }
+
+#[test]
+fn the_image_build_copies_what_the_ui_compiles_in() {
+    // Templates (askama) and assets (`include_bytes!`) are read at compile time: an image build
+    // without them fails.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    for dir in ["templates", "assets"] {
+        assert!(root.join(dir).is_dir());
+        assert!(
+            dockerfile.lines().any(|l| l.trim() == format!("COPY {dir} ./{dir}")),
+            "deploy/Dockerfile does not copy {dir}/"
+        );
+    }
+}
