@@ -604,7 +604,9 @@ fn the_image_build_copies_what_the_ui_compiles_in() {
     for dir in ["templates", "assets"] {
         assert!(root.join(dir).is_dir());
         assert!(
-            dockerfile.lines().any(|l| l.trim() == format!("COPY {dir} ./{dir}")),
+            dockerfile
+                .lines()
+                .any(|l| l.trim() == format!("COPY {dir} ./{dir}")),
             "deploy/Dockerfile does not copy {dir}/"
         );
     }
