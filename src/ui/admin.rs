@@ -1,5 +1,6 @@
 //! Admin pages, for tenant admins: enrollment tokens (created and shown once, revoked), the
-//! tenant's operators and their roles, and how often the tenant's devices pull.
+//! tenant's operators and their roles, and how often the tenant's devices pull; for platform
+//! admins also the tenants.
 
 use super::page::{self, Layout, Problem, Ui, field, redirect, render};
 use super::policies::{TreeRow, tree};
@@ -26,6 +27,11 @@ struct TokenRow {
     state: &'static str,
 }
 
+struct TenantRow {
+    name: String,
+    created: String,
+}
+
 struct OperatorRow {
     id: OperatorId,
     email: String,
@@ -44,6 +50,8 @@ struct AdminPage {
     policies: Vec<TreeRow>,
     pull_interval_minutes: u32,
     tenant_version: i32,
+    /// Every tenant, for platform admins only.
+    tenants: Option<Vec<TenantRow>>,
     /// A token just created: shown this once.
     new_token: Option<String>,
     saved: Option<&'static str>,
@@ -101,6 +109,20 @@ async fn admin_page(
         })
         .collect();
     let tenant = tenants::get(state, tenant).await?;
+    let all_tenants = if ui.user.platform_admin {
+        let page = tenants::list(state, page_of).await?;
+        Some(
+            page.items
+                .into_iter()
+                .map(|t| TenantRow {
+                    name: t.name,
+                    created: t.created_at.format("%-d %b %Y").to_string(),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let status = problem
         .as_ref()
         .and_then(|p| StatusCode::from_u16(p.status).ok())
@@ -114,6 +136,7 @@ async fn admin_page(
             policies,
             pull_interval_minutes: tenant.pull_interval_seconds / 60,
             tenant_version: tenant.version,
+            tenants: all_tenants,
             new_token,
             saved,
             problem,
@@ -258,6 +281,31 @@ pub async fn pull_interval(req: HttpRequest, state: web::Data<AppState>, form: F
     // A number that does not parse is sent on as 0, so the service names the field.
     let seconds = number::<u32>(&form, "minutes").unwrap_or(0).saturating_mul(60);
     match tenants::set_pull_interval(&state, &ui.actor(), expected, seconds).await {
+        Ok(_) => redirect("/admin?saved=1"),
+        Err(error) => refused(&state, &ui, error).await,
+    }
+}
+
+/// A new tenant (an MSP) with its first admin; platform admins only.
+pub async fn create_tenant(req: HttpRequest, state: web::Data<AppState>, form: Form) -> HttpResponse {
+    let ui = match changing(&req, &state, &form).await {
+        Ok(ui) => ui,
+        Err(response) => return response,
+    };
+    if !ui.user.platform_admin {
+        return page::error_page(
+            &ui.layout,
+            &ApiError::forbidden("only platform admins may do this"),
+        );
+    }
+    let admin = NewOperatorInput {
+        email: field(&form, "admin_email").unwrap_or_default().to_owned(),
+        display_name: None,
+        role: Role::Admin,
+        password: field(&form, "admin_password").unwrap_or_default().to_owned(),
+    };
+    let name = field(&form, "name").unwrap_or_default();
+    match tenants::create(&state, &ui.actor(), name, admin).await {
         Ok(_) => redirect("/admin?saved=1"),
         Err(error) => refused(&state, &ui, error).await,
     }

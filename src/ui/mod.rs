@@ -59,5 +59,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/tokens/revoke", web::post().to(admin::revoke_token))
         .route("/admin/operators", web::post().to(admin::create_operator))
         .route("/admin/operators/role", web::post().to(admin::change_role))
-        .route("/admin/pull-interval", web::post().to(admin::pull_interval));
+        .route("/admin/pull-interval", web::post().to(admin::pull_interval))
+        .route("/admin/tenants", web::post().to(admin::create_tenant));
 }

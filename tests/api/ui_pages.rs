@@ -551,3 +551,45 @@ async fn export_downloads_a_file_and_import_shows_the_diff_before_applying() {
     assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
     assert!(broken.text().await.unwrap().contains("not a GMP policy document"));
 }
+
+#[tokio::test]
+async fn platform_admins_create_tenants_and_tenant_admins_cannot() {
+    let app = TestApp::spawn().await;
+    let platform = Browser::sign_in(&app, crate::helpers::ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
+    let page = platform.page("/admin").await;
+    assert!(page.contains("id=\"tenant-list\""));
+    let csrf = hidden(&page, "csrf");
+    let created = platform
+        .post(
+            "/admin/tenants",
+            &[
+                ("csrf", &csrf),
+                ("name", "Beta MSP"),
+                ("admin_email", "owner@beta.test"),
+                ("admin_password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::SEE_OTHER);
+    assert!(platform.page("/admin").await.contains("Beta MSP"));
+    let owner = Browser::sign_in(&app, "owner@beta.test", PASSWORD).await;
+    let page = owner.page("/admin").await;
+    assert!(
+        !page.contains("id=\"tenant-list\""),
+        "a tenant admin sees no tenants"
+    );
+    assert!(!page.contains("Beta MSP</th>"));
+    let csrf = hidden(&page, "csrf");
+    let refused = owner
+        .post(
+            "/admin/tenants",
+            &[
+                ("csrf", &csrf),
+                ("name", "Gamma"),
+                ("admin_email", "owner@gamma.test"),
+                ("admin_password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+}
