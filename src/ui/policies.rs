@@ -41,8 +41,8 @@ struct PolicyPage {
     is_root: bool,
     saved: Option<i32>,
     problem: Option<Problem>,
-    /// The save lost a race (`412`).
-    conflict: bool,
+    /// The save lost a race (`412`): the version the form was read at.
+    conflict: Option<i32>,
     credentials: Vec<Control>,
     secret: Control,
     secret_changed: Option<String>,
@@ -277,10 +277,15 @@ async fn page(state: &AppState, ui: Ui, id: PolicyId, shown: Shown) -> Result<Ht
             lookup_error.get_or_insert(format!("ConnectWise statuses could not be loaded: {error}"));
         }
     }
-    let conflict = shown
+    let lost_race = shown
         .problem
         .as_ref()
         .is_some_and(|p| p.code == Code::PreconditionFailed.as_str());
+    let conflict = shown
+        .submitted
+        .as_deref()
+        .filter(|_| lost_race)
+        .map(|form| field(form, "version").and_then(|v| v.parse().ok()).unwrap_or(0));
     let page = PolicyPage {
         tree: tree(state, &ui, id).await?,
         id,

@@ -481,6 +481,12 @@ async fn a_save_creates_a_version_and_a_stale_save_says_someone_saved_meanwhile(
     let body = stale.text().await.unwrap();
     assert!(body.contains("Someone saved this policy meanwhile"), "{body}");
     assert!(body.contains(&format!("href=\"/policies/{root}\">Reload")));
+    assert!(
+        body.contains(&format!(
+            "/policies/{root}/versions?from={version}&amp;to=2\">compare"
+        )),
+        "compare what was saved since the form was read: {body}"
+    );
 
     // Ticketing on Default; a child overrides one status, then reverts to the inherited one.
     let page = browser.page(&path).await;
