@@ -617,3 +617,27 @@ fn the_image_build_copies_what_the_ui_compiles_in() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_wrong_password_shows_the_apis_answer_on_the_sign_in_page() {
+    let app = TestApp::spawn().await;
+    let (response, _) = Browser::post_login(&app, ADMIN_EMAIL, "not the password at all").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        set_cookies(&response)
+            .iter()
+            .all(|c| !c.starts_with("gmp_session="))
+    );
+    assert!(
+        response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let html = response.text().await.unwrap();
+    assert!(html.contains("id=\"login-error\"") && html.contains("the email or password is wrong"));
+    assert!(
+        html.contains(&format!("value=\"{ADMIN_EMAIL}\"")),
+        "the email is kept"
+    );
+}
