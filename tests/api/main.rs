@@ -30,6 +30,7 @@ mod tenants;
 mod transfer;
 mod ui;
 mod ui_browser;
+mod ui_client;
 mod ui_pages;
 mod webdriver;
 

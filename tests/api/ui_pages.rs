@@ -3,7 +3,7 @@
 
 use crate::devices::{inherited_report, pull, register, report};
 use crate::helpers::{PASSWORD, TestApp};
-use crate::ui::{Browser, hidden};
+use crate::ui_client::{Browser, hidden};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
