@@ -217,7 +217,8 @@ fn announce_bootstrap_admin(admin: &services::bootstrap::BootstrapAdmin) {
     if let Some(password) = &admin.generated_password {
         eprintln!(
             "\n  GMP first start: created the platform admin\n    email:    {}\n    password: {}\n  \
-             Sign in at POST /api/v1/auth/login and change it at POST /api/v1/me/password.\n  \
+             Sign in at / (the web UI) or POST /api/v1/auth/login, and change it at\n    \
+             POST /api/v1/me/password.\n  \
              This password is shown only this once.\n",
             admin.email, password
         );

@@ -78,7 +78,10 @@ pub fn app(
         .openapi(openapi::ApiDoc::openapi())
         .configure(routes)
         .openapi_service(|api| SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
-        .map(|app| app.service(web::redirect("/docs", "/docs/")))
+        .map(|app| {
+            app.service(web::redirect("/docs", "/docs/"))
+                .configure(crate::ui::configure)
+        })
         .default_service(web::to(problem::route_not_found))
         .into_app()
 }

@@ -239,7 +239,7 @@ async fn every_response_carries_the_security_headers_and_device_pulls_still_reva
 
 /// A private CA and a server certificate for 127.0.0.1 signed by it, made by `openssl`:
 /// returns the CA certificate (PEM) a client trusts.
-fn make_certificate(dir: &Path, name: &str) -> Vec<u8> {
+pub fn make_certificate(dir: &Path, name: &str) -> Vec<u8> {
     let run = |args: &[&str]| {
         let output = Command::new("openssl")
             .args(args)

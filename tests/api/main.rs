@@ -30,5 +30,10 @@ mod sim;
 mod takeover;
 mod tenants;
 mod transfer;
+mod ui;
+mod ui_browser;
+mod ui_client;
+mod ui_pages;
+mod webdriver;
 
 mod helpers;

@@ -7,7 +7,7 @@ use crate::db::entities::{device_fields, device_reregistrations};
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -163,6 +163,8 @@ pub struct DeviceFilter {
     pub due_before: Option<DateTime<Utc>>,
     /// Devices with (or without) a re-registration waiting for an operator.
     pub reregistration_pending: Option<bool>,
+    /// Devices whose hostname contains this text, ignoring case.
+    pub hostname: Option<String>,
 }
 
 fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
@@ -232,6 +234,21 @@ pub async fn list(
     }
     if let Some(due_before) = filter.due_before {
         query = query.filter(Column::NextPullAfter.lt(due_before));
+    }
+    if let Some(text) = filter.hostname.as_deref().filter(|t| !t.is_empty()) {
+        // `%` and `_` typed by an operator are literal characters, not wildcards.
+        let escaped: String = text
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        query = query.filter(
+            Expr::expr(Func::lower(Expr::col(Column::Hostname)))
+                .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+        );
     }
     all(query.all(conn).await?)
 }
