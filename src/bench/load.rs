@@ -110,6 +110,8 @@ pub struct LoadOptions {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
     pub scenario: String,
+    /// Devices the scenario could use.
+    pub devices: usize,
     pub requests: u64,
     pub seconds: f64,
     pub requests_per_second: f64,
@@ -189,6 +191,7 @@ pub async fn run(scenario: Scenario, pool: Arc<DevicePool>, options: &LoadOption
         .sum();
     LoadReport {
         scenario: scenario.name().to_owned(),
+        devices: pool.len(),
         requests,
         seconds,
         requests_per_second: requests as f64 / seconds.max(f64::EPSILON),

@@ -45,7 +45,13 @@ pub struct BenchDevice {
 pub fn write_credentials(path: &Path, devices: &[BenchDevice]) -> std::io::Result<()> {
     let mut out = BufWriter::new(std::fs::File::create(path)?);
     for device in devices {
-        writeln!(out, "{}\t{}\t{}", device.group.as_str(), device.etag, device.credential)?;
+        writeln!(
+            out,
+            "{}\t{}\t{}",
+            device.group.as_str(),
+            device.etag,
+            device.credential
+        )?;
     }
     out.flush()
 }
@@ -54,7 +60,10 @@ pub fn read_credentials(path: &Path) -> std::io::Result<Vec<BenchDevice>> {
     let invalid = |line: usize| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{}:{line}: expected `group<TAB>etag<TAB>credential`", path.display()),
+            format!(
+                "{}:{line}: expected `group<TAB>etag<TAB>credential`",
+                path.display()
+            ),
         )
     };
     let mut devices = Vec::new();

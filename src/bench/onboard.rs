@@ -2,6 +2,7 @@
 //! admin, then many clients at once each registering a device and making its first pull.
 
 use super::load::{PULL_PATH, http_client};
+use super::seed::root_settings;
 use crate::auth::token;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -45,18 +46,28 @@ struct Tally {
     errors: u64,
 }
 
-async fn post(client: &reqwest::Client, url: String, bearer: Option<&str>, body: &Value) -> Result<Value, String> {
-    let mut request = client.post(&url).json(body);
-    if let Some(bearer) = bearer {
-        request = request.bearer_auth(bearer);
-    }
-    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+async fn call(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
+    let url = response.url().path().to_owned();
     let body: Value = response.json().await.map_err(|e| format!("{url}: {e}"))?;
     if !status.is_success() {
         return Err(format!("{url}: {status}: {body}"));
     }
     Ok(body)
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    bearer: Option<&str>,
+    body: &Value,
+) -> Result<Value, String> {
+    let mut request = client.post(&url).json(body);
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    call(request).await
 }
 
 /// A new tenant and an enrollment token for `devices` registrations in it.
@@ -67,16 +78,40 @@ async fn enrollment_token(client: &reqwest::Client, options: &OnboardOptions) ->
         post(client, format!("{base}/api/v1/auth/login"), None, &body).await
     };
     let platform = login(&options.admin_email, &options.admin_password).await?;
-    let platform = platform["access_token"].as_str().ok_or("no access token")?.to_owned();
+    let platform = platform["access_token"]
+        .as_str()
+        .ok_or("no access token")?
+        .to_owned();
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let email = format!("bench-admin-{run}@bench.test");
     let password = token::generate("");
-    let tenant = json!({"name": format!("Onboarding {run}"), "admin": {"email": email, "password": password}});
+    let tenant =
+        json!({"name": format!("Onboarding {run}"), "admin": {"email": email, "password": password}});
     post(client, format!("{base}/api/v1/tenants"), Some(&platform), &tenant).await?;
     let admin = login(&email, &password).await?;
     let admin = admin["access_token"].as_str().ok_or("no access token")?;
+    // The same settings as a seeded tenant, so a first pull serves (and audits) a real config.
+    let policies = call(client.get(format!("{base}/api/v1/policies")).bearer_auth(admin)).await?;
+    let root = policies["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|p| p["parent_id"].is_null()))
+        .and_then(|p| p["id"].as_str())
+        .ok_or("no root policy")?;
+    let settings = json!({"set": root_settings(), "comment": "ConnectWise integration"});
+    let save = client
+        .patch(format!("{base}/api/v1/policies/{root}"))
+        .bearer_auth(admin)
+        .header("if-match", "*")
+        .json(&settings);
+    call(save).await?;
     let body = json!({"label": "benchmark onboarding", "max_uses": options.devices});
-    let created = post(client, format!("{base}/api/v1/enrollment-tokens"), Some(admin), &body).await?;
+    let created = post(
+        client,
+        format!("{base}/api/v1/enrollment-tokens"),
+        Some(admin),
+        &body,
+    )
+    .await?;
     Ok(created["token"].as_str().ok_or("no enrollment token")?.to_owned())
 }
 
@@ -95,7 +130,8 @@ pub async fn run(options: &OnboardOptions) -> Result<OnboardReport, String> {
     let total = options.devices;
     let workers: Vec<_> = (0..options.clients.max(1))
         .map(|_| {
-            let (client, enrollment, base, next) = (client.clone(), enrollment.clone(), base.clone(), next.clone());
+            let (client, enrollment, base, next) =
+                (client.clone(), enrollment.clone(), base.clone(), next.clone());
             let run_id = run_id.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -104,7 +140,14 @@ pub async fn run(options: &OnboardOptions) -> Result<OnboardReport, String> {
                     if index >= total || Instant::now() >= deadline {
                         break tally;
                     }
-                    onboard_one(&client, &base, &enrollment, &format!("ONB-{run_id}-{index}"), &mut tally).await;
+                    onboard_one(
+                        &client,
+                        &base,
+                        &enrollment,
+                        &format!("ONB-{run_id}-{index}"),
+                        &mut tally,
+                    )
+                    .await;
                 }
             })
         })
@@ -129,7 +172,13 @@ pub async fn run(options: &OnboardOptions) -> Result<OnboardReport, String> {
     Ok(report)
 }
 
-async fn onboard_one(client: &reqwest::Client, base: &str, enrollment: &str, hardware_id: &str, tally: &mut Tally) {
+async fn onboard_one(
+    client: &reqwest::Client,
+    base: &str,
+    enrollment: &str,
+    hardware_id: &str,
+    tally: &mut Tally,
+) {
     let body = json!({
         "enrollment_token": enrollment,
         "kind": "appliance",
@@ -137,7 +186,12 @@ async fn onboard_one(client: &reqwest::Client, base: &str, enrollment: &str, har
         "hostname": format!("{}.local", hardware_id.to_lowercase()),
         "software_version": "12.4.1",
     });
-    let registered = match client.post(format!("{base}/device/v1/register")).json(&body).send().await {
+    let registered = match client
+        .post(format!("{base}/device/v1/register"))
+        .json(&body)
+        .send()
+        .await
+    {
         Ok(response) => {
             let status = response.status().as_u16();
             *tally.register.entry(status).or_default() += 1;
@@ -153,7 +207,12 @@ async fn onboard_one(client: &reqwest::Client, base: &str, enrollment: &str, har
         tally.errors += 1;
         return;
     };
-    match client.get(format!("{base}{PULL_PATH}")).bearer_auth(&credential).send().await {
+    match client
+        .get(format!("{base}{PULL_PATH}"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+    {
         Ok(response) => {
             let status = response.status().as_u16();
             *tally.pull.entry(status).or_default() += 1;

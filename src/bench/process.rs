@@ -10,7 +10,9 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14 and 15 of proc(5) (utime, stime) are the 12th and 13th after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64))
+    Some(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second() as f64,
+    ))
 }
 
 /// `sysconf(_SC_CLK_TCK)` without a libc binding: `getconf` knows it; Linux uses 100.

@@ -34,6 +34,7 @@ pub struct RunOptions {
     pub duration: Duration,
     pub onboard_devices: u32,
     pub onboard_clients: usize,
+    pub onboard_time_limit: Duration,
     /// `postgres://…` of a server where a scratch database may be created and dropped.
     pub postgres_url: Option<String>,
     pub skip_sqlite: bool,
@@ -92,7 +93,10 @@ async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, S
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(format!("{url} did not answer within {START_TIMEOUT:?}; see {}", log.display()))
+    Err(format!(
+        "{url} did not answer within {START_TIMEOUT:?}; see {}",
+        log.display()
+    ))
 }
 
 /// The `GMP_*` settings of the server under test.
@@ -101,8 +105,14 @@ fn server_env(dir: &Path, database_url: &str, port: u16, workers: Option<usize>)
         ("GMP_BIND".to_owned(), format!("127.0.0.1:{port}")),
         ("GMP_DATA_DIR".to_owned(), dir.join("data").display().to_string()),
         ("GMP_DATABASE_URL".to_owned(), database_url.to_owned()),
-        ("GMP_JWT_SECRET".to_owned(), BASE64.encode(rand::random::<[u8; 48]>())),
-        ("GMP_MASTER_KEY".to_owned(), BASE64.encode(rand::random::<[u8; 32]>())),
+        (
+            "GMP_JWT_SECRET".to_owned(),
+            BASE64.encode(rand::random::<[u8; 48]>()),
+        ),
+        (
+            "GMP_MASTER_KEY".to_owned(),
+            BASE64.encode(rand::random::<[u8; 32]>()),
+        ),
         ("GMP_BOOTSTRAP_ADMIN_EMAIL".to_owned(), ADMIN_EMAIL.to_owned()),
         (
             "GMP_BOOTSTRAP_ADMIN_PASSWORD".to_owned(),
@@ -125,7 +135,9 @@ async fn create_database(server_url: &str) -> Result<(String, String), String> {
         .await
         .map_err(|e| e.to_string())?;
     admin.close().await.ok();
-    let (base, query) = server_url.split_once('?').map_or((server_url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = server_url
+        .split_once('?')
+        .map_or((server_url, None), |(b, q)| (b, Some(q)));
     let host_end = base.find("://").map_or(0, |i| i + 3);
     let host = match base[host_end..].find('/') {
         Some(slash) => &base[..host_end + slash],
@@ -168,7 +180,12 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), St
     Ok((reports, printed))
 }
 
-async fn run_engine(options: &RunOptions, engine: &str, dir: &Path, database_url: &str) -> Result<EngineReport, String> {
+async fn run_engine(
+    options: &RunOptions,
+    engine: &str,
+    dir: &Path,
+    database_url: &str,
+) -> Result<EngineReport, String> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
     }
@@ -181,10 +198,15 @@ async fn run_engine(options: &RunOptions, engine: &str, dir: &Path, database_url
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
 
-    eprintln!("[{engine}] seeding {} + {} devices", options.seed.steady, options.seed.new);
+    eprintln!(
+        "[{engine}] seeding {} + {} devices",
+        options.seed.steady, options.seed.new
+    );
     let config = Config::load(None, env.clone()).map_err(|e| e.to_string())?;
     let state = seed::open(config).await?;
-    let seeded = seed::seed(&state, &options.seed).await.map_err(|e| e.detail.clone())?;
+    let seeded = seed::seed(&state, &options.seed)
+        .await
+        .map_err(|e| e.detail.clone())?;
     state.db.close().await.ok();
     let credentials = dir.join("credentials.tsv");
     write_credentials(&credentials, &seeded.devices).map_err(|e| e.to_string())?;
@@ -216,17 +238,25 @@ async fn run_engine(options: &RunOptions, engine: &str, dir: &Path, database_url
 
     let baseline_port = free_port().map_err(|e| e.to_string())?;
     let mut baseline = Command::new(&options.bench_bin);
-    baseline.args(["baseline", "--credentials"]).arg(&credentials).args([
-        "--body-bytes",
-        &body.len().to_string(),
-        "--bind",
-        &format!("127.0.0.1:{baseline_port}"),
-    ]);
+    baseline
+        .args(["baseline", "--credentials"])
+        .arg(&credentials)
+        .args([
+            "--body-bytes",
+            &body.len().to_string(),
+            "--bind",
+            &format!("127.0.0.1:{baseline_port}"),
+        ]);
     if let Some(workers) = options.workers {
         baseline.args(["--workers", &workers.to_string()]);
     }
     let baseline_base = format!("http://127.0.0.1:{baseline_port}");
-    let baseline = start(baseline, &dir.join("baseline.log"), &format!("{baseline_base}/healthz")).await?;
+    let baseline = start(
+        baseline,
+        &dir.join("baseline.log"),
+        &format!("{baseline_base}/healthz"),
+    )
+    .await?;
 
     let new = of_group(&seeded.devices, Group::New);
     let interval = options.seed.pull_interval_seconds;
@@ -267,7 +297,7 @@ async fn run_engine(options: &RunOptions, engine: &str, dir: &Path, database_url
                 admin_password: password,
                 devices: options.onboard_devices,
                 clients: options.onboard_clients,
-                time_limit: Duration::from_secs(600),
+                time_limit: options.onboard_time_limit,
             })
             .await?,
         )
@@ -289,7 +319,11 @@ async fn run_engine(options: &RunOptions, engine: &str, dir: &Path, database_url
 }
 
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 { format!("{:.2}", a / b) } else { "–".into() }
+    if b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
 }
 
 fn cpu(report: &LoadReport) -> String {
@@ -355,6 +389,13 @@ pub fn table(reports: &[EngineReport]) -> String {
             mib(report.server_rss_kib_after),
         );
         for (gmp, _) in &report.scenarios {
+            if gmp.scenario == Scenario::Herd.name() {
+                let _ = writeln!(
+                    out,
+                    "{}: herd: {} of {} first pulls done in {:.1} s",
+                    report.engine, gmp.requests, gmp.devices, gmp.seconds
+                );
+            }
             if gmp.device_waits > 0 {
                 let _ = writeln!(
                     out,

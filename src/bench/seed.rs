@@ -49,10 +49,16 @@ pub struct Seeded {
 pub fn root_settings() -> BTreeMap<String, Value> {
     let board = |id: i64, name: &str| json!({"id": id, "name": name});
     let mut set = BTreeMap::from([
-        ("connectwise.site".to_owned(), json!("https://NA.myconnectwise.net/")),
+        (
+            "connectwise.site".to_owned(),
+            json!("https://NA.myconnectwise.net/"),
+        ),
         ("connectwise.company_id".to_owned(), json!("acme")),
         ("connectwise.public_key".to_owned(), json!("AbCdEf0123456789")),
-        ("connectwise.private_key".to_owned(), json!("bench-private-key-0123456789")),
+        (
+            "connectwise.private_key".to_owned(),
+            json!("bench-private-key-0123456789"),
+        ),
     ]);
     for (class, board_id) in [("failed_backup", 1), ("missed_backup", 2), ("disk_usage", 3)] {
         let prefix = format!("ticketing.events.{class}");
@@ -127,7 +133,14 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
         let (policy_id, etag) = &etags[(index % etags.len() as u64) as usize];
         let credential = token::generate(CREDENTIAL_PREFIX);
         batch.push((
-            device(tenant.id, index, *policy_id, group, etag, options.pull_interval_seconds),
+            device(
+                tenant.id,
+                index,
+                *policy_id,
+                group,
+                etag,
+                options.pull_interval_seconds,
+            ),
             token::digest(&credential),
         ));
         seeded.push(BenchDevice {
@@ -165,7 +178,7 @@ fn device(
     Device {
         id: DeviceId::new(),
         tenant_id: tenant,
-        kind: if index % 2 == 0 {
+        kind: if index.is_multiple_of(2) {
             DeviceKind::Appliance
         } else {
             DeviceKind::Vault

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "gmp-bench", version, about = "Benchmark the device pull path against a baseline")]
+#[command(
+    name = "gmp-bench",
+    version,
+    about = "Benchmark the device pull path against a baseline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -124,6 +128,9 @@ enum Command {
         onboard_devices: u32,
         #[arg(long, default_value_t = 64)]
         onboard_clients: usize,
+        /// Onboarding stops starting devices after this long.
+        #[arg(long, default_value_t = 300)]
+        onboard_max_seconds: u64,
         /// A PostgreSQL server where a scratch database is created and dropped.
         #[arg(long)]
         postgres_url: Option<String>,
@@ -146,7 +153,10 @@ fn scenario(name: &str) -> Result<Scenario, String> {
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("a report serialises"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a report serialises")
+    );
 }
 
 async fn execute(command: Command) -> Result<(), String> {
@@ -231,6 +241,7 @@ async fn execute(command: Command) -> Result<(), String> {
             seconds,
             onboard_devices,
             onboard_clients,
+            onboard_max_seconds,
             postgres_url,
             skip_sqlite,
             workers,
@@ -245,6 +256,7 @@ async fn execute(command: Command) -> Result<(), String> {
                 duration: Duration::from_secs(seconds),
                 onboard_devices,
                 onboard_clients,
+                onboard_time_limit: Duration::from_secs(onboard_max_seconds),
                 postgres_url,
                 skip_sqlite,
                 workers,

@@ -55,9 +55,15 @@ async fn a_seeded_fleet_pulls_304_and_200_and_its_herd_pulls_once() {
     let (first, second) = steady.split_at(20);
     let pool = |devices: &[gmp::bench::BenchDevice]| Arc::new(DevicePool::cycling(devices.to_vec(), rest));
     let not_modified = load::run(Scenario::NotModified, pool(first), &options(&app.address, 1.0)).await;
-    assert!(not_modified.statuses.get(&304).copied().unwrap_or(0) > 0, "{not_modified:?}");
+    assert!(
+        not_modified.statuses.get(&304).copied().unwrap_or(0) > 0,
+        "{not_modified:?}"
+    );
     assert_eq!(not_modified.statuses.len(), 1, "{not_modified:?}");
-    assert!(not_modified.requests <= 20, "each device at most once: {not_modified:?}");
+    assert!(
+        not_modified.requests <= 20,
+        "each device at most once: {not_modified:?}"
+    );
     assert_eq!((not_modified.errors, not_modified.throttled), (0, 0));
     assert!(not_modified.server_cpu_us_per_request.is_some());
     assert!(not_modified.p99_ms >= not_modified.p50_ms);
@@ -67,20 +73,39 @@ async fn a_seeded_fleet_pulls_304_and_200_and_its_herd_pulls_once() {
     assert_eq!((full.errors, full.throttled), (0, 0), "{full:?}");
     assert!(full.body_bytes > 500, "a whole config: {full:?}");
 
-    let herd = load::run(Scenario::Herd, Arc::new(DevicePool::once(new.clone())), &options(&app.address, 30.0)).await;
+    let herd = load::run(
+        Scenario::Herd,
+        Arc::new(DevicePool::once(new.clone())),
+        &options(&app.address, 30.0),
+    )
+    .await;
     assert_eq!(herd.statuses.get(&200), Some(&10), "{herd:?}");
     assert_eq!(herd.errors, 0);
 
     // The baseline answers the same credentials the same way, with a body of the same size.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let server = baseline::server(listener, Baseline::new(&seeded.devices, full.body_bytes as usize), Some(1)).unwrap();
+    let server = baseline::server(
+        listener,
+        Baseline::new(&seeded.devices, full.body_bytes as usize),
+        Some(1),
+    )
+    .unwrap();
     let handle = server.handle();
     tokio::spawn(server);
     let cycling = |devices: Vec<_>| Arc::new(DevicePool::cycling(devices, Duration::ZERO));
-    let floor_304 = load::run(Scenario::NotModified, cycling(steady.clone()), &options(&address, 0.3)).await;
+    let floor_304 = load::run(
+        Scenario::NotModified,
+        cycling(steady.clone()),
+        &options(&address, 0.3),
+    )
+    .await;
     assert!(floor_304.requests > 0);
-    assert_eq!(floor_304.statuses.get(&304), Some(&floor_304.requests), "{floor_304:?}");
+    assert_eq!(
+        floor_304.statuses.get(&304),
+        Some(&floor_304.requests),
+        "{floor_304:?}"
+    );
     let floor_200 = load::run(Scenario::Full, cycling(steady), &options(&address, 0.3)).await;
     assert_eq!(floor_200.errors, 0, "{floor_200:?}");
     assert_eq!(floor_200.body_bytes, full.body_bytes);
