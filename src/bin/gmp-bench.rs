@@ -152,6 +152,24 @@ fn scenario(name: &str) -> Result<Scenario, String> {
     }
 }
 
+/// The load generator is for the machine it runs on: it refuses any other server.
+fn loopback_only(server: &str) -> Result<(), String> {
+    let url = url::Url::parse(server).map_err(|e| format!("`{server}`: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{server}` is not a loopback address: gmp-bench loads only this machine"
+        ))
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",
@@ -184,8 +202,10 @@ async fn execute(command: Command) -> Result<(), String> {
             reuse_after_ms,
             server_pid,
         } => {
+            loopback_only(&server)?;
             let scenario = scenario(&name)?;
-            let devices = read_credentials(&credentials).map_err(|e| e.to_string())?;
+            let devices =
+                read_credentials(&credentials).map_err(|e| format!("{}: {e}", credentials.display()))?;
             let pool = match scenario {
                 Scenario::Herd => DevicePool::once(of_group(&devices, Group::New)),
                 _ => DevicePool::cycling(
@@ -207,7 +227,8 @@ async fn execute(command: Command) -> Result<(), String> {
             bind,
             workers,
         } => {
-            let devices = read_credentials(&credentials).map_err(|e| e.to_string())?;
+            let devices =
+                read_credentials(&credentials).map_err(|e| format!("{}: {e}", credentials.display()))?;
             let listener = std::net::TcpListener::bind(&bind).map_err(|e| format!("{bind}: {e}"))?;
             let server = baseline::server(listener, baseline::Baseline::new(&devices, body_bytes), workers)
                 .map_err(|e| e.to_string())?;
@@ -222,6 +243,7 @@ async fn execute(command: Command) -> Result<(), String> {
             clients,
             max_seconds,
         } => {
+            loopback_only(&server)?;
             let report = onboard::run(&OnboardOptions {
                 base_url: server,
                 admin_email,
