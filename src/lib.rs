@@ -4,6 +4,7 @@
 //! ours.
 
 pub mod auth;
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -219,7 +219,8 @@ pub fn build(keyring: &Keyring, tree: &PolicyTree, device: &Device) -> Result<Bu
     })
 }
 
-fn served_digest(served: &BTreeMap<String, ServedField>) -> String {
+/// The audit key of a set of served fields (see [`Built::audit_key`]).
+pub fn served_digest(served: &BTreeMap<String, ServedField>) -> String {
     let mut hasher = Sha256::new();
     for (path, field) in served {
         let line = format!(

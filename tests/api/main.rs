@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod bench;
 mod bootstrap;
 mod cli;
 mod connectwise;

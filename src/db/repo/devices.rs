@@ -49,13 +49,9 @@ fn all(models: Vec<Model>) -> Result<Vec<Device>, DbErr> {
     models.into_iter().map(to_domain).collect()
 }
 
-pub async fn insert(
-    conn: &impl ConnectionTrait,
-    device: &Device,
-    credential_hash: &str,
-) -> Result<(), DbErr> {
-    let now = Utc::now();
-    let model = ActiveModel {
+/// The row of `device` as given, with its credential hash.
+fn row(device: &Device, credential_hash: &str, now: DateTime<Utc>) -> Result<ActiveModel, DbErr> {
+    Ok(ActiveModel {
         id: Set(device.id.0),
         tenant_id: Set(device.tenant_id.0),
         kind: Set(device.kind.as_str().to_owned()),
@@ -66,25 +62,33 @@ pub async fn insert(
         credential_hash: Set(credential_hash.to_owned()),
         fingerprint_key: Set(device.fingerprint_key.clone()),
         device_values: Set(encode_values(&device.device_values)?),
-        reassert: Set("[]".to_owned()),
-        version: Set(1),
-        status: Set(Lifecycle::Active.as_str().to_owned()),
+        reassert: Set(reassert_json(&device.reassert)?),
+        version: Set(device.version),
+        status: Set(device.lifecycle.as_str().to_owned()),
         registered_at: Set(device.registered_at),
         credential_rotated_at: Set(device.credential_rotated_at),
-        last_seen_at: Set(None),
-        last_pull_at: Set(None),
-        next_pull_after: Set(None),
-        served_hash: Set(None),
-        applied_hash: Set(None),
-        applied_at: Set(None),
-        failed_hash: Set(None),
-        last_report_digest: Set(None),
-        audited_key: Set(None),
-        connectivity: Set(Connectivity::New.as_str().to_owned()),
+        last_seen_at: Set(device.last_seen_at),
+        last_pull_at: Set(device.last_pull_at),
+        next_pull_after: Set(device.next_pull_after),
+        served_hash: Set(device.served_hash.clone()),
+        applied_hash: Set(device.applied_hash.clone()),
+        applied_at: Set(device.applied_at),
+        failed_hash: Set(device.failed_hash.clone()),
+        last_report_digest: Set(device.last_report_digest.clone()),
+        audited_key: Set(device.audited_key.clone()),
+        connectivity: Set(device.recorded_connectivity.as_str().to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
-    };
-    Entity::insert(model)
+    })
+}
+
+/// Stores a new device as given.
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    device: &Device,
+    credential_hash: &str,
+) -> Result<(), DbErr> {
+    Entity::insert(row(device, credential_hash, Utc::now())?)
         .exec_without_returning(conn)
         .await
         .map(|_| ())
@@ -451,4 +455,21 @@ pub async fn replace_device_values(conn: &impl ConnectionTrait, id: Uuid, values
         .exec(conn)
         .await
         .map(|_| ())
+}
+
+/// Inserts devices exactly as given (schedule, served hash and all), many rows per statement:
+/// the benchmark seeds a fleet with it. Each item is a device and its credential hash. Rows go
+/// in chunks that stay under SQLite's and PostgreSQL's bound-parameter limits.
+pub async fn insert_many(conn: &impl ConnectionTrait, batch: &[(Device, String)]) -> Result<(), DbErr> {
+    // 26 columns: 500 rows bind 13 000 parameters (SQLite allows 32 766, PostgreSQL 65 535).
+    const ROWS_PER_STATEMENT: usize = 500;
+    let now = Utc::now();
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|(device, credential_hash)| row(device, credential_hash, now))
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        Entity::insert_many(rows).exec_without_returning(conn).await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,242 @@
+//! Seeding a benchmark fleet through the service layer: a tenant, a policy tree with the source
+//! document's ConnectWise settings, and many devices inserted in batches with credentials
+//! hashed exactly as registration stores them.
+
+use super::{BenchDevice, Group};
+use crate::auth::token;
+use crate::db;
+use crate::db::repo::{devices, policies as policy_repo};
+use crate::domain::audit::Actor;
+use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, config_hash, served_fields};
+use crate::domain::resolve::resolve;
+use crate::domain::{DeviceId, Expected, PolicyId, TenantId, TenantName};
+use crate::error::ApiError;
+use crate::services::devices::CREDENTIAL_PREFIX;
+use crate::services::effective::served_digest;
+use crate::services::policies::{self, PolicyEdit};
+use crate::services::references::References;
+use crate::services::tenants;
+use crate::state::AppState;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Utc;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Devices written per transaction.
+const DEVICES_PER_TRANSACTION: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    /// Devices that have already been served their config (steady-state pulls).
+    pub steady: u64,
+    /// Devices registered but never pulled (the herd).
+    pub new: u64,
+    /// Child policies under the root; devices are spread over them (0: all on the root).
+    pub policies: u32,
+    /// The tenant's pull interval; a device may pull again after a sixteenth of it.
+    pub pull_interval_seconds: u32,
+}
+
+#[derive(Debug)]
+pub struct Seeded {
+    pub tenant: TenantId,
+    pub devices: Vec<BenchDevice>,
+    pub elapsed: Duration,
+}
+
+/// The source document's ConnectWise settings: credentials plus tickets for three event classes
+/// (the same values as the policy tests' `seed_settings`).
+pub fn root_settings() -> BTreeMap<String, Value> {
+    let board = |id: i64, name: &str| json!({"id": id, "name": name});
+    let mut set = BTreeMap::from([
+        (
+            "connectwise.site".to_owned(),
+            json!("https://NA.myconnectwise.invalid/"),
+        ),
+        ("connectwise.company_id".to_owned(), json!("acme")),
+        ("connectwise.public_key".to_owned(), json!("AbCdEf0123456789")),
+        (
+            "connectwise.private_key".to_owned(),
+            json!("bench-private-key-0123456789"),
+        ),
+    ]);
+    for (class, board_id) in [("failed_backup", 1), ("missed_backup", 2), ("disk_usage", 3)] {
+        let prefix = format!("ticketing.events.{class}");
+        set.insert(format!("{prefix}.enabled"), json!(true));
+        set.insert(
+            format!("{prefix}.service_board"),
+            board(board_id, &format!("Board {board_id}")),
+        );
+        set.insert(format!("{prefix}.new_status"), board(100 + board_id, "New"));
+        set.insert(format!("{prefix}.closed_status"), board(200 + board_id, "Closed"));
+    }
+    set
+}
+
+/// Creates the tenant, its policy tree and the devices. The credentials come back in clear
+/// (for the load generator); the database holds only their SHA-256, as registration writes it.
+pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, ApiError> {
+    let started = Instant::now();
+    let name = format!("Bench {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = TenantName::parse("name", &name).map_err(ApiError::field)?;
+    let txn = db::begin_write(&state.db).await?;
+    // As at bootstrap: the new tenant's id is not known yet; the system acts.
+    let tenant = tenants::insert_tenant(&txn, &Actor::system(TenantId::new()), &name).await?;
+    txn.commit().await?;
+    let actor = Actor::system(tenant.id);
+    tenants::set_pull_interval(state, &actor, Expected::Any, options.pull_interval_seconds).await?;
+
+    let root = policy_repo::root_id(&state.db, tenant.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("tenant without a root policy"))?;
+    let edit = PolicyEdit {
+        set: root_settings(),
+        comment: Some("ConnectWise integration".into()),
+        ..PolicyEdit::default()
+    };
+    // Bench sites are not real ConnectWise hosts: nothing to check references against.
+    policies::update(state, &actor, root, Expected::Any, edit, References::Skip).await?;
+    let mut targets = Vec::new();
+    for index in 0..options.policies {
+        let edit = PolicyEdit {
+            // A board comes with its statuses (the board rule).
+            set: BTreeMap::from([
+                (
+                    "ticketing.events.missed_backup.service_board".to_owned(),
+                    json!({"id": 1000 + index, "name": format!("Client {index} Desk")}),
+                ),
+                (
+                    "ticketing.events.missed_backup.new_status".to_owned(),
+                    json!({"id": 5000 + index, "name": "New"}),
+                ),
+                (
+                    "ticketing.events.missed_backup.closed_status".to_owned(),
+                    json!({"id": 6000 + index, "name": "Closed"}),
+                ),
+            ]),
+            lock: vec!["connectwise.site".into()],
+            ..PolicyEdit::default()
+        };
+        let name = format!("Client {index}");
+        targets.push(policies::create(state, &actor, &name, edit).await?.node.id);
+    }
+    if targets.is_empty() {
+        targets.push(root);
+    }
+    // The hash each policy's devices are served: the same resolution the pull computes.
+    let tree = policy_repo::load_tree(&state.db, tenant.id).await?;
+    let etags: Vec<(PolicyId, String, String)> = targets
+        .iter()
+        .map(|&id| {
+            let resolution = resolve(&tree.chain(id), &BTreeMap::new());
+            let audit_key = served_digest(&served_fields(&resolution));
+            (id, config_hash(&resolution, &BTreeSet::new()), audit_key)
+        })
+        .collect();
+
+    let total = options.steady + options.new;
+    let mut seeded = Vec::with_capacity(total as usize);
+    let mut batch = Vec::with_capacity(DEVICES_PER_TRANSACTION);
+    for index in 0..total {
+        let group = if index < options.steady {
+            Group::Steady
+        } else {
+            Group::New
+        };
+        let (policy_id, etag, audit_key) = &etags[(index % etags.len() as u64) as usize];
+        let credential = token::generate(CREDENTIAL_PREFIX);
+        batch.push((
+            device(
+                tenant.id,
+                index,
+                *policy_id,
+                group,
+                (etag, audit_key),
+                options.pull_interval_seconds,
+            ),
+            token::digest(&credential),
+        ));
+        seeded.push(BenchDevice {
+            credential,
+            etag: etag.clone(),
+            group,
+        });
+        if batch.len() == DEVICES_PER_TRANSACTION || index + 1 == total {
+            let txn = db::begin_write(&state.db).await?;
+            devices::insert_many(&txn, &batch).await?;
+            txn.commit().await?;
+            batch.clear();
+        }
+    }
+    Ok(Seeded {
+        tenant: tenant.id,
+        devices: seeded,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A registered device; a steady one was last served `etag` one interval ago, and its audit is
+/// marked up to date with `audit_key` (no field-audit rows are written for it: a steady-state
+/// pull does not read them).
+fn device(
+    tenant: TenantId,
+    index: u64,
+    policy_id: PolicyId,
+    group: Group,
+    (etag, audit_key): (&str, &str),
+    interval_seconds: u32,
+) -> Device {
+    let now = Utc::now();
+    let steady = group == Group::Steady;
+    let last_pull = steady.then(|| now - chrono::Duration::seconds(i64::from(interval_seconds)));
+    Device {
+        id: DeviceId::new(),
+        tenant_id: tenant,
+        kind: if index.is_multiple_of(2) {
+            DeviceKind::Appliance
+        } else {
+            DeviceKind::Vault
+        },
+        hardware_id: format!("BENCH-{index:09}"),
+        hostname: format!("bench-{index}.local"),
+        software_version: "12.4.1".into(),
+        policy_id,
+        fingerprint_key: BASE64.encode(rand::random::<[u8; 32]>()),
+        device_values: BTreeMap::new(),
+        reassert: BTreeSet::new(),
+        version: 1,
+        lifecycle: Lifecycle::Active,
+        registered_at: now,
+        credential_rotated_at: now,
+        last_seen_at: last_pull,
+        last_pull_at: last_pull,
+        next_pull_after: steady.then_some(now),
+        served_hash: steady.then(|| etag.to_owned()),
+        applied_hash: steady.then(|| etag.to_owned()),
+        applied_at: last_pull,
+        failed_hash: None,
+        last_report_digest: None,
+        audited_key: steady.then(|| audit_key.to_owned()),
+        recorded_connectivity: if steady {
+            Connectivity::Online
+        } else {
+            Connectivity::New
+        },
+    }
+}
+
+/// The application state over the database `config` names, migrated: what the server would
+/// use, without its HTTP side.
+pub async fn open(config: crate::config::Config) -> Result<AppState, String> {
+    if config.database_url.is_none() {
+        config.ensure_data_dir().map_err(|e| e.to_string())?;
+    }
+    let keys = config.load_keys().map_err(|e| e.to_string())?;
+    let db = db::connect(&config.database_url(), config.database_max_connections)
+        .await
+        .map_err(|e| e.to_string())?;
+    db::migrate(&db).await.map_err(|e| e.to_string())?;
+    Ok(AppState::new(db, config, keys))
+}

@@ -1,0 +1,133 @@
+//! The benchmark tooling (`gmp-bench`) works: a small fleet seeded through the service layer,
+//! the load generator against the real server and the baseline, and onboarding through the API.
+
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
+use gmp::auth::token;
+use gmp::bench::baseline::{self, Baseline};
+use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
+use gmp::bench::onboard::{self, OnboardOptions};
+use gmp::bench::seed::{self, SeedOptions};
+use gmp::bench::{Group, of_group};
+use gmp::db::repo::devices;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn options(base_url: &str, seconds: f64) -> LoadOptions {
+    LoadOptions {
+        base_url: base_url.to_owned(),
+        connections: 4,
+        duration: Duration::from_secs_f64(seconds),
+        server_pid: Some(std::process::id()),
+    }
+}
+
+#[tokio::test]
+async fn a_seeded_fleet_pulls_304_and_200_and_its_herd_pulls_once() {
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 40,
+        new: 10,
+        policies: 2,
+        pull_interval_seconds: 60,
+    };
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    assert_eq!(seeded.devices.len(), 50);
+    let steady = of_group(&seeded.devices, Group::Steady);
+    let new = of_group(&seeded.devices, Group::New);
+    assert_eq!((steady.len(), new.len()), (40, 10));
+
+    // Stored as registration stores it: only the credential's SHA-256, and a steady device
+    // already served the ETag the load generator will send.
+    let stored = devices::find_by_credential(&app.state.db, &token::digest(&steady[0].credential))
+        .await
+        .unwrap()
+        .expect("the seeded credential authenticates");
+    assert_eq!(stored.served_hash.as_deref(), Some(steady[0].etag.as_str()));
+    let fresh = devices::find_by_credential(&app.state.db, &token::digest(&new[0].credential))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fresh.served_hash, None);
+    assert_ne!(steady[0].etag, steady[1].etag, "two child policies, two configs");
+
+    // Halves, so no device pulls twice within the server's 3 s floor (interval / 16).
+    let rest = Duration::from_secs(4);
+    let (first, second) = steady.split_at(20);
+    let pool = |devices: &[gmp::bench::BenchDevice]| Arc::new(DevicePool::cycling(devices.to_vec(), rest));
+    let not_modified = load::run(Scenario::NotModified, pool(first), &options(&app.address, 1.0)).await;
+    assert!(
+        not_modified.statuses.get(&304).copied().unwrap_or(0) > 0,
+        "{not_modified:?}"
+    );
+    assert_eq!(not_modified.statuses.len(), 1, "{not_modified:?}");
+    assert!(
+        not_modified.requests <= 20,
+        "each device at most once: {not_modified:?}"
+    );
+    assert_eq!((not_modified.errors, not_modified.throttled), (0, 0));
+    assert!(not_modified.server_cpu_us_per_request.is_some());
+    assert!(not_modified.p99_ms >= not_modified.p50_ms);
+
+    let full = load::run(Scenario::Full, pool(second), &options(&app.address, 1.0)).await;
+    assert!(full.statuses.get(&200).copied().unwrap_or(0) > 0, "{full:?}");
+    assert_eq!((full.errors, full.throttled), (0, 0), "{full:?}");
+    assert!(full.body_bytes > 500, "a whole config: {full:?}");
+
+    let herd = load::run(
+        Scenario::Herd,
+        Arc::new(DevicePool::once(new.clone())),
+        &options(&app.address, 30.0),
+    )
+    .await;
+    assert_eq!(herd.statuses.get(&200), Some(&10), "{herd:?}");
+    assert_eq!(herd.errors, 0);
+
+    // The baseline answers the same credentials the same way, with a body of the same size.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let server = baseline::server(
+        listener,
+        Baseline::new(&seeded.devices, full.body_bytes as usize),
+        Some(1),
+    )
+    .unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let cycling = |devices: Vec<_>| Arc::new(DevicePool::cycling(devices, Duration::ZERO));
+    let floor_304 = load::run(
+        Scenario::NotModified,
+        cycling(steady.clone()),
+        &options(&address, 0.3),
+    )
+    .await;
+    assert!(floor_304.requests > 0);
+    assert_eq!(
+        floor_304.statuses.get(&304),
+        Some(&floor_304.requests),
+        "{floor_304:?}"
+    );
+    let floor_200 = load::run(Scenario::Full, cycling(steady), &options(&address, 0.3)).await;
+    assert_eq!(floor_200.errors, 0, "{floor_200:?}");
+    assert_eq!(floor_200.body_bytes, full.body_bytes);
+    handle.stop(false).await;
+}
+
+#[tokio::test]
+async fn onboarding_registers_and_first_pulls_through_the_api() {
+    let app = TestApp::spawn().await;
+    let report = onboard::run(&OnboardOptions {
+        base_url: app.address.clone(),
+        admin_email: ADMIN_EMAIL.to_owned(),
+        admin_password: ADMIN_PASSWORD.to_owned(),
+        devices: 12,
+        clients: 4,
+        time_limit: Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.onboarded, 12, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.register_statuses.get(&201), Some(&12));
+    assert_eq!(report.pull_statuses.get(&200), Some(&12));
+    assert!(report.devices_per_second > 0.0);
+}
