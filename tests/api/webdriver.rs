@@ -2,7 +2,7 @@
 //! Debian's Chromium through chromedriver, for the browser tests of the web UI.
 //!
 //! Without chromedriver and Chromium the browser tests print how to install them and return
-//! (reported as passed but skipped); with `GMP_REQUIRE_BROWSER=1` (set by `.ci/run`) a missing
+//! (reported as passed but skipped); with `REQUIRE_BROWSER_TESTS=1` (set by `.ci/run`) a missing
 //! browser fails them instead.
 
 use serde_json::{Value, json};
@@ -36,8 +36,8 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         _ => {
             let help = "the browser tests need Chromium and chromedriver: \
                         `apt-get install -y chromium chromium-driver` (Debian)";
-            if std::env::var("GMP_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
-                panic!("GMP_REQUIRE_BROWSER=1 but {help}");
+            if std::env::var("REQUIRE_BROWSER_TESTS").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_BROWSER_TESTS=1 but {help}");
             }
             eprintln!("SKIPPED: {help}");
             None
