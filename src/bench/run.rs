@@ -206,7 +206,7 @@ async fn run_engine(
     let state = seed::open(config).await?;
     let seeded = seed::seed(&state, &options.seed)
         .await
-        .map_err(|e| e.detail.clone())?;
+        .map_err(|e| seed::describe(&e))?;
     state.db.close().await.ok();
     let credentials = dir.join("credentials.tsv");
     write_credentials(&credentials, &seeded.devices).map_err(|e| e.to_string())?;

@@ -77,6 +77,14 @@ pub fn root_settings() -> BTreeMap<String, Value> {
 
 /// Creates the tenant, its policy tree and the devices. The credentials come back in clear
 /// (for the load generator); the database holds only their SHA-256, as registration writes it.
+/// An error for the person running the benchmark: with its cause, which a server would only log.
+pub fn describe(error: &ApiError) -> String {
+    match error.cause() {
+        Some(cause) => format!("{error} ({cause})"),
+        None => error.to_string(),
+    }
+}
+
 pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, ApiError> {
     let started = Instant::now();
     let name = format!("Bench {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);

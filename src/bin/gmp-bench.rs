@@ -182,7 +182,9 @@ async fn execute(command: Command) -> Result<(), String> {
         Command::Seed { fleet, credentials } => {
             let config = Config::load(None, std::env::vars()).map_err(|e| e.to_string())?;
             let state = seed::open(config).await?;
-            let seeded = seed::seed(&state, &fleet.options()).await.map_err(|e| e.detail)?;
+            let seeded = seed::seed(&state, &fleet.options())
+                .await
+                .map_err(|e| seed::describe(&e))?;
             write_credentials(&credentials, &seeded.devices).map_err(|e| e.to_string())?;
             let seconds = seeded.elapsed.as_secs_f64();
             println!(
