@@ -19,7 +19,7 @@ use crate::domain::diff::Change;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 /// The answer to a pull.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ pub async fn pull(
     own.insert("fingerprint_key".into(), json!(device.fingerprint_key));
     own.insert("pull_interval_seconds".into(), json!(interval));
     own.insert("next_pull_after".into(), json!(next_pull_after));
-    own.insert("server_time".into(), Value::String(now.to_rfc3339()));
+    own.insert("server_time".into(), json!(now));
     Ok(Pulled::Config {
         body: built.body(&own),
         hash,

@@ -125,6 +125,15 @@ async fn devices_without_values_of_their_own_share_one_built_config() {
             device.id.as_str(),
             "each body names its own device"
         );
+        // Times keep the protocol's one format (RFC 3339 in UTC, `Z`), as the schema states.
+        for time in ["server_time", "next_pull_after"] {
+            let text = pulled[time].as_str().unwrap();
+            assert!(text.ends_with('Z'), "{time}: {text}");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+                "{time}: {text}"
+            );
+        }
         bodies.push(pulled);
     }
     let (entries, bytes) = app.state.effective.usage();
