@@ -1,6 +1,7 @@
 //! Pure domain types and rules. Nothing here knows about HTTP or the database.
 
 pub mod audit;
+pub mod billing;
 pub mod binding;
 pub mod boards;
 pub mod catalog;

@@ -56,6 +56,21 @@ pub struct FieldErrorBody {
     pub message: String,
 }
 
+impl ProblemDetails {
+    /// The problem details of `error`, as answered with `status`.
+    pub fn of(error: &ApiError, status: StatusCode) -> Self {
+        Self {
+            problem_type: format!("urn:gmp:problem:{}", error.code),
+            title: error.code.title(),
+            status: status.as_u16(),
+            detail: error.detail.clone(),
+            code: error.code.as_str(),
+            errors: error.errors.iter().map(FieldErrorBody::from).collect(),
+            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
+        }
+    }
+}
+
 impl From<&FieldError> for FieldErrorBody {
     fn from(e: &FieldError) -> Self {
         Self {
@@ -79,15 +94,7 @@ impl ResponseError for ApiError {
                 None => tracing::error!(code = %self.code, detail = %self.detail, "request failed"),
             }
         }
-        let body = ProblemDetails {
-            problem_type: format!("urn:gmp:problem:{}", self.code),
-            title: self.code.title(),
-            status: status.as_u16(),
-            detail: self.detail.clone(),
-            code: self.code.as_str(),
-            errors: self.errors.iter().map(FieldErrorBody::from).collect(),
-            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
-        };
+        let body = ProblemDetails::of(self, status);
         let mut response = HttpResponse::build(status);
         response.content_type(PROBLEM_JSON);
         if status == StatusCode::UNAUTHORIZED {

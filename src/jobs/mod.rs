@@ -3,7 +3,8 @@
 //! each tick run on exactly one replica.
 
 use crate::db;
-use crate::db::repo::{devices, job_leases, maintenance};
+use crate::db::repo::maintenance::{self, Aged};
+use crate::db::repo::{devices, job_leases};
 use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::device::{Connectivity, connectivity};
 use crate::domain::diff::Change;
@@ -77,23 +78,18 @@ pub async fn connectivity_job(state: &AppState, now: DateTime<Utc>) -> Result<Ou
     Ok(outcome)
 }
 
-/// Deletes device field history and change-log entries older than `retention_days`, in
-/// batches of `batch`, so one run never holds a long lock.
+/// Deletes device field history, billing usage history and change-log entries older than
+/// `retention_days`, in batches of `batch`, so one run never holds a long lock.
 pub async fn retention_job(state: &AppState, now: DateTime<Utc>, batch: u64) -> Result<Outcome, ApiError> {
     let cutoff = now - Duration::days(state.config.retention_days as i64);
     let mut outcome = Outcome::default();
-    loop {
-        let deleted = maintenance::prune_field_history(&state.db, cutoff, batch).await?;
-        outcome.changed += deleted;
-        if deleted < batch {
-            break;
-        }
-    }
-    loop {
-        let deleted = maintenance::prune_change_log(&state.db, cutoff, batch).await?;
-        outcome.changed += deleted;
-        if deleted < batch {
-            break;
+    for what in Aged::ALL {
+        loop {
+            let deleted = maintenance::prune(&state.db, what, cutoff, batch).await?;
+            outcome.changed += deleted;
+            if deleted < batch {
+                break;
+            }
         }
     }
     Ok(outcome)

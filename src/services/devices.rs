@@ -8,7 +8,6 @@ use crate::db;
 use crate::db::repo::devices::DeviceFilter;
 use crate::db::repo::{device_fields, device_reregistrations, devices, policies};
 use crate::domain::audit::{Actor, NewEntry};
-use crate::domain::binding;
 use crate::domain::catalog::{Catalog, Scope};
 use crate::domain::device::{Connectivity, Device, Lifecycle, Reregistration, connectivity};
 use crate::domain::diff::{Change, ChangeKind, diff_values};
@@ -17,6 +16,7 @@ use crate::domain::redact::RedactedValues;
 use crate::domain::resolve::{masked_values, resolve};
 use crate::domain::validation::Validator;
 use crate::domain::{DeviceId, Expected, FieldError, PolicyId, TenantId};
+use crate::domain::{billing, binding};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
@@ -204,18 +204,49 @@ fn check_device(tree: &PolicyTree, device: &Device) -> Result<(), ApiError> {
     }
 }
 
-/// Locks the device, applies `change`, checks and stores the result with its audit entry
-/// (plus `notes`, e.g. the warnings of a reference check). A change that changes nothing
-/// stores nothing.
+/// Whether an edit is stored or only tried (a dry run checks everything and stores nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Save,
+    DryRun,
+}
+
+/// A device after an edit (as it is, for a dry run or an edit that changed nothing) and what
+/// the edit changes.
+#[derive(Debug)]
+pub struct Edited {
+    pub view: DeviceView,
+    pub changes: Vec<Change>,
+}
+
+/// How an edit is recorded: its change-log action, lines logged with it (e.g. the warnings of
+/// a reference check), and whether it is stored at all.
+struct Recording {
+    action: &'static str,
+    notes: Vec<Change>,
+    mode: Mode,
+}
+
+impl Recording {
+    fn saved(action: &'static str) -> Self {
+        Self {
+            action,
+            notes: Vec::new(),
+            mode: Mode::Save,
+        }
+    }
+}
+
+/// Locks the device, applies `change`, checks and stores the result with its audit entry. A
+/// change that changes nothing stores nothing; neither does a dry run.
 async fn change_device(
     state: &AppState,
     actor: &Actor,
     id: DeviceId,
     expected: Expected,
-    action: &'static str,
-    notes: Vec<Change>,
+    recording: Recording,
     change: impl FnOnce(&mut Device) -> Result<(), ApiError>,
-) -> Result<DeviceView, ApiError> {
+) -> Result<Edited, ApiError> {
     let tenant = actor.tenant_id;
     let txn = db::begin_write(&state.db).await?;
     let before = written(
@@ -227,6 +258,11 @@ async fn change_device(
     let moved = binding::check_reentered(&before.device_values, &after.device_values, "set.");
     if !moved.is_empty() {
         return Err(ApiError::validation(moved));
+    }
+    let vault_billing =
+        billing::vault_billing_errors(after.kind, &before.device_values, &after.device_values, "set.");
+    if !vault_billing.is_empty() {
+        return Err(ApiError::validation(vault_billing));
     }
     let tree = policies::load_tree(&txn, tenant).await?;
     check_device(&tree, &after)?;
@@ -248,15 +284,18 @@ async fn change_device(
             Some(Value::Bool(true)),
         ));
     }
-    if changes.is_empty() {
+    if changes.is_empty() || recording.mode == Mode::DryRun {
         drop(txn);
-        return get(state, tenant, id).await;
+        let view = get(state, tenant, id).await?;
+        return Ok(Edited { view, changes });
     }
     devices::save_operator_state(&txn, &after).await?;
-    changes.extend(notes);
-    audit::record(&txn, actor, tenant, device_entry(action, id, changes)).await?;
+    let mut logged = changes.clone();
+    logged.extend(recording.notes);
+    audit::record(&txn, actor, tenant, device_entry(recording.action, id, logged)).await?;
     txn.commit().await?;
-    get(state, tenant, id).await
+    let view = get(state, tenant, id).await?;
+    Ok(Edited { view, changes })
 }
 
 pub async fn update(
@@ -266,8 +305,22 @@ pub async fn update(
     expected: Expected,
     edit: DeviceEdit,
 ) -> Result<DeviceView, ApiError> {
+    Ok(
+        edit_device(state, actor, id, expected, edit, Mode::Save, "device.updated")
+            .await?
+            .view,
+    )
+}
+
+/// Checks the paths and values of an edit on its own (a `422` naming every problem); returns
+/// the values to set, secrets sealed.
+pub fn checked_values(
+    state: &AppState,
+    tenant: TenantId,
+    edit: &DeviceEdit,
+) -> Result<BTreeMap<String, SettingValue>, ApiError> {
     let mut v = Validator::new();
-    let set = parse_device_values(state, actor.tenant_id, &edit.set, &mut v);
+    let set = parse_device_values(state, tenant, &edit.set, &mut v);
     for (i, path) in edit.unset.iter().enumerate() {
         if Catalog::get().field(path).is_none() {
             v.push(Catalog::get().unknown(format!("unset[{i}]"), path));
@@ -280,14 +333,27 @@ pub async fn update(
         }
     }
     v.finish().map_err(ApiError::validation)?;
+    Ok(set)
+}
+
+/// [`update`] as a save or a dry run, logged as `action`.
+pub async fn edit_device(
+    state: &AppState,
+    actor: &Actor,
+    id: DeviceId,
+    expected: Expected,
+    edit: DeviceEdit,
+    mode: Mode,
+    action: &'static str,
+) -> Result<Edited, ApiError> {
+    let set = checked_values(state, actor.tenant_id, &edit)?;
     let notes = edit.notes;
     change_device(
         state,
         actor,
         id,
         expected,
-        "device.updated",
-        notes,
+        Recording { action, notes, mode },
         move |device| {
             if let Some(policy) = edit.policy_id {
                 device.policy_id = policy;
@@ -347,8 +413,7 @@ pub async fn adopt(
         actor,
         id,
         expected,
-        "device.override_adopted",
-        Vec::new(),
+        Recording::saved("device.override_adopted"),
         move |device| {
             device
                 .device_values
@@ -358,6 +423,7 @@ pub async fn adopt(
         },
     )
     .await
+    .map(|edited| edited.view)
 }
 
 /// Tells the device (in its next config) to drop its local value of `path`; the policy's value
@@ -383,8 +449,7 @@ pub async fn reassert(
         actor,
         id,
         expected,
-        "device.policy_reasserted",
-        Vec::new(),
+        Recording::saved("device.policy_reasserted"),
         move |device| {
             device.device_values.remove(&path);
             device.reassert.insert(path);
@@ -392,6 +457,7 @@ pub async fn reassert(
         },
     )
     .await
+    .map(|edited| edited.view)
 }
 
 /// A new credential; the old one stops working at once.

@@ -3,7 +3,9 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod bootstrap;
+pub mod bulk_settings;
 pub mod checkins;
 pub mod connectwise;
 pub mod devices;

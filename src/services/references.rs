@@ -8,12 +8,12 @@ use super::policies;
 use crate::connectwise::Credentials;
 use crate::db::repo;
 use crate::domain::audit::Actor;
-use crate::domain::binding;
 use crate::domain::catalog::{Catalog, EVENT_CLASSES};
 use crate::domain::device::Device;
 use crate::domain::policy::SettingValue;
 use crate::domain::resolve::{Resolution, resolve};
 use crate::domain::{DeviceId, Expected, FieldError, PolicyId, TenantId};
+use crate::domain::{billing, binding};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use serde_json::Value;
@@ -322,14 +322,39 @@ fn edited_values(device: &Device, edit: &DeviceEdit) -> Option<BTreeMap<String, 
         let valid = catalog.validate(path, def, raw).ok()?;
         values.insert(path.clone(), SettingValue::Plain(valid));
     }
-    binding::check_reentered(&device.device_values, &values, "")
-        .is_empty()
-        .then_some(values)
+    let refused = !binding::check_reentered(&device.device_values, &values, "").is_empty()
+        || !billing::vault_billing_errors(device.kind, &device.device_values, &values, "").is_empty();
+    (!refused).then_some(values)
 }
 
-/// A device `PATCH` with its reference check: the references the edit changes are vetted
-/// against ConnectWise before the save (no write lock is held meanwhile); the warnings of a
-/// save that went through unchecked are recorded with its change-log entry.
+/// The reference check of a device edit, before it is saved (no write lock is held
+/// meanwhile): the references the edit changes are vetted against ConnectWise. Returns the
+/// warnings of an edit that goes through unchecked.
+pub async fn vet_device_edit(
+    state: &AppState,
+    tenant: TenantId,
+    id: DeviceId,
+    edit: &DeviceEdit,
+    references: References,
+) -> Result<Vec<String>, ApiError> {
+    if references == References::Skip {
+        return Ok(Vec::new());
+    }
+    let Some(device) = repo::devices::get(&state.db, tenant, id).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(values) = edited_values(&device, edit) else {
+        return Ok(Vec::new());
+    };
+    let tree = repo::policies::load_tree(&state.db, tenant).await?;
+    let before = resolve(&tree.chain(device.policy_id), &device.device_values);
+    let policy = edit.policy_id.unwrap_or(device.policy_id);
+    let after = resolve(&tree.chain(policy), &values);
+    vet_device_references(state, tenant, &before, &after, references).await
+}
+
+/// A device `PATCH` with its reference check; the warnings of a save that went through
+/// unchecked are recorded with its change-log entry.
 pub async fn update_device(
     state: &AppState,
     actor: &Actor,
@@ -338,22 +363,7 @@ pub async fn update_device(
     mut edit: DeviceEdit,
     references: References,
 ) -> Result<(DeviceView, Vec<String>), ApiError> {
-    let tenant = actor.tenant_id;
-    let warnings = match (
-        repo::devices::get(&state.db, tenant, id).await?,
-        repo::policies::load_tree(&state.db, tenant).await?,
-    ) {
-        (Some(device), tree) if references == References::Check => match edited_values(&device, &edit) {
-            Some(values) => {
-                let before = resolve(&tree.chain(device.policy_id), &device.device_values);
-                let policy = edit.policy_id.unwrap_or(device.policy_id);
-                let after = resolve(&tree.chain(policy), &values);
-                vet_device_references(state, tenant, &before, &after, references).await?
-            }
-            None => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
+    let warnings = vet_device_edit(state, actor.tenant_id, id, &edit, references).await?;
     edit.notes = warnings.iter().map(|w| warning_change(w)).collect();
     let view = devices::update(state, actor, id, expected, edit).await?;
     Ok((view, warnings))

@@ -1,5 +1,6 @@
 //! The report of the device protocol: what a device says it did with each field of its config.
 
+use super::billing;
 use super::effective;
 use super::registration::identity_text;
 use super::served_audit;
@@ -7,6 +8,7 @@ use crate::db;
 use crate::db::repo::devices::ReportOutcome;
 use crate::db::repo::{device_fields, devices};
 use crate::domain::FieldError;
+use crate::domain::billing::Usage;
 use crate::domain::device::{
     self, Device, FieldRecord, RawReportedField, ReportedRecord, ReportedState, ServedField, canonical_json,
 };
@@ -25,6 +27,8 @@ pub struct Report {
     pub software_version: Option<String>,
     pub hostname: Option<String>,
     pub fields: BTreeMap<String, RawReportedField>,
+    /// The storage the device bills, when it reports it (appliances only).
+    pub billing: Option<Usage>,
 }
 
 /// What the server made of a report.
@@ -58,10 +62,14 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
             None
         }
     };
+    let usage = report
+        .billing
+        .as_ref()
+        .and_then(|raw| billing::checked_usage(&mut v, device.kind, raw));
     v.finish().map_err(ApiError::validation)?;
     let states = states.unwrap_or_default();
 
-    let digest = report_digest(&report, &device);
+    let digest = report_digest(&report, &device, usage.as_ref());
     if device.last_report_digest.as_deref() == Some(digest.as_str()) {
         return Ok(ReportReceipt {
             recorded: false,
@@ -128,6 +136,9 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
         reassert: &reassert,
     };
     devices::record_report(&txn, &device, now, outcome).await?;
+    if let Some(usage) = &usage {
+        billing::record_usage(&txn, tenant, device.id, usage, now).await?;
+    }
     txn.commit().await?;
     if !violations.is_empty() {
         tracing::warn!(device_id = %device.id, ?violations, "device overrides locked fields");
@@ -140,7 +151,7 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
 }
 
 /// Identifies a report's content, so the same report sent twice is recognised.
-fn report_digest(report: &Report, device: &Device) -> String {
+fn report_digest(report: &Report, device: &Device, usage: Option<&Usage>) -> String {
     let fields: Map<String, Value> = report
         .fields
         .iter()
@@ -151,11 +162,15 @@ fn report_digest(report: &Report, device: &Device) -> String {
             )
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "config_hash": report.config_hash,
         "hostname": device.hostname,
         "software_version": device.software_version,
         "fields": fields,
     });
+    // Only when present, so the digest of a report without usage stays what it was.
+    if let Some(usage) = usage {
+        body["billing"] = json!({"storage_gb": usage.storage_gb, "vaults": usage.vaults});
+    }
     hex::encode(Sha256::digest(canonical_json(&body).as_bytes()))
 }

@@ -4,7 +4,9 @@
 mod audit;
 mod auth;
 mod bench;
+pub mod billing;
 mod bootstrap;
+mod bulk_settings;
 mod cli;
 mod connectwise;
 mod connectwise_mock;

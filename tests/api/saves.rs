@@ -6,7 +6,7 @@
 use crate::connectwise_mock::MockConnectWise;
 use crate::devices::register;
 use crate::helpers::{
-    PASSWORD, TestApp, assert_problem, etag_of, gmp_command, test_jwt_secret, test_master_key,
+    PASSWORD, TenantFixture, TestApp, assert_problem, etag_of, gmp_command, test_jwt_secret, test_master_key,
 };
 use crate::policies::{SECRET, root_policy, save, save_ok};
 use reqwest::StatusCode;
@@ -361,21 +361,28 @@ async fn policy_references_are_checked_by_default_on_save_rollback_and_import() 
     assert_eq!(logged[0]["after"], warning);
 }
 
-#[tokio::test]
-async fn device_references_are_checked_against_connectwise() {
+/// The ConnectWise mock, an app that may call it, and a tenant whose root policy has
+/// credentials on it.
+pub(crate) async fn tenant_on_mock() -> (MockConnectWise, TestApp, TenantFixture) {
     let mock = MockConnectWise::start().await;
     let app = app_allowing_mock().await;
     let tenant = app.create_tenant("Acme").await;
-    let admin = &tenant.admin;
-    let (root, etag) = root_policy(&app, admin).await;
+    let (root, etag) = root_policy(&app, &tenant.admin).await;
     save_ok(
         &app,
-        admin,
+        &tenant.admin,
         &root,
         &etag,
         json!({"set": credentials_on(&mock.site)}),
     )
     .await;
+    (mock, app, tenant)
+}
+
+#[tokio::test]
+async fn device_references_are_checked_against_connectwise() {
+    let (mock, app, tenant) = tenant_on_mock().await;
+    let admin = &tenant.admin;
     let device = register(&app, admin, "HW-REFS", "appliance").await;
     let url = format!("/api/v1/devices/{}", device.id);
     let patch = |query: &'static str, body: Value| {

@@ -1,6 +1,8 @@
 //! sea-orm models, one per table, mirroring `migrations/`. Kept private to `db`.
 
 pub mod audit_changes;
+pub mod device_billing_usage;
+pub mod device_billing_usage_history;
 pub mod device_field_history;
 pub mod device_fields;
 pub mod device_reregistrations;

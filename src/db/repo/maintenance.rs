@@ -1,43 +1,65 @@
 //! Housekeeping across all tenants, for the scheduled jobs (never reachable from the API).
 
-use crate::db::entities::{audit_changes, device_field_history, enrollment_tokens, refresh_tokens};
+use crate::db::entities::{
+    audit_changes, device_billing_usage_history, device_field_history, enrollment_tokens, refresh_tokens,
+};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-/// Deletes up to `batch` device field history entries recorded before `cutoff`.
-pub async fn prune_field_history(
-    conn: &impl ConnectionTrait,
-    cutoff: DateTime<Utc>,
-    batch: u64,
-) -> Result<u64, DbErr> {
-    let oldest = Query::select()
-        .column(device_field_history::Column::Id)
-        .from(device_field_history::Entity)
-        .and_where(Expr::col(device_field_history::Column::RecordedAt).lt(cutoff))
-        .limit(batch)
-        .to_owned();
-    Ok(device_field_history::Entity::delete_many()
-        .filter(device_field_history::Column::Id.in_subquery(oldest))
-        .exec(conn)
-        .await?
-        .rows_affected)
+/// The append-only records the retention job prunes by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aged {
+    /// The device field history.
+    FieldHistory,
+    /// The billing usage history (a device's latest usage stays, however old).
+    BillingHistory,
+    /// The change log.
+    ChangeLog,
 }
 
-/// Deletes up to `batch` change-log entries written before `cutoff`.
-pub async fn prune_change_log(
+impl Aged {
+    pub const ALL: [Aged; 3] = [Aged::FieldHistory, Aged::BillingHistory, Aged::ChangeLog];
+}
+
+/// Deletes up to `batch` entries of `what` recorded before `cutoff`, oldest ids first.
+pub async fn prune(
     conn: &impl ConnectionTrait,
+    what: Aged,
+    cutoff: DateTime<Utc>,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    match what {
+        Aged::FieldHistory => {
+            use device_field_history::{Column, Entity};
+            prune_before::<Entity>(conn, Column::Id, Column::RecordedAt, cutoff, batch).await
+        }
+        Aged::BillingHistory => {
+            use device_billing_usage_history::{Column, Entity};
+            prune_before::<Entity>(conn, Column::Id, Column::RecordedAt, cutoff, batch).await
+        }
+        Aged::ChangeLog => {
+            use audit_changes::{Column, Entity};
+            prune_before::<Entity>(conn, Column::Id, Column::CreatedAt, cutoff, batch).await
+        }
+    }
+}
+
+async fn prune_before<E: EntityTrait>(
+    conn: &impl ConnectionTrait,
+    id: E::Column,
+    at: E::Column,
     cutoff: DateTime<Utc>,
     batch: u64,
 ) -> Result<u64, DbErr> {
     let oldest = Query::select()
-        .column(audit_changes::Column::Id)
-        .from(audit_changes::Entity)
-        .and_where(Expr::col(audit_changes::Column::CreatedAt).lt(cutoff))
+        .column(id)
+        .from(E::default())
+        .and_where(Expr::col(at).lt(cutoff))
         .limit(batch)
         .to_owned();
-    Ok(audit_changes::Entity::delete_many()
-        .filter(audit_changes::Column::Id.in_subquery(oldest))
+    Ok(E::delete_many()
+        .filter(id.in_subquery(oldest))
         .exec(conn)
         .await?
         .rows_affected)

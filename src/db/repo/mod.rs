@@ -5,6 +5,7 @@
 //! tenant's rows; a row of another tenant is indistinguishable from a missing one.
 
 pub mod audit;
+pub mod billing_usage;
 pub mod device_fields;
 pub mod device_reregistrations;
 pub mod devices;

@@ -2,10 +2,12 @@
 //! with device firmware: paths and semantics stay stable.
 
 use crate::auth::DeviceAuth;
+use crate::domain::billing::{Usage, VaultUsage};
 use crate::domain::device::DeviceKind;
 use crate::domain::device::RawReportedField;
 use crate::error::ApiError;
 use crate::http::json::ApiJson;
+use crate::http::operator::billing::VaultUsageDto;
 use crate::http::problem::ProblemDetails;
 use crate::http::request_context::RequestId;
 use crate::services::pull::{self, Pulled};
@@ -260,7 +262,8 @@ pub struct ReportedFieldRequest {
         "connectwise.site": {"state": "inherited"},
         "ticketing.events.failed_backup.service_board": {"state": "overridden", "value": {"id": 7, "name": "Local desk"}},
         "billing.enabled": {"state": "failed", "error": "agreement 12 not found"}
-    }
+    },
+    "billing": {"storage_gb": 120.5, "vaults": [{"vault": "vault-eu-1", "storage_gb": 80.25}, {"vault": "vault-eu-2", "storage_gb": 40.25}]}
 }))]
 pub struct ReportRequest {
     /// The `config_hash` of the config the device applied.
@@ -269,6 +272,31 @@ pub struct ReportRequest {
     pub hostname: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, ReportedFieldRequest>,
+    /// Appliances only, optional: the storage billed to the ConnectWise addition. Recorded
+    /// when it changes; a vault sending it is a `422 billing_not_for_vaults`.
+    pub billing: Option<BillingUsageRequest>,
+}
+
+/// What an appliance bills: the storage in GB used on all vaults by all its protected
+/// systems (a system replicated to several vaults counts once per vault).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BillingUsageRequest {
+    /// The total over all vaults in GB, 0 to 100 000 000, kept to the megabyte (3 decimals).
+    pub storage_gb: f64,
+    /// The same total by vault: at most 100, each vault once, adding up to `storage_gb`.
+    pub vaults: Option<Vec<VaultUsageDto>>,
+}
+
+impl From<BillingUsageRequest> for Usage {
+    fn from(b: BillingUsageRequest) -> Self {
+        Self {
+            storage_gb: b.storage_gb,
+            vaults: b
+                .vaults
+                .map(|list| list.into_iter().map(VaultUsage::from).collect()),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -319,6 +347,7 @@ pub async fn post_device_report(
         software_version: body.software_version,
         hostname: body.hostname,
         fields,
+        billing: body.billing.map(Usage::from),
     };
     let receipt = report::report(&state, caller.device, report).await?;
     Ok(HttpResponse::Ok().json(ReportResponse {

@@ -2,6 +2,8 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
+pub mod bulk_settings;
 pub mod connectwise;
 pub mod device_settings;
 pub mod devices;
@@ -60,6 +62,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(reregistrations::reject_reregistration)
         .service(devices::adopt_device_override)
         .service(devices::reassert_device_field)
+        .service(bulk_settings::export_device_settings)
+        .service(bulk_settings::apply_device_settings)
+        .service(billing::get_billing)
+        .service(billing::get_device_billing_usage)
         .service(field_audit::get_device_fields)
         .service(field_audit::get_device_history)
         .service(field_audit::list_inherited)
