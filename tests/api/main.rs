@@ -22,6 +22,7 @@ mod operators;
 mod outbound;
 pub mod policies;
 mod pull;
+mod readme;
 mod replicas;
 mod rotation;
 mod saves;
