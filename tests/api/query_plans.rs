@@ -11,7 +11,10 @@ use crate::helpers::TestApp;
 use gmp::auth::token;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
-use gmp::db::repo::{device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants};
+use gmp::db::repo::{
+    billing_usage, device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants,
+};
+use gmp::domain::billing::Usage;
 use gmp::domain::device::Connectivity;
 use gmp::services::served_audit;
 use sea_orm::{
@@ -26,10 +29,12 @@ use std::sync::Mutex;
 const TENANT_TABLES: [&str; 2] = ["policies", "tenants"];
 
 /// The tables that grow with the fleet (or with its history).
-const FLEET_TABLES: [&str; 6] = [
+const FLEET_TABLES: [&str; 8] = [
     "devices",
     "device_fields",
     "device_field_history",
+    "device_billing_usage",
+    "device_billing_usage_history",
     "enrollment_tokens",
     "device_reregistrations",
     "policy_versions",
@@ -235,6 +240,14 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         reassert: &reassert,
     };
     devices::record_report(&conn, &device, now, outcome)
+        .await
+        .unwrap();
+    let usage = Usage {
+        storage_gb: 120.5,
+        vaults: None,
+    };
+    billing_usage::latest(&conn, tenant, device.id).await.unwrap();
+    billing_usage::record(&conn, tenant, device.id, &usage, now)
         .await
         .unwrap();
 

@@ -118,6 +118,10 @@ async fn the_walkthrough_runs_as_written_on_a_fresh_start() {
         r#""field": "ticketing.events.failed_backup.enabled""#,
         r#""reassert": ["#,
         r#""ticketing.service_ticket_company": {"#,
+        r#""total_gb": 120.5"#,
+        r#""outcome": "would_apply""#,
+        r#""outcome": "applied""#,
+        r#""backup02.client-a.example""#,
         r#""registered": 4"#,
         r#""errors": 0"#,
     ] {
