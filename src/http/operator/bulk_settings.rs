@@ -12,7 +12,6 @@ use crate::services::bulk_settings::{self, BulkEdit, DeviceResult, MAX_DEVICES, 
 use crate::services::devices::Mode;
 use crate::state::AppState;
 use actix_web::{HttpResponse, ResponseError, get, post, web};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -28,7 +27,6 @@ pub struct SettingsSource {
     pub kind: DeviceKindDto,
     /// The device's version (ETag) when exported.
     pub version: i32,
-    pub exported_at: DateTime<Utc>,
 }
 
 /// Device values as a document: what `GET /devices/{id}/settings` exports and what
@@ -91,7 +89,6 @@ pub async fn export_device_settings(
             hostname: device.hostname,
             kind: device.kind.into(),
             version: device.version,
-            exported_at: Utc::now(),
         }),
         omitted_secrets: export.omitted_secrets,
     }))
@@ -263,8 +260,9 @@ pub async fn apply_device_settings(
     let references = query.references()?;
     let body = body.0;
     let mut errors = Vec::new();
-    let mut targets = Vec::with_capacity(body.devices.len().min(MAX_DEVICES));
-    for (i, device) in body.devices.iter().enumerate() {
+    // One past the limit is enough for the count check to refuse the request.
+    let mut targets = Vec::with_capacity(body.devices.len().min(MAX_DEVICES + 1));
+    for (i, device) in body.devices.iter().enumerate().take(MAX_DEVICES + 1) {
         match expected(i, device.if_match.as_deref()) {
             Ok(expected) => targets.push(Target {
                 device_id: DeviceId(device.device_id),
