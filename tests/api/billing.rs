@@ -139,12 +139,15 @@ async fn appliances_report_usage_and_billing_totals_each_addition() {
             .len(),
         2
     );
-    assert_problem(
-        app.get("/api/v1/billing?company_id=0", &admin.access).await,
-        400,
-        "invalid_query",
-    )
-    .await;
+    for bad in ["0", "2147483648", "x"] {
+        assert_problem(
+            app.get(&format!("/api/v1/billing?company_id={bad}"), &admin.access)
+                .await,
+            400,
+            "invalid_query",
+        )
+        .await;
+    }
 
     // Billing is per tenant.
     let other = app.create_tenant("Other").await;

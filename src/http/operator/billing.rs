@@ -163,7 +163,7 @@ pub struct BillingResponse {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct BillingQuery {
-    /// Only this ConnectWise company (a positive id).
+    /// Only this ConnectWise company (its id, 1 to 2147483647).
     pub company_id: Option<i64>,
 }
 
@@ -188,11 +188,14 @@ pub async fn get_billing(
     query: web::Query<BillingQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let company = query.company_id;
-    if company.is_some_and(|id| id < 1) {
-        let mut error = ApiError::new(Code::InvalidQuery, "company_id must be a positive ConnectWise id");
-        error
-            .errors
-            .push(FieldError::new("company_id", "out_of_range", "must be 1 or more"));
+    // ConnectWise ids are positive 32-bit integers, as in every `{id, name}` reference.
+    if company.is_some_and(|id| !(1..=i64::from(i32::MAX)).contains(&id)) {
+        let mut error = ApiError::new(Code::InvalidQuery, "company_id must be a ConnectWise id");
+        error.errors.push(FieldError::new(
+            "company_id",
+            "out_of_range",
+            format!("must be between 1 and {}", i32::MAX),
+        ));
         return Err(error);
     }
     let summary = billing::summary(&state, caller.tenant_id, company).await?;
