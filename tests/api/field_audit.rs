@@ -207,6 +207,22 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
         "invalid_query",
     )
     .await;
+
+    // A decommissioned device runs nothing the server serves: it leaves both lists.
+    for device in [&applied, &overriding] {
+        let retired = app
+            .post(
+                &format!("/api/v1/devices/{}/decommission", device.id),
+                Some(&admin.access),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(retired.status(), StatusCode::OK);
+    }
+    let all = app.get_json(&path, &admin.access).await;
+    assert_eq!(ids(&all), [silent.id.as_str()]);
+    let overrides = app.get_json("/api/v1/audit/overrides", &admin.access).await;
+    assert_eq!(overrides["items"], json!([]));
 }
 
 /// `(sync_state, in_sync, pending, failed)` of a device response.
