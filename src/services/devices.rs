@@ -76,7 +76,7 @@ pub async fn list(
 ) -> Result<Page<DeviceView>, ApiError> {
     let rows = devices::list(&state.db, tenant, &filter, page.cursor, Some(page.fetch_limit())).await?;
     let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let page = page.page(rows, |d| d.id.0);
     let ids: Vec<DeviceId> = page.items.iter().map(|d| d.id).collect();
     let mut waiting: BTreeMap<DeviceId, Reregistration> =
@@ -108,7 +108,7 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
     let reregistration = device_reregistrations::for_device(&state.db, tenant, id).await?;
     Ok(DeviceView {
         reregistration,
-        ..view(state, &current, device, Utc::now())
+        ..view(state, &current, device, state.clock.now())
     })
 }
 

@@ -23,6 +23,7 @@ mod outbound;
 pub mod policies;
 mod pull;
 mod replicas;
+mod rollouts;
 mod rotation;
 mod saves;
 mod secrets;

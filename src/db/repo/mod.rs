@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod device_fields;
+pub mod device_groups;
 pub mod device_reregistrations;
 pub mod devices;
 pub mod enrollment_tokens;
@@ -13,7 +14,9 @@ pub mod job_leases;
 pub mod maintenance;
 pub mod operators;
 pub mod policies;
+pub mod policy_drafts;
 pub mod refresh_tokens;
+pub mod rollouts;
 pub mod tenants;
 
 pub use crate::domain::Expected;

@@ -5,12 +5,14 @@ pub mod auth;
 pub mod connectwise;
 pub mod device_settings;
 pub mod devices;
+pub mod drafts;
 pub mod enrollment;
 pub mod field_audit;
 pub mod me;
 pub mod operators;
 pub mod policies;
 pub mod reregistrations;
+pub mod rollouts;
 pub mod settings;
 pub mod tenants;
 
@@ -45,6 +47,21 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(policies::export_policy)
         .service(policies::export_policy_with_secrets)
         .service(policies::import_policy)
+        .service(drafts::create_draft)
+        .service(drafts::list_drafts)
+        .service(drafts::get_draft)
+        .service(drafts::update_draft)
+        .service(drafts::delete_draft)
+        .service(drafts::publish_draft)
+        .service(drafts::get_draft_impact)
+        .service(drafts::get_rollback_impact)
+        .service(drafts::get_import_impact)
+        .service(rollouts::start_rollout)
+        .service(rollouts::get_rollout)
+        .service(rollouts::pause_rollout)
+        .service(rollouts::resume_rollout)
+        .service(rollouts::promote_rollout)
+        .service(rollouts::abort_rollout)
         .service(audit::list_audit_changes)
         .service(enrollment::create_enrollment_token)
         .service(enrollment::list_enrollment_tokens)
