@@ -221,7 +221,8 @@ fn served_hash(
 }
 
 /// What an operator asks of a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     Pause,
     Resume,

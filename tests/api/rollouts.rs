@@ -172,6 +172,12 @@ async fn start_rollout(app: &TestApp, admin: &Session, policy: &str, draft: &str
     body
 }
 
+/// The member of a list of fields or changes with this `path`.
+fn by_path(list: &Value, path: &str) -> Value {
+    let found = list.as_array().unwrap().iter().find(|f| f["path"] == path);
+    found.cloned().unwrap_or_else(|| panic!("no `{path}` in {list}"))
+}
+
 async fn rollout(app: &TestApp, admin: &Session, id: &str) -> Value {
     app.get(&format!("/api/v1/rollouts/{id}"), &admin.access)
         .await
@@ -385,6 +391,14 @@ async fn a_rollout_resumes_on_another_replica_and_operators_steer_it() {
     let wave_again: Vec<usize> = (0..devices.len()).filter(|i| board_id(&again[*i]) == 7).collect();
     assert_eq!(wave, wave_again);
 
+    let unknown = app
+        .post(
+            &format!("/api/v1/rollouts/{id}/explode"),
+            Some(&admin.access),
+            &json!({}),
+        )
+        .await;
+    assert_problem(unknown, 400, "invalid_path").await;
     let paused = app
         .post(
             &format!("/api/v1/rollouts/{id}/pause"),
@@ -625,7 +639,7 @@ async fn the_impact_preview_is_what_devices_are_then_served() {
         (json!(4), json!(2), json!(1)),
         "{disk}"
     );
-    let key = field("connectwise.private_key");
+    let key = by_path(&impact["fields"], "connectwise.private_key");
     assert_eq!(
         (key["changing"].clone(), key["secret"].clone()),
         (json!(7), json!(true))

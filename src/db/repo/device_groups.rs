@@ -7,8 +7,31 @@ use crate::domain::device::{Device, Lifecycle};
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Select,
 };
 use uuid::Uuid;
+
+/// The tenant's active devices assigned to one of `policies`.
+fn under(tenant: TenantId, policies: &[PolicyId]) -> Select<Entity> {
+    Entity::find()
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
+        .filter(Column::PolicyId.is_in(policies.iter().map(|p| p.0)))
+}
+
+/// `under`, after `cursor` in id order, at most `limit`.
+fn page_under(
+    tenant: TenantId,
+    policies: &[PolicyId],
+    cursor: Option<DeviceId>,
+    limit: u64,
+) -> Select<Entity> {
+    let query = under(tenant, policies).order_by_asc(Column::Id).limit(limit);
+    match cursor {
+        Some(after) => query.filter(Column::Id.gt(after.0)),
+        None => query,
+    }
+}
 
 /// Active devices assigned to one policy with the same device values (stored form).
 #[derive(Debug, Clone, FromQueryResult)]
@@ -25,14 +48,11 @@ pub async fn value_groups(
     tenant: TenantId,
     policies: &[PolicyId],
 ) -> Result<Vec<ValueGroup>, DbErr> {
-    Entity::find()
+    under(tenant, policies)
         .select_only()
         .column(Column::PolicyId)
         .column(Column::DeviceValues)
         .column_as(Column::Id.count(), "devices")
-        .filter(Column::TenantId.eq(tenant.0))
-        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
-        .filter(Column::PolicyId.is_in(policies.iter().map(|p| p.0)))
         .group_by(Column::PolicyId)
         .group_by(Column::DeviceValues)
         .into_model::<ValueGroup>()
@@ -57,21 +77,15 @@ pub async fn page_of_devices(
     cursor: Option<DeviceId>,
     limit: u64,
 ) -> Result<Vec<GroupedDevice>, DbErr> {
-    let mut query = Entity::find()
+    page_under(tenant, policies, cursor, limit)
         .select_only()
         .column(Column::Id)
         .column(Column::Hostname)
         .column(Column::PolicyId)
         .column(Column::DeviceValues)
-        .filter(Column::TenantId.eq(tenant.0))
-        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
-        .filter(Column::PolicyId.is_in(policies.iter().map(|p| p.0)))
-        .order_by_asc(Column::Id)
-        .limit(limit);
-    if let Some(after) = cursor {
-        query = query.filter(Column::Id.gt(after.0));
-    }
-    query.into_model::<GroupedDevice>().all(conn).await
+        .into_model::<GroupedDevice>()
+        .all(conn)
+        .await
 }
 
 /// Active devices under `policies` after `cursor`, in id order, in full (for rollout figures).
@@ -82,14 +96,5 @@ pub async fn devices_under(
     cursor: Option<DeviceId>,
     limit: u64,
 ) -> Result<Vec<Device>, DbErr> {
-    let mut query = Entity::find()
-        .filter(Column::TenantId.eq(tenant.0))
-        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
-        .filter(Column::PolicyId.is_in(policies.iter().map(|p| p.0)))
-        .order_by_asc(Column::Id)
-        .limit(limit);
-    if let Some(after) = cursor {
-        query = query.filter(Column::Id.gt(after.0));
-    }
-    devices::all(query.all(conn).await?)
+    devices::all(page_under(tenant, policies, cursor, limit).all(conn).await?)
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select,
 };
 use std::collections::BTreeSet;
 
@@ -81,17 +82,20 @@ pub async fn insert(conn: &impl ConnectionTrait, rollout: &Rollout) -> Result<()
     tenants::bump_policy_revision(conn, rollout.tenant_id).await
 }
 
+async fn one(conn: &impl ConnectionTrait, query: Select<Entity>) -> Result<Option<Rollout>, DbErr> {
+    query.one(conn).await?.map(to_domain).transpose()
+}
+
 pub async fn get(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     id: RolloutId,
 ) -> Result<Option<Rollout>, DbErr> {
-    Entity::find_by_id(id.0)
-        .filter(Column::TenantId.eq(tenant.0))
-        .one(conn)
-        .await?
-        .map(to_domain)
-        .transpose()
+    one(
+        conn,
+        Entity::find_by_id(id.0).filter(Column::TenantId.eq(tenant.0)),
+    )
+    .await
 }
 
 /// Reads and locks a rollout for a transition (the job and operators never cross).
@@ -100,13 +104,8 @@ pub async fn get_for_update(
     tenant: TenantId,
     id: RolloutId,
 ) -> Result<Option<Rollout>, DbErr> {
-    Entity::find_by_id(id.0)
-        .filter(Column::TenantId.eq(tenant.0))
-        .lock_exclusive()
-        .one(conn)
-        .await?
-        .map(to_domain)
-        .transpose()
+    let query = Entity::find_by_id(id.0).filter(Column::TenantId.eq(tenant.0));
+    one(conn, query.lock_exclusive()).await
 }
 
 /// The running or paused rollout of a policy.
@@ -115,14 +114,11 @@ pub async fn active_for_policy(
     tenant: TenantId,
     policy: PolicyId,
 ) -> Result<Option<Rollout>, DbErr> {
-    Entity::find()
+    let query = Entity::find()
         .filter(Column::TenantId.eq(tenant.0))
         .filter(Column::PolicyId.eq(policy.0))
-        .filter(Column::State.is_in(ACTIVE))
-        .one(conn)
-        .await?
-        .map(to_domain)
-        .transpose()
+        .filter(Column::State.is_in(ACTIVE));
+    one(conn, query).await
 }
 
 /// The tenant's running and paused rollouts: what the pull overlays on the tree.

@@ -205,100 +205,29 @@ pub async fn get_rollout(
     Ok(HttpResponse::Ok().json(RolloutResponse::from(status)))
 }
 
-async fn act(
-    state: &AppState,
-    caller: &Operator<Editor>,
-    id: Uuid,
-    command: Command,
+/// Steer a rollout. `pause`: hold it at its wave (whose devices keep the new version).
+/// `resume`: let a paused rollout advance again. `promote`: skip the remaining waves and publish
+/// the new version to every device now. `abort`: serve every device the previous version
+/// again; the draft stays. A rollout that has stopped takes no command (`409`).
+#[utoipa::path(
+    tag = "rollouts",
+    security(("operator_jwt" = [])),
+    params(("rollout_id" = Uuid, Path), ("action" = Command, Path)),
+    responses(
+        (status = 200, body = RolloutResponse),
+        (status = 401, response = ProblemDetails),
+        (status = 403, response = ProblemDetails),
+        (status = 404, response = ProblemDetails),
+        (status = 409, response = ProblemDetails),
+    )
+)]
+#[post("/rollouts/{rollout_id}/{action}")]
+pub async fn steer_rollout(
+    state: web::Data<AppState>,
+    caller: Operator<Editor>,
+    path: web::Path<(Uuid, Command)>,
 ) -> Result<HttpResponse, ApiError> {
-    let status = rollouts::command(state, &caller.actor(), RolloutId(id), command).await?;
+    let (id, command) = path.into_inner();
+    let status = rollouts::command(&state, &caller.actor(), RolloutId(id), command).await?;
     Ok(HttpResponse::Ok().json(RolloutResponse::from(status)))
-}
-
-/// Pause a running rollout: it stays at its wave (whose devices keep the new version).
-#[utoipa::path(
-    tag = "rollouts",
-    security(("operator_jwt" = [])),
-    params(("rollout_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = RolloutResponse),
-        (status = 401, response = ProblemDetails),
-        (status = 403, response = ProblemDetails),
-        (status = 404, response = ProblemDetails),
-        (status = 409, response = ProblemDetails),
-    )
-)]
-#[post("/rollouts/{rollout_id}/pause")]
-pub async fn pause_rollout(
-    state: web::Data<AppState>,
-    caller: Operator<Editor>,
-    path: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    act(&state, &caller, *path, Command::Pause).await
-}
-
-/// Resume a paused rollout.
-#[utoipa::path(
-    tag = "rollouts",
-    security(("operator_jwt" = [])),
-    params(("rollout_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = RolloutResponse),
-        (status = 401, response = ProblemDetails),
-        (status = 403, response = ProblemDetails),
-        (status = 404, response = ProblemDetails),
-        (status = 409, response = ProblemDetails),
-    )
-)]
-#[post("/rollouts/{rollout_id}/resume")]
-pub async fn resume_rollout(
-    state: web::Data<AppState>,
-    caller: Operator<Editor>,
-    path: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    act(&state, &caller, *path, Command::Resume).await
-}
-
-/// Promote a rollout: skip the remaining waves and publish the new version to every device now.
-#[utoipa::path(
-    tag = "rollouts",
-    security(("operator_jwt" = [])),
-    params(("rollout_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = RolloutResponse),
-        (status = 401, response = ProblemDetails),
-        (status = 403, response = ProblemDetails),
-        (status = 404, response = ProblemDetails),
-        (status = 409, response = ProblemDetails),
-    )
-)]
-#[post("/rollouts/{rollout_id}/promote")]
-pub async fn promote_rollout(
-    state: web::Data<AppState>,
-    caller: Operator<Editor>,
-    path: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    act(&state, &caller, *path, Command::Promote).await
-}
-
-/// Abort a rollout: every device is served the previous version again; the draft stays.
-#[utoipa::path(
-    tag = "rollouts",
-    security(("operator_jwt" = [])),
-    params(("rollout_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = RolloutResponse),
-        (status = 401, response = ProblemDetails),
-        (status = 403, response = ProblemDetails),
-        (status = 404, response = ProblemDetails),
-        (status = 409, response = ProblemDetails),
-    )
-)]
-#[post("/rollouts/{rollout_id}/abort")]
-pub async fn abort_rollout(
-    state: web::Data<AppState>,
-    caller: Operator<Editor>,
-    path: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    act(&state, &caller, *path, Command::Abort).await
 }
