@@ -17,6 +17,7 @@ pub mod operators;
 pub mod policies;
 pub mod policy_edit;
 pub mod policy_transfer;
+pub mod policy_versions;
 pub mod pull;
 pub mod references;
 pub mod registration;

@@ -18,7 +18,6 @@ use crate::domain::policy::{PolicyContent, PolicyNode, PolicyTree, ROOT_POLICY_N
 use crate::domain::resolve::{Resolution, masked_values, resolve};
 use crate::domain::rollout::RolloutState;
 use crate::domain::tenant::parse_display_text;
-use crate::domain::validation::Validator;
 use crate::domain::{DraftId, RolloutId};
 use crate::domain::{Expected, FieldError, PolicyId, TenantId};
 use crate::error::{ApiError, Code};
@@ -426,6 +425,14 @@ async fn conclude(
             drafts_repo::delete(conn, tenant, draft).await?;
         }
         Publishes::Rollout(rollout, draft) => {
+            // An operator may have aborted it, or another replica completed it, meanwhile.
+            let current = rollouts_repo::get_for_update(conn, tenant, rollout).await?;
+            if let Some(stopped) = current.filter(|r| !r.state.is_active()) {
+                return Err(ApiError::conflict(format!(
+                    "rollout {rollout} is {} and cannot be completed",
+                    stopped.state.as_str()
+                )));
+            }
             drafts_repo::delete(conn, tenant, draft).await?;
             rollouts_repo::finish(conn, rollout, RolloutState::Completed, None, now).await?;
         }
@@ -533,95 +540,8 @@ pub async fn list(
     Ok(page.page(rows, |p| p.id.0))
 }
 
-/// Versions in order; `after` is the last version number of the previous page.
-pub async fn list_versions(
-    state: &AppState,
-    tenant: TenantId,
-    id: PolicyId,
-    after: Option<i32>,
-    limit: u64,
-) -> Result<(Vec<VersionMeta>, Option<i32>), ApiError> {
-    repo::get_summary(&state.db, tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("policy"))?;
-    let mut rows = repo::list_versions(&state.db, tenant, id, after, limit + 1).await?;
-    let more = rows.len() as u64 > limit;
-    rows.truncate(limit as usize);
-    let next = if more {
-        rows.last().map(|m| m.version)
-    } else {
-        None
-    };
-    Ok((rows, next))
-}
-
-pub async fn get_version(
-    state: &AppState,
-    tenant: TenantId,
-    id: PolicyId,
-    version: i32,
-) -> Result<(PolicyContent, VersionMeta), ApiError> {
-    repo::get_version(&state.db, tenant, id, version)
-        .await?
-        .ok_or_else(|| ApiError::not_found("policy version"))
-}
-
-/// Field-level differences from version `from` to version `to` (default: the version before
-/// `to`, and the current version).
-pub async fn diff_versions(
-    state: &AppState,
-    tenant: TenantId,
-    id: PolicyId,
-    from: Option<i32>,
-    to: Option<i32>,
-) -> Result<(i32, i32, Vec<Change>), ApiError> {
-    let summary = repo::get_summary(&state.db, tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("policy"))?;
-    // Range-check what the client sent before any arithmetic on it.
-    let mut v = Validator::new();
-    for (field, version) in [("from", from), ("to", to)] {
-        if version.is_some_and(|n| !(0..=summary.current_version).contains(&n)) {
-            v.push(FieldError::new(
-                field,
-                "out_of_range",
-                format!("must be between 0 and {}", summary.current_version),
-            ));
-        }
-    }
-    v.finish().map_err(ApiError::validation)?;
-    let to = to.unwrap_or(summary.current_version);
-    let from = from.unwrap_or(to.saturating_sub(1).max(0));
-    let content_at = |version: i32| async move {
-        if version == 0 {
-            // Version 0 is the empty policy before version 1.
-            return Ok(PolicyContent::default());
-        }
-        get_version(state, tenant, id, version)
-            .await
-            .map(|(content, _)| content)
-    };
-    let before = content_at(from).await?;
-    let after = content_at(to).await?;
-    Ok((from, to, diff(&before, &after)))
-}
-
-/// What a device assigned to the policy would get, with provenance and locks.
-pub async fn resolved(
-    state: &AppState,
-    tenant: TenantId,
-    id: PolicyId,
-) -> Result<(PolicyNode, Resolution), ApiError> {
-    let tree = repo::load_tree(&state.db, tenant).await?;
-    let node = tree
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("policy"))?;
-    let resolution = resolve(&tree.chain(id), &BTreeMap::new());
-    Ok((node, resolution))
-}
-
 pub use super::policy_transfer::{
     EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportDocument, ExportedPolicy, ImportInput, ImportOutcome, export,
     import,
 };
+pub use super::policy_versions::{diff_versions, get_version, list_versions, resolved};

@@ -8,7 +8,7 @@ use super::drafts;
 use super::effective::{self, TenantView};
 use super::policies::{self, Build, Publishes, SaveKind};
 use super::references::References;
-use super::{audit, conflict_if_duplicate, written};
+use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
 use crate::db;
 use crate::db::repo::{device_groups, policies as policies_repo, rollouts as repo};
 use crate::domain::audit::{Actor, NewEntry};
@@ -29,10 +29,31 @@ const PAGE: u64 = 500;
 #[derive(Debug, Clone)]
 pub struct RolloutStatus {
     pub rollout: Rollout,
-    /// Active devices assigned to the policy or below it.
-    pub in_scope: u64,
-    /// Of those, devices served the rolled-out version (`base_version + 1`) now.
-    pub on_new_version: u64,
+    /// Active devices assigned to the policy or below it, and of those the devices served the
+    /// rolled-out version (`base_version + 1`) now; `None` in lists, which count nothing.
+    pub devices: Option<(u64, u64)>,
+}
+
+/// The tenant's rollouts (of one policy when given), oldest first, as stored.
+pub async fn list(
+    state: &AppState,
+    tenant: TenantId,
+    policy: Option<PolicyId>,
+    page: PageRequest,
+) -> Result<Page<RolloutStatus>, ApiError> {
+    let rows = repo::list(&state.db, tenant, policy, page.cursor, page.fetch_limit()).await?;
+    let page = page.page(rows, |r| r.id.0);
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|rollout| RolloutStatus {
+                rollout,
+                devices: None,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    })
 }
 
 fn entry(rollout: &Rollout, action: &'static str, mut changes: Vec<Change>) -> NewEntry {
@@ -160,8 +181,7 @@ pub async fn get(state: &AppState, tenant: TenantId, id: RolloutId) -> Result<Ro
     }
     Ok(RolloutStatus {
         rollout,
-        in_scope,
-        on_new_version,
+        devices: Some((in_scope, on_new_version)),
     })
 }
 

@@ -121,6 +121,27 @@ pub async fn active_for_policy(
     one(conn, query).await
 }
 
+/// The tenant's rollouts in id order after `cursor`, of one policy when given.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    policy: Option<PolicyId>,
+    cursor: Option<uuid::Uuid>,
+    limit: u64,
+) -> Result<Vec<Rollout>, DbErr> {
+    let mut query = Entity::find()
+        .filter(Column::TenantId.eq(tenant.0))
+        .order_by_asc(Column::Id)
+        .limit(limit);
+    if let Some(policy) = policy {
+        query = query.filter(Column::PolicyId.eq(policy.0));
+    }
+    if let Some(after) = cursor {
+        query = query.filter(Column::Id.gt(after));
+    }
+    all(query.all(conn).await?)
+}
+
 /// The tenant's running and paused rollouts: what the pull overlays on the tree.
 pub async fn active_for_tenant(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Vec<Rollout>, DbErr> {
     all(Entity::find()

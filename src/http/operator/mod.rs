@@ -57,6 +57,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(drafts::get_rollback_impact)
         .service(drafts::get_import_impact)
         .service(rollouts::start_rollout)
+        .service(rollouts::list_rollouts)
         .service(rollouts::get_rollout)
         .service(rollouts::steer_rollout)
         .service(audit::list_audit_changes)

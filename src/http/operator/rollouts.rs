@@ -7,6 +7,7 @@ use crate::domain::{DraftId, PolicyId, RolloutId};
 use crate::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::problem::ProblemDetails;
+use crate::http::types::{PageQuery, PageResponse};
 use crate::services::rollouts::{self, Command, RolloutStatus};
 use crate::state::AppState;
 use actix_web::http::header;
@@ -14,7 +15,7 @@ use actix_web::{HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 #[derive(Deserialize, ToSchema)]
@@ -84,9 +85,11 @@ pub struct RolloutResponse {
     pub health: Health,
     /// Why it stopped, with the figures.
     pub reason: Option<String>,
-    /// Active devices under the policy, by the policy version they are served now.
+    /// Active devices under the policy, by the policy version they are served now (absent in
+    /// lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = json!({"3": 190, "4": 10}))]
-    pub devices_per_version: BTreeMap<String, u64>,
+    pub devices_per_version: Option<BTreeMap<String, u64>>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -107,14 +110,13 @@ impl From<RolloutStatus> for RolloutResponse {
                 figures: r.waves.get(i).copied().map(WaveFiguresResponse::from),
             })
             .collect();
-        let devices_per_version = [
-            (r.base_version, status.in_scope - status.on_new_version),
-            (r.base_version + 1, status.on_new_version),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(v, n)| (v.to_string(), n))
-        .collect();
+        let devices_per_version = status.devices.map(|(in_scope, on_new)| {
+            [(r.base_version, in_scope - on_new), (r.base_version + 1, on_new)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(v, n)| (v.to_string(), n))
+                .collect()
+        });
         Self {
             id: r.id.0,
             policy_id: r.policy_id.0,
@@ -183,6 +185,45 @@ pub async fn start_rollout(
         .json(RolloutResponse::from(status)))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RolloutsQuery {
+    /// Only the rollouts of this policy.
+    pub policy_id: Option<Uuid>,
+    pub cursor: Option<Uuid>,
+    /// Items per page, 1–200 (default 50).
+    pub limit: Option<u64>,
+}
+
+/// List the tenant's rollouts, oldest first, with the figures stored at their last step (read
+/// one for its live figures and devices per version).
+#[utoipa::path(
+    tag = "rollouts",
+    security(("operator_jwt" = [])),
+    params(RolloutsQuery),
+    responses(
+        (status = 200, body = PageResponse<RolloutResponse>),
+        (status = 400, response = ProblemDetails),
+        (status = 401, response = ProblemDetails),
+    )
+)]
+#[get("/rollouts")]
+pub async fn list_rollouts(
+    state: web::Data<AppState>,
+    caller: Operator,
+    query: web::Query<RolloutsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = PageQuery {
+        cursor: query.cursor,
+        limit: query.limit,
+    }
+    .to_request()?;
+    let policy = query.policy_id.map(PolicyId);
+    let page = rollouts::list(&state, caller.tenant_id, policy, page).await?;
+    Ok(HttpResponse::Ok().json(PageResponse::from_page(page, RolloutResponse::from)))
+}
+
 /// A rollout: its state, its current wave, per wave the devices served, reported and failed,
 /// and the devices per policy version.
 #[utoipa::path(
@@ -212,7 +253,7 @@ pub async fn get_rollout(
 #[utoipa::path(
     tag = "rollouts",
     security(("operator_jwt" = [])),
-    params(("rollout_id" = Uuid, Path), ("action" = Command, Path)),
+    params(("rollout_id" = Uuid, Path), ("action" = inline(Command), Path)),
     responses(
         (status = 200, body = RolloutResponse),
         (status = 401, response = ProblemDetails),
