@@ -10,6 +10,7 @@ mod m20261127_000003_devices;
 mod m20261127_000004_jobs;
 mod m20261128_000005_reregistrations_sessions;
 mod m20261128_000006_pull_cache;
+mod m20261128_000007_field_history_locked;
 mod m20261128_000009_drafts_rollouts;
 
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_jobs::Migration),
             Box::new(m20261128_000005_reregistrations_sessions::Migration),
             Box::new(m20261128_000006_pull_cache::Migration),
+            Box::new(m20261128_000007_field_history_locked::Migration),
             Box::new(m20261128_000009_drafts_rollouts::Migration),
         ]
     }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod operators;
 pub mod policies;
 pub mod policy_edit;
+pub mod policy_status;
 pub mod policy_transfer;
 pub mod policy_versions;
 pub mod pull;
