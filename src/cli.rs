@@ -385,7 +385,7 @@ async fn admin_state(config: Config) -> Result<AppState, Box<dyn std::error::Err
     let keys = config.load_keys()?;
     let db = connect(&config).await?;
     db::migrate(&db).await?;
-    Ok(AppState::new(db, config, keys))
+    Ok(AppState::new(db, config, keys, crate::clock::Clock::system()))
 }
 
 /// The password for a new operator, never from the command line (where the process list and

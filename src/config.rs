@@ -133,6 +133,7 @@ pub const KEYS: &[&str] = &[
     "job_connectivity_interval_seconds",
     "job_retention_interval_seconds",
     "job_expiry_interval_seconds",
+    "job_rollout_interval_seconds",
     "retention_days",
     "pull_cache_bytes",
     "metrics_bind",
@@ -181,6 +182,8 @@ pub struct Config {
     pub job_connectivity_interval_seconds: u64,
     pub job_retention_interval_seconds: u64,
     pub job_expiry_interval_seconds: u64,
+    /// How often running rollouts are checked against their health gate and advanced.
+    pub job_rollout_interval_seconds: u64,
     /// How long device field history and the change log are kept.
     pub retention_days: u64,
     /// Built effective configs kept in memory, in estimated bytes (they hold secrets in clear).
@@ -233,6 +236,7 @@ impl Default for Config {
             job_connectivity_interval_seconds: 60,
             job_retention_interval_seconds: 3600,
             job_expiry_interval_seconds: 600,
+            job_rollout_interval_seconds: 30,
             retention_days: 400,
             pull_cache_bytes: 64 * 1024 * 1024,
             metrics_bind: None,
@@ -361,6 +365,9 @@ impl Config {
             }
             "job_retention_interval_seconds" => {
                 self.job_retention_interval_seconds = number(&value).map_err(invalid)?
+            }
+            "job_rollout_interval_seconds" => {
+                self.job_rollout_interval_seconds = number(&value).map_err(invalid)?
             }
             "job_expiry_interval_seconds" => {
                 self.job_expiry_interval_seconds = number(&value).map_err(invalid)?
@@ -491,7 +498,8 @@ fn numeric_range(key: &str) -> Option<(u64, u64)> {
         "checkin_buffer_capacity" => (1, 10_000_000),
         "job_connectivity_interval_seconds"
         | "job_retention_interval_seconds"
-        | "job_expiry_interval_seconds" => (1, 7 * DAY),
+        | "job_expiry_interval_seconds"
+        | "job_rollout_interval_seconds" => (1, 7 * DAY),
         "retention_days" => (1, 36_500),
         "pull_cache_bytes" => (1 << 20, 1 << 34),
         "password_hash_concurrency" => (1, 64),

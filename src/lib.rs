@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connectwise;
 pub mod db;

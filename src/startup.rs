@@ -1,6 +1,7 @@
 //! Builds the application from configuration: keys, database, migrations, the bootstrap admin
 //! and the bound HTTP server. Used by `gmp serve` and by the tests.
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::db::repo::job_leases;
 use crate::http::tls;
@@ -44,6 +45,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// `build` with the clock the services and jobs go by (tests pass a manual one).
+    pub async fn build_with_clock(config: Config, clock: Clock) -> Result<Self, StartupError> {
         let keys = config.load_keys()?;
         config.check_previous_master_keys()?;
         let certificates = match config.tls_files()? {
@@ -83,7 +89,7 @@ impl Application {
         };
         let shutdown_timeout = config.shutdown_timeout_seconds;
         let workers = config.workers;
-        let state = web::Data::new(AppState::new(db, config, keys));
+        let state = web::Data::new(AppState::new(db, config, keys, clock));
 
         let app_state = state.clone();
         let mut server = HttpServer::new(move || http::app(app_state.clone()))

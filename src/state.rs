@@ -4,6 +4,7 @@ use crate::auth::JwtKeys;
 use crate::auth::password::HashPool;
 use crate::auth::throttle::{self, PasswordThrottle, SystemClock, Throttle};
 use crate::cache::Bounds;
+use crate::clock::Clock;
 use crate::config::{Config, Keys};
 use crate::connectwise::guard::OutboundPolicy;
 use crate::connectwise::{
@@ -23,6 +24,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// The time services and jobs go by (manual in tests).
+    pub clock: Clock,
     pub jwt: JwtKeys,
     pub config: Arc<Config>,
     pub keyring: Keyring,
@@ -49,7 +52,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, config: Config, keys: Keys) -> Self {
+    pub fn new(db: DatabaseConnection, config: Config, keys: Keys, clock: Clock) -> Self {
         let connectwise = ConnectWiseClient::new(ClientSettings {
             client_id: config.connectwise_client_id.clone(),
             policy: OutboundPolicy {
@@ -94,6 +97,7 @@ impl AppState {
             )),
             ui_sessions: Arc::default(),
             db,
+            clock,
             config: Arc::new(config),
             keyring: keys.keyring,
         }

@@ -12,6 +12,7 @@ mod m20261128_000005_reregistrations_sessions;
 mod m20261128_000006_pull_cache;
 mod m20261128_000007_field_history_locked;
 mod m20261128_000008_billing_usage;
+mod m20261128_000009_drafts_rollouts;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_pull_cache::Migration),
             Box::new(m20261128_000007_field_history_locked::Migration),
             Box::new(m20261128_000008_billing_usage::Migration),
+            Box::new(m20261128_000009_drafts_rollouts::Migration),
         ]
     }
 }

@@ -246,5 +246,5 @@ pub async fn open(config: crate::config::Config) -> Result<AppState, String> {
         .await
         .map_err(|e| e.to_string())?;
     db::migrate(&db).await.map_err(|e| e.to_string())?;
-    Ok(AppState::new(db, config, keys))
+    Ok(AppState::new(db, config, keys, crate::clock::Clock::system()))
 }

@@ -61,3 +61,11 @@ id_type!(
     /// A known hardware id asking to register again, waiting for an operator.
     ReregistrationId
 );
+id_type!(
+    /// An unpublished edit of a policy.
+    DraftId
+);
+id_type!(
+    /// A staged rollout of a draft.
+    RolloutId
+);

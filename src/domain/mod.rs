@@ -13,13 +13,16 @@ pub mod operator;
 pub mod policy;
 pub mod redact;
 pub mod resolve;
+pub mod rollout;
 pub mod suggest;
 pub mod sync;
 pub mod tenant;
 pub mod validation;
 pub mod version;
 
-pub use ids::{DeviceId, EnrollmentTokenId, OperatorId, PolicyId, ReregistrationId, TenantId};
+pub use ids::{
+    DeviceId, DraftId, EnrollmentTokenId, OperatorId, PolicyId, ReregistrationId, RolloutId, TenantId,
+};
 pub use operator::{Email, NewPassword, Operator, Role};
 pub use tenant::{Tenant, TenantName};
 pub use validation::FieldError;

@@ -21,6 +21,8 @@ use utoipa::{Modify, OpenApi};
         (name = "tenants", description = "MSP organisations (platform admins)"),
         (name = "operators", description = "People of a tenant and their roles"),
         (name = "policies", description = "The settings catalogue and versioned, inheritable policies"),
+        (name = "drafts", description = "Unpublished edits of a policy and the impact of a change before it is made"),
+        (name = "rollouts", description = "Staged rollouts of a draft in waves, with health gates and automatic rollback"),
         (name = "audit", description = "The change log and the per-device field audit"),
         (name = "devices", description = "Enrollment tokens, devices, device values and dashboards"),
         (name = "device protocol", description = "What devices call: register, pull, report"),

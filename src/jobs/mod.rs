@@ -9,7 +9,7 @@ use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::device::{Connectivity, connectivity};
 use crate::domain::diff::Change;
 use crate::error::ApiError;
-use crate::services::{audit, checkins, served_audit};
+use crate::services::{audit, checkins, rollouts, served_audit};
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -117,17 +117,18 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Outcome, ApiError>>,
 {
-    let now = Utc::now();
+    let now = state.clock.now();
     let lease_for = Duration::from_std(lease).unwrap_or(Duration::minutes(5));
     if !job_leases::acquire(&state.db, job, holder, tick, now, now + lease_for).await? {
         return Ok(None);
     }
     let renewer = {
         let (db, job, holder) = (state.db.clone(), job.to_owned(), holder.to_owned());
+        let clock = state.clock.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                let _ = job_leases::renew(&db, &job, &holder, Utc::now() + lease_for).await;
+                let _ = job_leases::renew(&db, &job, &holder, clock.now() + lease_for).await;
             }
         })
     };
@@ -179,10 +180,11 @@ pub async fn start(
             .await?;
     }
     if config.jobs_enabled {
-        let jobs: [(&'static str, u64); 3] = [
+        let jobs: [(&'static str, u64); 4] = [
             ("connectivity", config.job_connectivity_interval_seconds),
             ("retention", config.job_retention_interval_seconds),
             ("expiry", config.job_expiry_interval_seconds),
+            ("rollouts", config.job_rollout_interval_seconds),
         ];
         for (name, every) in jobs {
             let (state, holder) = (state.clone(), holder.clone());
@@ -191,12 +193,13 @@ pub async fn start(
                 .add(Job::new_repeated_async(period, move |_, _| {
                     let (state, holder) = (state.clone(), holder.clone());
                     Box::pin(async move {
-                        let now = Utc::now();
+                        let now = state.clock.now();
                         let lease = period.max(std::time::Duration::from_secs(30));
                         let ran = run_with_lease(&state, name, &holder, tick(now, every), lease, || async {
                             match name {
                                 "connectivity" => connectivity_job(&state, now).await,
                                 "retention" => retention_job(&state, now, 1000).await,
+                                "rollouts" => rollouts::rollout_job(&state, now).await,
                                 _ => expiry_job(&state, now).await,
                             }
                         })

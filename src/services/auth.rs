@@ -8,7 +8,6 @@ use crate::domain::{Email, Operator};
 use crate::error::{ApiError, Code};
 use crate::services::sessions;
 use crate::state::AppState;
-use chrono::Utc;
 use std::net::IpAddr;
 use uuid::Uuid;
 
@@ -96,7 +95,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<TokenPair, Api
     if stored.used {
         return Err(reuse_detected(state, &stored).await);
     }
-    if stored.expires_at <= Utc::now() {
+    if stored.expires_at <= state.clock.now() {
         return Err(invalid_refresh("the refresh token expired; sign in again"));
     }
 
@@ -171,7 +170,7 @@ async fn issue_pair(
         .map_err(ApiError::internal)?;
     let refresh_token = token::generate(REFRESH_TOKEN_PREFIX);
     let refresh_ttl = state.config.refresh_token_ttl();
-    let expires_at = Utc::now() + refresh_ttl;
+    let expires_at = state.clock.now() + refresh_ttl;
     refresh_tokens::insert(
         conn,
         operator.tenant_id,

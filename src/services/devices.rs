@@ -83,7 +83,7 @@ pub async fn list(
 ) -> Result<Page<DeviceView>, ApiError> {
     let rows = devices::list(&state.db, tenant, &filter, page.cursor, Some(page.fetch_limit())).await?;
     let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let page = page.page(rows, |d| d.id.0);
     let ids: Vec<DeviceId> = page.items.iter().map(|d| d.id).collect();
     let mut waiting: BTreeMap<DeviceId, Reregistration> =
@@ -119,7 +119,7 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
     let flags = flags.get(&id).copied().unwrap_or_default();
     Ok(DeviceView {
         reregistration,
-        ..view(state, &current, device, flags, Utc::now())
+        ..view(state, &current, device, flags, state.clock.now())
     })
 }
 

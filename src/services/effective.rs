@@ -11,19 +11,20 @@
 //! `Debug` hides it), bounded in bytes (`pull_cache_bytes`), least recently used evicted first.
 
 use crate::cache::{BoundedCache, Bounds};
-use crate::db::repo::{policies, tenants};
+use crate::db::repo::{policies, rollouts, tenants};
 use crate::domain::TenantId;
 use crate::domain::device::{Device, ServedField, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
 use crate::domain::resolve::{Source, resolve};
+use crate::domain::rollout::Rollout;
 use crate::error::ApiError;
 use crate::secrets::Keyring;
 use crate::state::AppState;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A cached tree is kept for this long at most; its revision decides whether it is current.
@@ -73,9 +74,75 @@ impl fmt::Debug for Built {
     }
 }
 
-/// The caches of one replica: trees per tenant revision, built configs per key.
+/// What a tenant's devices are served under one policy revision: the published tree, and the
+/// running or paused rollouts whose current wave is served the rolled-out version instead.
+///
+/// It dereferences to the published tree, which is what every view of a policy shows.
+pub struct TenantView {
+    published: PolicyTree,
+    rollouts: Vec<Rollout>,
+    /// The published tree with the nodes of some rollouts swapped in, by rollout mask.
+    variants: Mutex<HashMap<u32, Arc<PolicyTree>>>,
+}
+
+impl std::ops::Deref for TenantView {
+    type Target = PolicyTree;
+
+    fn deref(&self) -> &PolicyTree {
+        &self.published
+    }
+}
+
+impl TenantView {
+    pub fn new(published: PolicyTree, mut rollouts: Vec<Rollout>) -> Self {
+        // A mask has one bit per rollout; a tenant runs far fewer at once.
+        rollouts.truncate(32);
+        Self {
+            published,
+            rollouts,
+            variants: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn rollouts(&self) -> &[Rollout] {
+        &self.rollouts
+    }
+
+    /// Which rollouts serve `device` their new version: one bit per rollout of a policy in the
+    /// device's chain whose current wave covers the device.
+    pub fn mask(&self, device: &Device) -> u32 {
+        if self.rollouts.is_empty() {
+            return 0;
+        }
+        let chain = self.published.chain(device.policy_id);
+        self.rollouts
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.covers(device.id.0) && chain.iter().any(|n| n.id == r.policy_id))
+            .fold(0, |mask, (i, _)| mask | (1 << i))
+    }
+
+    /// The tree served to devices of `mask`.
+    pub fn tree(&self, mask: u32) -> Arc<PolicyTree> {
+        let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
+        variants
+            .entry(mask)
+            .or_insert_with(|| {
+                let mut tree = self.published.clone();
+                for (i, rollout) in self.rollouts.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        tree.put(rollout.node());
+                    }
+                }
+                Arc::new(tree)
+            })
+            .clone()
+    }
+}
+
+/// The caches of one replica: tenant views per revision, built configs per key.
 pub struct EffectiveCache {
-    trees: BoundedCache<Arc<PolicyTree>>,
+    trees: BoundedCache<Arc<TenantView>>,
     configs: BoundedCache<Arc<Built>>,
 }
 
@@ -101,12 +168,12 @@ impl EffectiveCache {
         self.configs.usage()
     }
 
-    pub fn tree(&self, tenant: TenantId, revision: i64) -> Option<Arc<PolicyTree>> {
+    pub fn tree(&self, tenant: TenantId, revision: i64) -> Option<Arc<TenantView>> {
         self.trees.get(&tree_key(tenant, revision))
     }
 
-    pub fn keep_tree(&self, tenant: TenantId, revision: i64, tree: Arc<PolicyTree>) {
-        let size = tree_size(&tree);
+    pub fn keep_tree(&self, tenant: TenantId, revision: i64, tree: Arc<TenantView>) {
+        let size = tree_size(&tree) * (1 + tree.rollouts.len());
         self.trees.put(tree_key(tenant, revision), tree, size);
     }
 
@@ -131,11 +198,11 @@ fn tree_size(tree: &PolicyTree) -> usize {
         .sum()
 }
 
-/// The tenant's policy revision, pull interval and current tree (cached per revision).
+/// The tenant's policy revision, pull interval and current view (cached per revision).
 pub async fn current_tree(
     state: &AppState,
     tenant: TenantId,
-) -> Result<(i64, u32, Arc<PolicyTree>), ApiError> {
+) -> Result<(i64, u32, Arc<TenantView>), ApiError> {
     let (revision, interval) = tenants::pull_facts(&state.db, tenant)
         .await?
         .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
@@ -144,36 +211,40 @@ pub async fn current_tree(
     }
     // Read after the revision: if a save lands in between, the tree kept under this revision is
     // newer than its key, never older, and the next pull sees the new revision anyway.
-    let tree = Arc::new(policies::load_tree(&state.db, tenant).await?);
+    let published = policies::load_tree(&state.db, tenant).await?;
+    let rollouts = rollouts::active_for_tenant(&state.db, tenant).await?;
+    let tree = Arc::new(TenantView::new(published, rollouts));
     state.effective.keep_tree(tenant, revision, tree.clone());
     Ok((revision, interval, tree))
 }
 
-/// The device's effective config under `revision`, built once per key.
+/// The device's effective config under `revision` (the rolled-out version when a rollout's
+/// current wave covers it), built once per key.
 pub fn built(
     state: &AppState,
-    tree: &PolicyTree,
+    view: &TenantView,
     device: &Device,
     revision: i64,
 ) -> Result<Arc<Built>, ApiError> {
-    let key = config_key(device, revision);
+    let mask = view.mask(device);
+    let key = config_key(device, revision, mask);
     if let Some(built) = state.effective.config(&key) {
         return Ok(built);
     }
-    let built = Arc::new(build(&state.keyring, tree, device)?);
+    let built = Arc::new(build(&state.keyring, &view.tree(mask), device)?);
     state.effective.keep_config(key, built.clone());
     Ok(built)
 }
 
-/// The cache key of a device's effective config under policy `revision`. Devices without values
-/// of their own share the key of their policy.
-pub fn config_key(device: &Device, revision: i64) -> String {
+/// The cache key of a device's effective config under policy `revision` and rollout `mask`.
+/// Devices without values of their own share the key of their policy and mask.
+fn config_key(device: &Device, revision: i64, mask: u32) -> String {
     let shared = device.device_values.is_empty() && device.reassert.is_empty();
     if shared {
-        format!("{}:{revision}:p:{}", device.tenant_id, device.policy_id)
+        format!("{}:{revision}:p:{}:{mask}", device.tenant_id, device.policy_id)
     } else {
         format!(
-            "{}:{revision}:d:{}:{}",
+            "{}:{revision}:d:{}:{}:{mask}",
             device.tenant_id, device.id, device.version
         )
     }

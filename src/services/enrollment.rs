@@ -12,7 +12,7 @@ use crate::domain::validation::Validator;
 use crate::domain::{EnrollmentTokenId, FieldError, PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde_json::Value;
 
 pub const TOKEN_PREFIX: &str = "gmp_et_";
@@ -82,7 +82,7 @@ pub async fn create(
     v.finish().map_err(ApiError::validation)?;
 
     let secret = token::generate(TOKEN_PREFIX);
-    let now = Utc::now();
+    let now = state.clock.now();
     let created = EnrollmentToken {
         id: EnrollmentTokenId::new(),
         tenant_id: tenant,

@@ -7,7 +7,6 @@ use super::{Page, PageRequest};
 use crate::db::repo::devices::DeviceFilter;
 use crate::db::repo::{device_fields, devices};
 use crate::domain::device::{Connectivity, Lifecycle};
-use crate::domain::policy::PolicyTree;
 use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use crate::error::ApiError;
@@ -34,7 +33,7 @@ fn is_stale(v: &DeviceView) -> bool {
 async fn views(
     state: &AppState,
     tenant: TenantId,
-    tree: &PolicyTree,
+    tree: &effective::TenantView,
     revision: i64,
     policies: Option<Vec<PolicyId>>,
     cursor: Option<uuid::Uuid>,

@@ -52,7 +52,7 @@ pub async fn pull(
     device: Device,
     if_none_match: impl Fn(&str) -> bool,
 ) -> Result<Pulled, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let tenant = device.tenant_id;
     let (revision, interval, tree) = current_tree(state, tenant).await?;
     let last_pull = device

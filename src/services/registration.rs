@@ -99,7 +99,7 @@ pub async fn register(
 
     let found = enrollment_tokens::find_by_hash(&state.db, &token::digest(&input.enrollment_token)).await?;
     let enrollment = found.ok_or_else(|| invalid_token("not valid"))?;
-    let now = Utc::now();
+    let now = state.clock.now();
     if let Some(reason) = enrollment.unusable_because(now) {
         return Err(invalid_token(reason));
     }

@@ -15,7 +15,6 @@ use crate::domain::device::{
 use crate::domain::validation::Validator;
 use crate::error::ApiError;
 use crate::state::AppState;
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -78,7 +77,7 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
         });
     }
 
-    let now = Utc::now();
+    let now = state.clock.now();
     let tenant = device.tenant_id;
     let (revision, _, tree) = effective::current_tree(state, tenant).await?;
     let served = effective::built(state, &tree, &device, revision)?.served.clone();

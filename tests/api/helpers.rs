@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use gmp::clock::Clock;
 use gmp::config::{Config, Secret};
 use gmp::startup::Application;
 use gmp::state::AppState;
@@ -195,11 +196,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_clock(Clock::system(), adjust).await
+    }
+
+    /// A server whose services and jobs go by `clock` (a manual one moves only when told).
+    pub async fn spawn_with_clock(clock: Clock, adjust: impl FnOnce(&mut Config)) -> Self {
         init_logging();
         let db = TestDb::fresh().await;
         let mut config = test_config(&db);
         adjust(&mut config);
-        let app = Application::build(config).await.expect("application starts");
+        let app = Application::build_with_clock(config, clock)
+            .await
+            .expect("application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
         let metrics_address = app.metrics_port().map(|port| format!("http://127.0.0.1:{port}"));

@@ -39,6 +39,26 @@ async fn populate(app: &TestApp) -> Victim {
     .await;
     assert_eq!(waiting.status(), 202);
     let waiting: Value = waiting.json().await.unwrap();
+    // A draft of the root policy (the first listed), rolled out: the routes of drafts and
+    // rollouts have B's ids.
+    let draft: Value = app
+        .post(
+            &format!("/api/v1/policies/{root}/drafts"),
+            Some(&tenant.admin.access),
+            &serde_json::json!({"set": {"ticketing.events.disk_usage.enabled": false}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rollout = app
+        .post(
+            &format!("/api/v1/policies/{root}/rollouts"),
+            Some(&tenant.admin.access),
+            &serde_json::json!({"draft_id": draft["id"], "waves": [{"percent": 100}], "health": {"max_failed_ratio": 0.1}}),
+        )
+        .await;
+    assert_eq!(rollout.status(), 201);
     let markers = vec![
         device.id.clone(),
         "VICTIM-HW-0001".to_owned(),
@@ -62,6 +82,8 @@ struct Route {
     method: Method,
     template: String,
     body_example: Option<Value>,
+    /// Path parameters with an enumerated schema (an action), filled with their first value.
+    enums: BTreeMap<String, String>,
 }
 
 fn operator_routes(spec: &Value) -> Vec<Route> {
@@ -75,10 +97,25 @@ fn operator_routes(spec: &Value) -> Vec<Route> {
             let body_example = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 .as_str()
                 .map(|reference| schemas[reference.rsplit('/').next().unwrap()]["example"].clone());
+            let enums = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|param| {
+                    let schema = &param["schema"];
+                    let schema = match schema["$ref"].as_str() {
+                        Some(reference) => &schemas[reference.rsplit('/').next().unwrap()],
+                        None => schema,
+                    };
+                    let first = schema["enum"][0].as_str()?;
+                    Some((param["name"].as_str()?.to_owned(), first.to_owned()))
+                })
+                .collect();
             routes.push(Route {
                 method: method.to_uppercase().parse().unwrap(),
                 template: template.clone(),
                 body_example,
+                enums,
             });
         }
     }
@@ -95,11 +132,14 @@ fn path_params(template: &str) -> Vec<String> {
 
 /// Fills each path parameter with a value of tenant B's, read from the collection the
 /// parameter indexes (`/api/v1/operators` for `/api/v1/operators/{operator_id}`), as B.
-async fn victim_path(app: &TestApp, victim: &Victim, template: &str) -> String {
+async fn victim_path(app: &TestApp, victim: &Victim, route: &Route) -> String {
+    let template = route.template.as_str();
     let mut path = template.to_owned();
     for param in path_params(template) {
         let placeholder = format!("{{{param}}}");
-        let value = if param == "tenant_id" {
+        let value = if let Some(value) = route.enums.get(&param) {
+            value.clone()
+        } else if param == "tenant_id" {
             victim.tenant.id.clone()
         } else {
             let collection = &path[..path.find(&placeholder).unwrap() - 1];
@@ -141,7 +181,7 @@ async fn snapshot(app: &TestApp, victim: &Victim, routes: &[Route]) -> BTreeMap<
         .iter()
         .filter(|r| r.method == Method::GET && r.template.contains('{'))
     {
-        let path = victim_path(app, victim, &route.template).await;
+        let path = victim_path(app, victim, route).await;
         let token = if route.template.starts_with("/api/v1/tenants/") {
             &app.platform.access
         } else {
@@ -170,7 +210,7 @@ async fn tenant_a_can_never_read_or_change_tenant_b() {
 
     let mut checked = 0;
     for route in &routes {
-        let path = victim_path(&app, &victim, &route.template).await;
+        let path = victim_path(&app, &victim, route).await;
         let (status, body) = call(&app, route, &path, &attacker.access).await;
         let what = format!("{} {} as tenant A", route.method, path);
         for marker in &victim.markers {
@@ -185,11 +225,17 @@ async fn tenant_a_can_never_read_or_change_tenant_b() {
             assert!(status == 404 || status == 403, "{what} answered {status}: {body}");
             if status == 403 {
                 // Refused for the caller's role, whatever the id: not a hint that B's id exists.
-                let random_path = path_params(&route.template)
-                    .iter()
-                    .fold(route.template.clone(), |p, param| {
-                        p.replace(&format!("{{{param}}}"), &uuid::Uuid::now_v7().to_string())
-                    });
+                let random_path =
+                    path_params(&route.template)
+                        .iter()
+                        .fold(route.template.clone(), |p, param| {
+                            let value = route
+                                .enums
+                                .get(param)
+                                .cloned()
+                                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                            p.replace(&format!("{{{param}}}"), &value)
+                        });
                 let (random_status, _) = call(&app, route, &random_path, &attacker.access).await;
                 assert_eq!(random_status, 403, "{what}: 403 depends on the id");
             }

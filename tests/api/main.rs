@@ -28,6 +28,7 @@ mod pull;
 mod query_plans;
 mod readme;
 mod replicas;
+mod rollouts;
 mod rotation;
 mod saves;
 mod secrets;

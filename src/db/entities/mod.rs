@@ -11,6 +11,8 @@ pub mod enrollment_tokens;
 pub mod job_leases;
 pub mod operators;
 pub mod policies;
+pub mod policy_drafts;
 pub mod policy_versions;
 pub mod refresh_tokens;
+pub mod rollouts;
 pub mod tenants;

@@ -45,7 +45,7 @@ fn to_domain(m: Model) -> Result<Device, DbErr> {
     })
 }
 
-fn all(models: Vec<Model>) -> Result<Vec<Device>, DbErr> {
+pub(super) fn all(models: Vec<Model>) -> Result<Vec<Device>, DbErr> {
     models.into_iter().map(to_domain).collect()
 }
 

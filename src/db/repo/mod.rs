@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod billing_usage;
 pub mod device_fields;
+pub mod device_groups;
 pub mod device_reregistrations;
 pub mod devices;
 pub mod enrollment_tokens;
@@ -14,7 +15,9 @@ pub mod job_leases;
 pub mod maintenance;
 pub mod operators;
 pub mod policies;
+pub mod policy_drafts;
 pub mod refresh_tokens;
+pub mod rollouts;
 pub mod tenants;
 
 pub use crate::domain::Expected;

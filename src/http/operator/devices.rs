@@ -183,7 +183,7 @@ pub async fn list_devices(
         due_before: q
             .stale
             .filter(|s| *s)
-            .map(|_| Utc::now() - state.config.thresholds().grace),
+            .map(|_| state.clock.now() - state.config.thresholds().grace),
         reregistration_pending: q.reregistration_pending,
         hostname: None,
     };

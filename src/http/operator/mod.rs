@@ -7,6 +7,7 @@ pub mod bulk_settings;
 pub mod connectwise;
 pub mod device_settings;
 pub mod devices;
+pub mod drafts;
 pub mod enrollment;
 pub mod field_audit;
 pub mod me;
@@ -14,6 +15,7 @@ pub mod operators;
 pub mod policies;
 pub mod policy_status;
 pub mod reregistrations;
+pub mod rollouts;
 pub mod settings;
 pub mod tenants;
 
@@ -48,6 +50,19 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(policies::export_policy)
         .service(policies::export_policy_with_secrets)
         .service(policies::import_policy)
+        .service(drafts::create_draft)
+        .service(drafts::list_drafts)
+        .service(drafts::get_draft)
+        .service(drafts::update_draft)
+        .service(drafts::delete_draft)
+        .service(drafts::publish_draft)
+        .service(drafts::get_draft_impact)
+        .service(drafts::get_rollback_impact)
+        .service(drafts::get_import_impact)
+        .service(rollouts::start_rollout)
+        .service(rollouts::list_rollouts)
+        .service(rollouts::get_rollout)
+        .service(rollouts::steer_rollout)
         .service(audit::list_audit_changes)
         .service(enrollment::create_enrollment_token)
         .service(enrollment::list_enrollment_tokens)

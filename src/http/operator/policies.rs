@@ -93,7 +93,7 @@ fn respond(mut builder: actix_web::HttpResponseBuilder, id: PolicyId, body: Poli
 }
 
 /// The answer to a save: the policy, whether it changed, and the warnings.
-fn saved_response(saved: policies::Saved) -> HttpResponse {
+pub(super) fn saved_response(saved: policies::Saved) -> HttpResponse {
     let changed = saved.changed();
     let id = saved.detail.node.id;
     let mut body = PolicyResponse::from(saved.detail);
@@ -414,7 +414,7 @@ pub struct ImportResponse {
 
 /// The import request from either body form: a document as downloaded is recognised by its
 /// `format` member, which the wrapper does not have.
-fn import_body(req: &HttpRequest, body: Value) -> Result<ImportRequest, ApiError> {
+pub(super) fn import_body(req: &HttpRequest, body: Value) -> Result<ImportRequest, ApiError> {
     if body.get("format").is_none() {
         let bytes = serde_json::to_vec(&body).map_err(ApiError::internal)?;
         return crate::http::json::parse(&bytes);
