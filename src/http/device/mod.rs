@@ -243,7 +243,6 @@ pub struct ReportedFieldRequest {
     /// `inherited`, `overridden`, `failed` or `unsupported`.
     pub state: String,
     /// The local value, for an overridden field that is not secret.
-    #[schema(value_type = Object)]
     pub value: Option<Value>,
     /// For an overridden secret: hex HMAC-SHA256 of the local value under `fingerprint_key`.
     pub fingerprint: Option<String>,

@@ -27,7 +27,6 @@ pub struct ReportedResponse {
     pub state: String,
     /// The local value of an override (for secrets, the device's fingerprint of it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub local_value: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -80,7 +79,6 @@ pub struct DeviceFieldResponse {
     pub field: String,
     /// The effective value; secrets masked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub value: Option<Value>,
     /// The policy and version it comes from; absent for device values and unset fields.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +145,7 @@ pub struct HistoryQuery {
     pub field: Option<String>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
@@ -226,6 +225,7 @@ pub struct InheritedQuery {
     pub version: Option<i32>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
@@ -298,6 +298,7 @@ pub async fn list_overrides(
 #[into_params(parameter_in = Query)]
 pub struct PolicyDevicesQuery {
     /// `in_sync`, `pending` (not yet applied the current config), `failed` or `stale`.
+    #[param(pattern = "^(in_sync|pending|failed|stale)$")]
     pub state: Option<String>,
 }
 
