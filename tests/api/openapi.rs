@@ -99,3 +99,33 @@ fn every_operation_documents_the_errors_of_its_inputs() {
         }
     }
 }
+
+/// Setting values are any JSON (a string, a number, a boolean, an object, …), so their schemas
+/// name no type, and a reported field's value is optional (`inherited` has none).
+#[test]
+fn setting_values_are_declared_as_any_json() {
+    let spec = serde_json::to_value(gmp::http::spec()).unwrap();
+    let schemas = &spec["components"]["schemas"];
+    for (schema, field) in [
+        ("ChangeResponse", "before"),
+        ("ChangeResponse", "after"),
+        ("ResolvedFieldResponse", "value"),
+        ("DeviceFieldResponse", "value"),
+        ("ReportedFieldRequest", "value"),
+    ] {
+        let property = &schemas[schema]["properties"][field];
+        assert!(property.is_object(), "{schema}.{field} is not documented");
+        assert!(
+            property.get("type").is_none() && property.get("$ref").is_none(),
+            "{schema}.{field} is declared as {property}, not as any JSON"
+        );
+        let required = schemas[schema]["required"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !required.contains(&Value::from(field)),
+            "{schema}.{field} is required"
+        );
+    }
+}
