@@ -950,11 +950,6 @@ async fn concurrent_registrations_of_one_hardware_id_make_one_device() {
         statuses.iter().filter(|s| **s == 202).count() <= 1,
         "at most one re-registration waits: {statuses:?}"
     );
-    let devices: Value = app
-        .get("/api/v1/devices", &tenant.admin.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let devices = app.get_json("/api/v1/devices", &tenant.admin.access).await;
     assert_eq!(devices["items"].as_array().unwrap().len(), 1);
 }

@@ -22,6 +22,8 @@ mod operators;
 mod outbound;
 pub mod policies;
 mod pull;
+mod query_plans;
+mod readme;
 mod replicas;
 mod rotation;
 mod saves;

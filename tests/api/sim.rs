@@ -10,7 +10,7 @@ use std::time::Duration;
 fn options(app: &TestApp, token: &str, devices: u32) -> SimOptions {
     SimOptions {
         server: app.address.clone(),
-        enrollment_token: token.to_owned(),
+        enrollment_token: Some(token.to_owned()),
         devices,
         kind: "mixed".into(),
         rounds: 2,
@@ -19,7 +19,9 @@ fn options(app: &TestApp, token: &str, devices: u32) -> SimOptions {
         fail_fraction: 0.0,
         seed: 3,
         hardware_prefix: "SIM".into(),
-        max_retry_wait: Duration::from_secs(10),
+        max_wait: Duration::from_secs(10),
+        state_file: None,
+        progress: None,
     }
 }
 
@@ -37,7 +39,8 @@ async fn a_simulated_fleet_pulls_overrides_fails_and_reports() {
         fail_fraction: 0.34,
         ..options(&app, token["token"].as_str().unwrap(), 6)
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(summary.errors, 0, "{summary:?}");
     assert_eq!(summary.registered, 6);
     assert_eq!((summary.pulls_200, summary.reports), (6, 6), "one config each");
@@ -91,7 +94,8 @@ async fn the_simulator_honours_retry_after() {
         interval: Some(Duration::from_millis(100)),
         ..options(&app, token["token"].as_str().unwrap(), 2)
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(summary.errors, 0, "{summary:?}");
     assert!(
         summary.pulls_429 >= 2,
@@ -113,7 +117,7 @@ async fn the_simulator_binary_prints_its_summary() {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_gmp-device-sim"))
             .args(["--server", &server, "--enrollment-token", &token])
-            .args(["--devices", "3", "--rounds", "1", "--kind", "vault"])
+            .args(["--devices", "3", "--rounds", "1", "--kind", "vault", "--no-state"])
             .output()
     })
     .await
@@ -128,5 +132,98 @@ async fn the_simulator_binary_prints_its_summary() {
     assert_eq!(
         (summary["registered"].as_u64(), summary["reports"].as_u64()),
         (Some(3), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn a_second_run_reuses_the_saved_credentials_instead_of_registering() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let token = enrollment_token(&app, &tenant.admin, json!({"max_uses": 2})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("sim.json");
+    let first = run(SimOptions {
+        rounds: 1,
+        state_file: Some(state.clone()),
+        ..options(&app, token["token"].as_str().unwrap(), 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!((first.registered, first.errors), (2, 0), "{first:?}");
+
+    // The token's two uses are spent: only saved credentials can pull now.
+    let second = run(SimOptions {
+        enrollment_token: None,
+        rounds: 1,
+        state_file: Some(state),
+        ..options(&app, "", 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.errors, 0, "{second:?}");
+    assert_eq!((second.registered, second.reused_credentials), (0, 2));
+    assert_eq!(second.pulls_200, 2, "the same devices pull their config");
+    let devices = app.get_json("/api/v1/devices", &tenant.admin.access).await;
+    assert_eq!(devices["items"].as_array().unwrap().len(), 2, "no new devices");
+}
+
+#[tokio::test]
+async fn a_wait_longer_than_the_bound_stops_the_device_with_an_error_saying_so() {
+    let app = TestApp::spawn().await;
+    // The default pull interval (4 hours): pulling again at once is refused for minutes.
+    let tenant = app.create_tenant("Acme").await;
+    let token = enrollment_token(&app, &tenant.admin, json!({"max_uses": 1})).await;
+    let started = std::time::Instant::now();
+    let summary = run(SimOptions {
+        interval: Some(Duration::from_millis(10)),
+        max_wait: Duration::from_secs(2),
+        ..options(&app, token["token"].as_str().unwrap(), 1)
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it did not wait it out"
+    );
+    assert_eq!(summary.pulls_429, 1, "{summary:?}");
+    assert_eq!(summary.errors, 1, "{summary:?}");
+    assert_eq!(
+        summary.error_kinds.keys().collect::<Vec<_>>(),
+        ["wait: longer than --max-wait-s (Retry-After)"]
+    );
+}
+
+#[tokio::test]
+async fn the_simulator_binary_prints_each_error_and_counts_it_by_kind() {
+    let app = TestApp::spawn().await;
+    let server = app.address.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gmp-device-sim"))
+            .args(["--server", &server, "--enrollment-token", "gmp_et_wrong"])
+            .args(["--devices", "2", "--rounds", "1", "--no-state"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success(), "errors fail the run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for device in ["SIM-00000", "SIM-00001"] {
+        assert!(
+            stderr.contains(&format!(
+                "gmp-device-sim: {device}: register: the server answered 401"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("devices 0/2 ready"),
+        "a final progress line: {stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["errors"], 2);
+    assert_eq!(
+        summary["error_kinds"],
+        json!({"register: 401 invalid_enrollment_token": 2})
     );
 }
