@@ -44,6 +44,7 @@ pub fn document(api: &mut OpenApi) {
         {
             let codes = derived_codes(operation, infallible);
             add_responses(operation, &codes);
+            name_declared_codes(operation);
             describe_if_match(operation);
             describe_answers(operation);
         }
@@ -120,6 +121,45 @@ fn add_responses(operation: &mut Operation, codes: &BTreeSet<&'static str>) {
         if shared {
             responses.insert(key, RefOr::T(problem_response(&names)));
         }
+    }
+}
+
+/// Names the code of each status a route declared with the shared problem response and the
+/// derivation did not cover: the one code of its status, or, for `403`, the one its caller can
+/// get. A status with several possible codes (`401` of the public routes) is left general
+/// unless the route describes it itself.
+fn name_declared_codes(operation: &mut Operation) {
+    let device = security_schemes(operation)
+        .iter()
+        .any(|s| s == "device_credential");
+    for (status, response) in operation.responses.responses.iter_mut() {
+        let RefOr::Ref(reference) = response else {
+            continue;
+        };
+        if !reference.ref_location.ends_with("/ProblemDetails") {
+            continue;
+        }
+        let Ok(status) = status.parse::<u16>() else {
+            continue;
+        };
+        let codes: Vec<&str> = match status {
+            403 if device => vec![Code::RegistrationPending.as_str()],
+            403 => vec![Code::Forbidden.as_str()],
+            404 => vec![Code::NotFound.as_str()],
+            409 => vec![Code::Conflict.as_str()],
+            _ => {
+                let candidates: Vec<&str> = Code::ALL
+                    .iter()
+                    .filter(|c| c.status() == status)
+                    .map(|c| c.as_str())
+                    .collect();
+                if candidates.len() != 1 {
+                    continue;
+                }
+                candidates
+            }
+        };
+        *response = RefOr::T(problem_response(&codes));
     }
 }
 

@@ -97,6 +97,16 @@ fn every_operation_documents_the_errors_of_its_inputs() {
         if path != "/healthz" {
             documents("503", "service_unavailable");
         }
+        // Every error answer names the codes it can carry.
+        for (status, response) in responses.as_object().unwrap() {
+            if status.as_str() >= "400" {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.contains("with code `"),
+                    "{method} {path} answers {status} without naming its codes: {response}"
+                );
+            }
+        }
     }
 }
 
