@@ -396,6 +396,7 @@ pub struct OverridesQuery {
     /// Only allowed overrides or only violations (default: both).
     pub state: Option<OverrideStateDto>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\..+$")]
     pub cursor: Option<String>,
     /// 1–200 (default 50).
     #[param(minimum = 1, maximum = 200)]
