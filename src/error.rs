@@ -47,6 +47,7 @@ codes! {
     RegistrationPending => 403, "registration_pending", "This device's registration waits for an operator's approval";
     NotFound => 404, "not_found", "The resource does not exist";
     RouteNotFound => 404, "route_not_found", "No such route";
+    MethodNotAllowed => 405, "method_not_allowed", "The route does not take this method";
     Conflict => 409, "conflict", "The request conflicts with the current state";
     DeviceDecommissioned => 409, "device_decommissioned", "The device was decommissioned and cannot register again";
     PreconditionFailed => 412, "precondition_failed", "The resource changed since you read it";

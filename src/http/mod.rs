@@ -10,6 +10,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod openapi_derived;
 pub mod operator;
 pub mod panic;
 pub mod problem;
@@ -36,12 +37,14 @@ pub fn routes(cfg: &mut ServiceConfig) {
 
 /// The OpenAPI document, generated from the handlers.
 pub fn spec() -> utoipa::openapi::OpenApi {
-    App::new()
+    let mut api = App::new()
         .into_utoipa_app()
         .openapi(openapi::ApiDoc::openapi())
         .configure(routes)
         .split_for_parts()
-        .1
+        .1;
+    openapi_derived::document(&mut api);
+    api
 }
 
 /// `spec()` as the pretty JSON committed at `openapi/openapi.json`.
@@ -77,11 +80,14 @@ pub fn app(
         .into_utoipa_app()
         .openapi(openapi::ApiDoc::openapi())
         .configure(routes)
-        .openapi_service(|api| SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+        .openapi_service(|mut api| {
+            openapi_derived::document(&mut api);
+            SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api)
+        })
         .map(|app| {
             app.service(web::redirect("/docs", "/docs/"))
                 .configure(crate::ui::configure)
         })
-        .default_service(web::to(problem::route_not_found))
+        .default_service(web::to(problem::api_route_not_found))
         .into_app()
 }

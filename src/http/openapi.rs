@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
                        what every device runs. Errors are RFC 9457 problem+json with a stable `code`.",
         license(name = "MIT")
     ),
-    components(responses(ProblemDetails)),
+    components(schemas(ProblemDetails), responses(ProblemDetails)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Sign-in, tokens and the signed-in operator"),

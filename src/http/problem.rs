@@ -3,9 +3,11 @@
 
 use crate::domain::FieldError;
 use crate::error::{ApiError, Code};
+use actix_web::dev::ResourceDef;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::Serialize;
+use std::sync::LazyLock;
 use utoipa::{ToResponse, ToSchema};
 
 tokio::task_local! {
@@ -125,4 +127,52 @@ pub async fn route_not_found(req: HttpRequest) -> HttpResponse {
         format!("no route for {} {}", req.method(), req.path()),
     )
     .error_response()
+}
+
+/// The API's paths (as route patterns) and the methods each takes, from the OpenAPI document,
+/// which lists every API route.
+static API_ROUTES: LazyLock<Vec<(ResourceDef, Vec<&'static str>)>> = LazyLock::new(|| {
+    super::spec()
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let methods = [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ];
+            let taken = methods
+                .into_iter()
+                .filter_map(|(method, taken)| taken.then_some(method))
+                .collect();
+            (ResourceDef::new(path.as_str()), taken)
+        })
+        .collect()
+});
+
+/// Answers an API request that matched no route: `405` with `Allow` when the path is a route
+/// that takes other methods (each route answers one method, so actix itself only sees "no
+/// route"), else `404`.
+pub async fn api_route_not_found(req: HttpRequest) -> HttpResponse {
+    let allowed: Vec<&str> = API_ROUTES
+        .iter()
+        .filter(|(pattern, _)| pattern.is_match(req.path()))
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    if allowed.is_empty() || allowed.contains(&req.method().as_str()) {
+        return route_not_found(req).await;
+    }
+    let allow = allowed.join(", ");
+    let mut response = ApiError::new(
+        Code::MethodNotAllowed,
+        format!("{} takes {allow}, not {}", req.path(), req.method()),
+    )
+    .error_response();
+    if let Ok(value) = header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }

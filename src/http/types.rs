@@ -15,6 +15,7 @@ pub struct PageQuery {
     /// Where the previous page ended.
     pub cursor: Option<Uuid>,
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

@@ -106,12 +106,27 @@ async fn bad_path_parameters_and_unknown_routes_are_problems() {
         "route_not_found",
     )
     .await;
-    let wrong_method = app
-        .request(reqwest::Method::PUT, "/api/v1/me", Some(token))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(wrong_method, 404, "route_not_found").await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_on_a_known_path_is_405_with_allow() {
+    let app = TestApp::spawn().await;
+    let token = &app.platform.access;
+    let put = |path: &'static str, token: Option<&str>| app.request(reqwest::Method::PUT, path, token).send();
+
+    let wrong_method = put("/api/v1/me", Some(token)).await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET");
+    assert_problem(wrong_method, 405, "method_not_allowed").await;
+
+    // A path with parameters lists every method its routes take, before any authentication
+    // and whatever the parameter's value.
+    let wrong_method = put("/api/v1/policies/not-a-uuid", None).await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET, DELETE, PATCH");
+    assert_problem(wrong_method, 405, "method_not_allowed").await;
+
+    // An unknown path stays a 404.
+    let unknown = put("/api/v1/policies/x/nothing", Some(token)).await.unwrap();
+    assert_problem(unknown, 404, "route_not_found").await;
 }
 
 #[tokio::test]

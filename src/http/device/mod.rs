@@ -109,8 +109,8 @@ pub struct RegisterResponse {
     responses(
         (status = 201, body = RegisterResponse, description = "A new device"),
         (status = 202, body = RegisterResponse, description = "A known hardware id: waiting for an operator's approval"),
-        (status = 401, response = ProblemDetails),
-        (status = 409, response = ProblemDetails),
+        (status = 401, description = "Problem details (`urn:gmp:problem:<code>`) with code `invalid_enrollment_token`", body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "Problem details (`urn:gmp:problem:<code>`) with code `conflict` or `device_decommissioned`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, response = ProblemDetails),
     )
 )]
@@ -245,7 +245,6 @@ pub struct ReportedFieldRequest {
     /// `inherited`, `overridden`, `failed` or `unsupported`.
     pub state: String,
     /// The local value, for an overridden field that is not secret.
-    #[schema(value_type = Object)]
     pub value: Option<Value>,
     /// For an overridden secret: hex HMAC-SHA256 of the local value under `fingerprint_key`.
     pub fingerprint: Option<String>,

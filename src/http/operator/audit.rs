@@ -69,6 +69,7 @@ pub struct AuditQuery {
     /// Where the previous page ended.
     pub cursor: Option<Uuid>,
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

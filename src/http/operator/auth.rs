@@ -69,7 +69,7 @@ impl From<TokenPair> for TokenResponse {
     request_body = LoginRequest,
     responses(
         (status = 200, body = TokenResponse),
-        (status = 401, response = ProblemDetails),
+        (status = 401, description = "Problem details (`urn:gmp:problem:<code>`) with code `invalid_credentials`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, response = ProblemDetails),
         (status = 429, response = ProblemDetails),
         (status = 503, response = ProblemDetails),
@@ -96,7 +96,7 @@ pub async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, body = TokenResponse),
-        (status = 401, response = ProblemDetails),
+        (status = 401, description = "Problem details (`urn:gmp:problem:<code>`) with code `invalid_refresh_token`", body = ProblemDetails, content_type = "application/problem+json"),
         (status = 422, response = ProblemDetails),
     )
 )]

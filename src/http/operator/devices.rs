@@ -129,6 +129,7 @@ pub(super) fn device_response(view: DeviceView) -> HttpResponse {
 pub struct DeviceListQuery {
     pub kind: Option<DeviceKindDto>,
     /// `active` or `decommissioned`.
+    #[param(pattern = "^(active|decommissioned)$")]
     pub status: Option<String>,
     /// Devices assigned to this policy.
     pub policy_id: Option<Uuid>,
@@ -144,6 +145,7 @@ pub struct DeviceListQuery {
     pub reregistration_pending: Option<bool>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

@@ -51,7 +51,6 @@ pub struct ReportedResponse {
     pub state: String,
     /// The local value of an override (for secrets, the device's fingerprint of it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub local_value: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -114,7 +113,6 @@ pub struct DeviceFieldResponse {
     pub field: String,
     /// The effective value; secrets masked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub value: Option<Value>,
     /// The policy and version it comes from; absent for device values and unset fields.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -226,6 +224,7 @@ pub struct HistoryQuery {
     pub field: Option<String>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
@@ -331,6 +330,7 @@ pub struct InheritedQuery {
     pub state: Option<InheritedStateDto>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
@@ -396,8 +396,10 @@ pub struct OverridesQuery {
     /// Only allowed overrides or only violations (default: both).
     pub state: Option<OverrideStateDto>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\..+$")]
     pub cursor: Option<String>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

@@ -24,6 +24,7 @@ pub struct MeResponse {
 pub struct ChangePasswordRequest {
     pub current_password: String,
     /// At least 12 characters.
+    #[schema(min_length = 12)]
     pub new_password: String,
 }
 

@@ -88,6 +88,7 @@ pub struct CreateOperatorRequest {
     pub display_name: Option<String>,
     pub role: RoleDto,
     /// Initial password, at least 12 characters.
+    #[schema(min_length = 12)]
     pub password: String,
 }
 

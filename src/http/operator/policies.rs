@@ -196,6 +196,7 @@ pub struct SaveQuery {
     /// Board and status references are checked against ConnectWise by default when the policy
     /// has credentials (`422` listing each problem by field; a warning when ConnectWise cannot
     /// be reached). `false` skips the check; `true` and `connectwise` are the default.
+    #[param(pattern = "^(true|false|connectwise)$")]
     pub validate: Option<String>,
 }
 
@@ -254,6 +255,7 @@ pub struct VersionsQuery {
     /// The `next_cursor` of the previous page (its last version number).
     pub cursor: Option<i32>,
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
@@ -262,8 +264,10 @@ pub struct VersionsQuery {
 #[into_params(parameter_in = Query)]
 pub struct DiffQuery {
     /// The older version (default: the one before `to`; 0 is the empty policy).
+    #[param(minimum = 0)]
     pub from: Option<i32>,
     /// The newer version (default: the current one).
+    #[param(minimum = 0)]
     pub to: Option<i32>,
 }
 
@@ -277,10 +281,8 @@ pub struct ChangeResponse {
     #[schema(example = "changed")]
     pub change: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub before: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub after: Option<Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub secret: bool,
@@ -341,7 +343,6 @@ impl From<PolicyRef> for PolicyRefResponse {
 pub struct ResolvedFieldResponse {
     /// The effective value (secrets masked); absent when locked but set nowhere.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub value: Option<Value>,
     /// The policy (and its version) the value comes from.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -365,6 +366,7 @@ pub struct ResolvedResponse {
 #[schema(example = json!({"passphrase": "a long export passphrase"}))]
 pub struct ExportRequest {
     /// At least 12 characters; needed again to import the secrets.
+    #[schema(min_length = 12)]
     pub passphrase: String,
 }
 
@@ -375,6 +377,7 @@ pub struct ImportQuery {
     /// Validate and return the diff without changing anything (no `If-Match` needed).
     pub dry_run: Option<bool>,
     /// `false` skips the ConnectWise reference check (see `PATCH /policies/{policy_id}`).
+    #[param(pattern = "^(true|false|connectwise)$")]
     pub validate: Option<String>,
 }
 
@@ -885,7 +888,15 @@ pub async fn import_policy(
 ) -> Result<HttpResponse, ApiError> {
     let dry_run = query.dry_run.unwrap_or(false);
     let references = references(query.validate.as_deref())?;
-    let expected = if dry_run { None } else { Some(if_match(&req)?) };
+    // A dry run needs no `If-Match`, but one that is sent must still be well-formed. The
+    // service takes no precondition as a dry run.
+    let sent = req.headers().contains_key(actix_web::http::header::IF_MATCH);
+    let precondition = if dry_run && !sent {
+        None
+    } else {
+        Some(if_match(&req)?)
+    };
+    let expected = precondition.filter(|_| !dry_run);
     let body = import_body(&req, body.0)?;
     let outcome = policies::import(
         &state,

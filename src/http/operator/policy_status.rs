@@ -22,6 +22,7 @@ pub struct PolicyDevicesQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

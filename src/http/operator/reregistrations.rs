@@ -73,7 +73,7 @@ pub async fn get_reregistration(
         (status = 401, response = ProblemDetails),
         (status = 403, response = ProblemDetails),
         (status = 404, response = ProblemDetails),
-        (status = 409, response = ProblemDetails),
+        (status = 409, description = "Problem details (`urn:gmp:problem:<code>`) with code `conflict` or `device_decommissioned`", body = ProblemDetails, content_type = "application/problem+json"),
     )
 )]
 #[post("/devices/{device_id}/reregistration/approve")]

@@ -59,6 +59,7 @@ pub struct TenantAdminRequest {
     pub email: String,
     pub display_name: Option<String>,
     /// At least 12 characters.
+    #[schema(min_length = 12)]
     pub password: String,
 }
 
