@@ -10,6 +10,7 @@ mod m20261127_000003_devices;
 mod m20261127_000004_jobs;
 mod m20261128_000005_reregistrations_sessions;
 mod m20261128_000006_pull_cache;
+mod m20261128_000007_field_history_locked;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_jobs::Migration),
             Box::new(m20261128_000005_reregistrations_sessions::Migration),
             Box::new(m20261128_000006_pull_cache::Migration),
+            Box::new(m20261128_000007_field_history_locked::Migration),
         ]
     }
 }

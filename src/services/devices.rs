@@ -15,6 +15,7 @@ use crate::domain::diff::{Change, ChangeKind, diff_values};
 use crate::domain::policy::{PolicyTree, SecretHandle, SettingValue};
 use crate::domain::redact::RedactedValues;
 use crate::domain::resolve::{masked_values, resolve};
+use crate::domain::sync::{FieldFlags, SyncState, sync_state};
 use crate::domain::validation::Validator;
 use crate::domain::{DeviceId, Expected, FieldError, PolicyId, TenantId};
 use crate::error::{ApiError, Code};
@@ -44,15 +45,21 @@ pub struct DeviceView {
     pub connectivity: Connectivity,
     /// The hash of the config the device should run now.
     pub current_hash: String,
-    /// Applied the current config.
-    pub in_sync: bool,
-    /// Reported the current config as failed.
-    pub failed: bool,
+    /// Where it stands against the current config (the rule of `domain::sync`).
+    pub sync: SyncState,
+    /// What its field table says: overridden, failed and violating fields.
+    pub flags: FieldFlags,
     /// A re-registration of this hardware id waiting for an operator.
     pub reregistration: Option<Reregistration>,
 }
 
-pub(super) fn view(state: &AppState, current: &Built, device: Device, now: DateTime<Utc>) -> DeviceView {
+pub(super) fn view(
+    state: &AppState,
+    current: &Built,
+    device: Device,
+    flags: FieldFlags,
+    now: DateTime<Utc>,
+) -> DeviceView {
     let current_hash = current.hash.clone();
     let (last_seen, next_pull) = match state.checkins.pending(device.id) {
         Some((seen, next)) => (Some(seen), Some(next)),
@@ -60,8 +67,8 @@ pub(super) fn view(state: &AppState, current: &Built, device: Device, now: DateT
     };
     DeviceView {
         connectivity: connectivity(last_seen, next_pull, now, state.config.thresholds()),
-        in_sync: device.applied_hash.as_deref() == Some(current_hash.as_str()),
-        failed: device.failed_hash.as_deref() == Some(current_hash.as_str()),
+        sync: sync_state(&current_hash, device.applied_hash.as_deref(), flags),
+        flags,
         current_hash,
         device,
         reregistration: None,
@@ -85,12 +92,14 @@ pub async fn list(
             .into_iter()
             .map(|r| (r.device_id, r))
             .collect();
+    let flags = device_fields::flags(&state.db, tenant, Some(&ids)).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for device in page.items {
         let current = effective::built(state, &tree, &device, revision)?;
+        let device_flags = flags.get(&device.id).copied().unwrap_or_default();
         items.push(DeviceView {
             reregistration: waiting.remove(&device.id),
-            ..view(state, &current, device, now)
+            ..view(state, &current, device, device_flags, now)
         });
     }
     Ok(Page {
@@ -106,9 +115,11 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
     let (revision, _, tree) = effective::current_tree(state, tenant).await?;
     let current = effective::built(state, &tree, &device, revision)?;
     let reregistration = device_reregistrations::for_device(&state.db, tenant, id).await?;
+    let flags = device_fields::flags(&state.db, tenant, Some(&[id])).await?;
+    let flags = flags.get(&id).copied().unwrap_or_default();
     Ok(DeviceView {
         reregistration,
-        ..view(state, &current, device, Utc::now())
+        ..view(state, &current, device, flags, Utc::now())
     })
 }
 

@@ -1,20 +1,24 @@
-//! The field audit as operators query it: every field of a device, its history, who inherits
-//! or overrides a field, where the devices of a policy stand, and the dashboard counts.
+//! The field audit as operators query it: every field of a device (now or at a past moment),
+//! its history, and who inherits or overrides a field.
 
 use super::devices::{DeviceView, view};
 use super::effective;
 use super::{Page, PageRequest};
-use crate::db::repo::devices::DeviceFilter;
-use crate::db::repo::{device_fields, devices};
-use crate::domain::device::{Connectivity, FieldRecord, Lifecycle};
-use crate::domain::policy::SettingValue;
+use crate::db::repo::device_fields::InheritedQuery;
+use crate::db::repo::{device_fields, devices, policies};
+use crate::domain::catalog::Catalog;
+use crate::domain::device::{Device, FieldRecord, value_fingerprint};
+use crate::domain::field_audit::{HistoryEntry, InheritedState, OverrideKind};
+use crate::domain::policy::{PolicyContent, PolicyRef, SettingValue};
 use crate::domain::resolve::{Source, resolve};
+use crate::domain::sync::FieldFlags;
 use crate::domain::{DeviceId, PolicyId, TenantId};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::state::AppState;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
 
 /// One field of a device, as operators see it.
 #[derive(Debug, Clone)]
@@ -27,19 +31,48 @@ pub struct FieldView {
     pub record: Option<FieldRecord>,
 }
 
+/// A field-audit record with the hostname of its device, for lists across devices.
+#[derive(Debug, Clone)]
+pub struct NamedRecord {
+    pub record: FieldRecord,
+    pub hostname: String,
+}
+
+async fn device(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Device, ApiError> {
+    devices::get(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("device"))
+}
+
+/// The device as it stands now, with the flags of its field table.
+async fn current_view(
+    state: &AppState,
+    device: Device,
+    records: &BTreeMap<String, FieldRecord>,
+) -> Result<DeviceView, ApiError> {
+    let (revision, _, tree) = effective::current_tree(state, device.tenant_id).await?;
+    let current = effective::built(state, &tree, &device, revision)?;
+    let mut flags = FieldFlags::default();
+    for record in records.values() {
+        flags.count(
+            record.reported.as_ref().map(|r| r.state.as_str()),
+            record.violation,
+        );
+    }
+    Ok(view(state, &current, device, flags, Utc::now()))
+}
+
 /// Every field of a device: effective value, provenance, lock, and what the device reported.
 pub async fn fields(
     state: &AppState,
     tenant: TenantId,
     id: DeviceId,
 ) -> Result<(DeviceView, Vec<FieldView>), ApiError> {
-    let device = devices::get(&state.db, tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("device"))?;
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let device = device(state, tenant, id).await?;
+    let (_, _, tree) = effective::current_tree(state, tenant).await?;
     let resolution = resolve(&tree.chain(device.policy_id), &device.device_values);
-    let current = effective::built(state, &tree, &device, revision)?;
     let mut records = device_fields::load(&state.db, tenant, id).await?;
+    let current = current_view(state, device, &records).await?;
     let mut views: Vec<FieldView> = resolution
         .into_iter()
         .map(|(path, field)| FieldView {
@@ -58,7 +91,81 @@ pub async fn fields(
         record: Some(record),
     }));
     views.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((view(state, &current, device, Utc::now()), views))
+    Ok((current, views))
+}
+
+/// What the device was served and reported at `at`, each field with the policy and version
+/// it came from and its value where that is still known (from the policy version; a device
+/// value only while the device still holds the same one). Folded from the field history.
+pub async fn fields_at(
+    state: &AppState,
+    tenant: TenantId,
+    id: DeviceId,
+    at: DateTime<Utc>,
+) -> Result<(DeviceView, Vec<FieldView>), ApiError> {
+    let device = device(state, tenant, id).await?;
+    if at < device.registered_at {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!(
+                "device {} did not exist at {}: it was registered at {}",
+                id.0,
+                at.to_rfc3339(),
+                device.registered_at.to_rfc3339()
+            ),
+        ));
+    }
+    let history = device_fields::history_until(&state.db, tenant, id, at).await?;
+    let then = crate::domain::field_audit::fields_at(history);
+    let mut versions: HashMap<(Uuid, i32), Option<PolicyContent>> = HashMap::new();
+    let mut views = Vec::with_capacity(then.len());
+    for (path, field) in then {
+        let served = &field.record.served;
+        let (value, source) = match (served.source, served.policy_id, served.policy_version) {
+            ("policy", Some(policy), Some(version)) => {
+                let content = match versions.get(&(policy, version)) {
+                    Some(content) => content.clone(),
+                    None => {
+                        let content = policies::get_version(&state.db, tenant, PolicyId(policy), version)
+                            .await?
+                            .map(|(content, _)| content);
+                        versions.insert((policy, version), content.clone());
+                        content
+                    }
+                };
+                let value = content
+                    .as_ref()
+                    .and_then(|c| c.values.get(&path))
+                    .filter(|v| served.fingerprint.as_deref() == Some(value_fingerprint(v).as_str()))
+                    .map(SettingValue::masked);
+                let name = content.map_or_else(|| "(deleted policy)".to_owned(), |c| c.name);
+                let reference = PolicyRef {
+                    id: PolicyId(policy),
+                    name,
+                    version,
+                };
+                (value, Some(Source::Policy(reference)))
+            }
+            ("device", _, _) => {
+                let value = device
+                    .device_values
+                    .get(&path)
+                    .filter(|v| served.fingerprint.as_deref() == Some(value_fingerprint(v).as_str()))
+                    .map(SettingValue::masked);
+                (value, Some(Source::Device))
+            }
+            _ => (None, None),
+        };
+        views.push(FieldView {
+            path,
+            value,
+            source,
+            locked: field.locked.unwrap_or(false),
+            record: Some(field.record),
+        });
+    }
+    let records = device_fields::load(&state.db, tenant, id).await?;
+    Ok((current_view(state, device, &records).await?, views))
 }
 
 pub async fn history(
@@ -67,150 +174,140 @@ pub async fn history(
     id: DeviceId,
     path: Option<&str>,
     page: PageRequest,
-) -> Result<Page<device_fields::HistoryEntry>, ApiError> {
-    devices::get(&state.db, tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("device"))?;
+) -> Result<Page<HistoryEntry>, ApiError> {
+    device(state, tenant, id).await?;
     let rows = device_fields::history(&state.db, tenant, id, path, page.cursor, page.fetch_limit()).await?;
     Ok(page.page(rows, |e| e.id))
 }
 
-/// Which devices inherit field `path` (optionally from one policy, at one version).
+/// `422` for a field path that is not a setting (a typo would otherwise answer an empty list).
+fn known_field(request_field: &str, path: &str) -> Result<(), ApiError> {
+    let catalog = Catalog::get();
+    match catalog.field(path) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::field(catalog.unknown(request_field, path))),
+    }
+}
+
+/// Adds each record's device hostname.
+async fn named(
+    state: &AppState,
+    tenant: TenantId,
+    records: Vec<FieldRecord>,
+) -> Result<Vec<NamedRecord>, ApiError> {
+    let ids: Vec<DeviceId> = records.iter().map(|r| r.device_id).collect();
+    let hostnames = devices::hostnames(&state.db, tenant, &ids).await?;
+    Ok(records
+        .into_iter()
+        .map(|record| NamedRecord {
+            hostname: hostnames.get(&record.device_id).cloned().unwrap_or_default(),
+            record,
+        })
+        .collect())
+}
+
+/// Which devices inherit field `path` (optionally from one policy, at one version, in one
+/// state): served it from a policy and reported `inherited`, or not reported it yet.
 pub async fn inherited(
     state: &AppState,
     tenant: TenantId,
     path: &str,
     policy: Option<PolicyId>,
     version: Option<i32>,
+    wanted: Option<InheritedState>,
     page: PageRequest,
-) -> Result<Page<FieldRecord>, ApiError> {
-    let rows = device_fields::inherited(
-        &state.db,
-        tenant,
+) -> Result<Page<NamedRecord>, ApiError> {
+    known_field("field", path)?;
+    let query = InheritedQuery {
         path,
         policy,
         version,
-        page.cursor,
-        page.fetch_limit(),
-    )
-    .await?;
-    Ok(page.page(rows, |r| r.device_id.0))
+        state: wanted,
+    };
+    let rows = device_fields::inherited(&state.db, tenant, query, page.cursor, page.fetch_limit()).await?;
+    let page = page.page(rows, |r| r.device_id.0);
+    Ok(Page {
+        items: named(state, tenant, page.items).await?,
+        next_cursor: page.next_cursor,
+    })
 }
 
-/// Devices overriding field `path` (or any field) locally, violations flagged.
+/// One page of overrides; the cursor names a (device, field) pair.
+#[derive(Debug)]
+pub struct OverridesPage {
+    pub items: Vec<NamedRecord>,
+    pub next_cursor: Option<String>,
+}
+
+/// The cursor of the override after which the next page starts.
+fn override_cursor(record: &FieldRecord) -> String {
+    format!("{}.{}", record.device_id.0, record.path)
+}
+
+fn parse_override_cursor(cursor: &str) -> Result<(DeviceId, &str), ApiError> {
+    let invalid = || {
+        ApiError::new(
+            Code::InvalidQuery,
+            format!("the query parameter `cursor` must be a `next_cursor` this list gave, not `{cursor}`"),
+        )
+    };
+    let (device, path) = cursor.split_at_checked(36).ok_or_else(invalid)?;
+    let device = Uuid::parse_str(device).map_err(|_| invalid())?;
+    let path = path
+        .strip_prefix('.')
+        .filter(|p| !p.is_empty())
+        .ok_or_else(invalid)?;
+    Ok((DeviceId(device), path))
+}
+
+/// Devices overriding field `path` (or any field) locally, violations flagged; optionally
+/// only allowed overrides or only violations.
 pub async fn overrides(
     state: &AppState,
     tenant: TenantId,
     path: Option<&str>,
-) -> Result<Vec<FieldRecord>, ApiError> {
-    Ok(device_fields::in_state(&state.db, tenant, "overridden", path).await?)
-}
-
-/// Where a device of a policy stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncState {
-    InSync,
-    Pending,
-    Failed,
-    Stale,
-}
-
-/// Devices assigned to the policy or to any of its descendants, optionally only those in
-/// `wanted` state: who has not applied the current config yet, who failed, who is stale.
-pub async fn policy_devices(
-    state: &AppState,
-    tenant: TenantId,
-    policy: PolicyId,
-    wanted: Option<SyncState>,
-) -> Result<Vec<DeviceView>, ApiError> {
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    if tree.get(policy).is_none() {
-        return Err(ApiError::not_found("policy"));
+    kind: Option<OverrideKind>,
+    cursor: Option<&str>,
+    limit: u64,
+) -> Result<OverridesPage, ApiError> {
+    if let Some(path) = path {
+        known_field("field", path)?;
     }
-    let under: Vec<PolicyId> = std::iter::once(policy).chain(tree.descendants(policy)).collect();
-    let filter = DeviceFilter {
-        policy_ids: Some(under),
-        lifecycle: Some(Lifecycle::Active),
-        ..DeviceFilter::default()
+    let after = cursor.map(parse_override_cursor).transpose()?;
+    let mut rows = device_fields::overrides(&state.db, tenant, path, kind, after, limit + 1).await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(override_cursor)
+    } else {
+        None
     };
-    let now = Utc::now();
-    let mut views = Vec::new();
-    for device in devices::list(&state.db, tenant, &filter, None, None).await? {
-        let current = effective::built(state, &tree, &device, revision)?;
-        let v = view(state, &current, device, now);
-        let wanted_here = match wanted {
-            None => true,
-            Some(SyncState::InSync) => v.in_sync,
-            Some(SyncState::Pending) => !v.in_sync,
-            Some(SyncState::Failed) => v.failed,
-            Some(SyncState::Stale) => matches!(v.connectivity, Connectivity::Stale | Connectivity::Offline),
-        };
-        if wanted_here {
-            views.push(v);
+    Ok(OverridesPage {
+        items: named(state, tenant, rows).await?,
+        next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_override_cursor_round_trips_and_rejects_junk() {
+        let id = Uuid::now_v7();
+        let cursor = format!("{id}.connectwise.site");
+        assert_eq!(
+            parse_override_cursor(&cursor).unwrap(),
+            (DeviceId(id), "connectwise.site")
+        );
+        for junk in [
+            "",
+            "abc",
+            &format!("{id}"),
+            &format!("{id}."),
+            &format!("{id}xsite"),
+        ] {
+            assert_eq!(parse_override_cursor(junk).unwrap_err().code, Code::InvalidQuery);
         }
     }
-    Ok(views)
-}
-
-/// Counts per policy for dashboards.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyCounts {
-    pub assigned: u64,
-    pub in_sync: u64,
-    pub pending: u64,
-    pub overridden: u64,
-    pub failed: u64,
-    pub violations: u64,
-    pub stale: u64,
-}
-
-pub async fn dashboard(
-    state: &AppState,
-    tenant: TenantId,
-) -> Result<Vec<(PolicyId, String, PolicyCounts)>, ApiError> {
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    let filter = DeviceFilter {
-        lifecycle: Some(Lifecycle::Active),
-        ..DeviceFilter::default()
-    };
-    let devices = devices::list(&state.db, tenant, &filter, None, None).await?;
-    let overridden = device_fields::in_state(&state.db, tenant, "overridden", None).await?;
-    let failed_fields = device_fields::in_state(&state.db, tenant, "failed", None).await?;
-    let overriding: HashSet<DeviceId> = overridden.iter().map(|r| r.device_id).collect();
-    let violating: HashSet<DeviceId> = overridden
-        .iter()
-        .filter(|r| r.violation)
-        .map(|r| r.device_id)
-        .collect();
-    let failing: HashSet<DeviceId> = failed_fields.iter().map(|r| r.device_id).collect();
-    let now = Utc::now();
-    let mut counts: BTreeMap<PolicyId, PolicyCounts> = BTreeMap::new();
-    for device in devices {
-        let current = effective::built(state, &tree, &device, revision)?;
-        let v = view(state, &current, device, now);
-        let c = counts.entry(v.device.policy_id).or_default();
-        let id = v.device.id;
-        c.assigned += 1;
-        c.in_sync += u64::from(v.in_sync);
-        c.pending += u64::from(!v.in_sync);
-        c.overridden += u64::from(overriding.contains(&id));
-        c.failed += u64::from(v.failed || failing.contains(&id));
-        c.violations += u64::from(violating.contains(&id));
-        c.stale += u64::from(matches!(
-            v.connectivity,
-            Connectivity::Stale | Connectivity::Offline
-        ));
-    }
-    let mut summary: Vec<(PolicyId, String, PolicyCounts)> = tree
-        .nodes()
-        .map(|p| {
-            (
-                p.id,
-                p.content.name.clone(),
-                counts.remove(&p.id).unwrap_or_default(),
-            )
-        })
-        .collect();
-    summary.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(summary)
 }

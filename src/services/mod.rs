@@ -13,6 +13,7 @@ pub mod field_audit;
 pub mod keys;
 pub mod operators;
 pub mod policies;
+pub mod policy_status;
 pub mod pull;
 pub mod references;
 pub mod registration;

@@ -4,24 +4,27 @@
 use super::page::{self, Layout, render};
 use crate::domain::PolicyId;
 use crate::domain::audit::Filter;
+use crate::services::PageRequest;
 use crate::services::audit;
-use crate::services::{PageRequest, field_audit};
+use crate::services::policy_status::{self, PolicyCounts};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+/// One line of the table: the counts include the devices of descendant policies.
 struct PolicyLine {
     id: PolicyId,
     name: String,
-    assigned: u64,
-    in_sync: u64,
-    pending: u64,
-    failed: u64,
-    overridden: u64,
-    violations: u64,
-    stale: u64,
+    counts: PolicyCounts,
+    /// Devices assigned to the policy itself.
+    direct: u64,
+    current_version: i32,
+    on_current: u64,
+    on_older: u64,
+    /// Devices per version they run, e.g. `v3: 2, v2: 1`.
+    versions: String,
 }
 
 struct ChangeLine {
@@ -39,7 +42,8 @@ struct ChangeLine {
 struct Dashboard {
     layout: Layout,
     policies: Vec<PolicyLine>,
-    total: PolicyLine,
+    /// Every active device once.
+    total: PolicyCounts,
     changes: Vec<ChangeLine>,
     action: String,
 }
@@ -60,7 +64,7 @@ pub async fn show(
         Err(response) => return response,
     };
     let tenant = ui.user.tenant_id;
-    let counts = match field_audit::dashboard(&state, tenant).await {
+    let counts = match policy_status::dashboard(&state, tenant).await {
         Ok(counts) => counts,
         Err(error) => return page::error_page(&ui.layout, &error),
     };
@@ -82,37 +86,26 @@ pub async fn show(
         Ok(page) => page.items,
         Err(error) => return page::error_page(&ui.layout, &error),
     };
-    let mut total = PolicyLine {
-        id: PolicyId(uuid::Uuid::nil()),
-        name: "All devices".into(),
-        assigned: 0,
-        in_sync: 0,
-        pending: 0,
-        failed: 0,
-        overridden: 0,
-        violations: 0,
-        stale: 0,
-    };
+    let mut total = PolicyCounts::default();
     let policies = counts
         .into_iter()
-        .map(|(id, name, c)| {
-            total.assigned += c.assigned;
-            total.in_sync += c.in_sync;
-            total.pending += c.pending;
-            total.failed += c.failed;
-            total.overridden += c.overridden;
-            total.violations += c.violations;
-            total.stale += c.stale;
+        .map(|p| {
+            total.sum(&p.direct);
             PolicyLine {
-                id,
-                name,
-                assigned: c.assigned,
-                in_sync: c.in_sync,
-                pending: c.pending,
-                failed: c.failed,
-                overridden: c.overridden,
-                violations: c.violations,
-                stale: c.stale,
+                id: p.id,
+                name: p.name,
+                counts: p.total,
+                direct: p.direct.assigned,
+                current_version: p.compliance.current_version,
+                on_current: p.compliance.on_current,
+                on_older: p.compliance.on_older,
+                versions: p
+                    .compliance
+                    .versions
+                    .iter()
+                    .map(|(version, devices)| format!("v{version}: {devices}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }
         })
         .collect();

@@ -9,12 +9,14 @@ use crate::db::repo::devices::DeviceFilter;
 use crate::domain::catalog::Catalog;
 use crate::domain::device::{DeviceKind, Lifecycle};
 use crate::domain::resolve::Source;
+use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, Expected, PolicyId, Role};
 use crate::error::ApiError;
 use crate::services::PageRequest;
 use crate::services::connectwise::{self, Lookup};
 use crate::services::devices::{self, DeviceEdit, DeviceView};
 use crate::services::field_audit::{self, FieldView};
+use crate::services::policy_status;
 use crate::services::references::{self, References};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -65,12 +67,10 @@ struct ListPage {
 }
 
 fn sync_label(view: &DeviceView) -> &'static str {
-    if view.failed {
-        "Failed"
-    } else if view.in_sync {
-        "In sync"
-    } else {
-        "Pending"
+    match view.sync {
+        SyncState::Failed => "Failed",
+        SyncState::InSync => "In sync",
+        SyncState::Pending => "Pending",
     }
 }
 
@@ -137,10 +137,15 @@ async fn list_page(
     let tenant = ui.user.tenant_id;
     let policies = tree(state, ui, PolicyId(Uuid::nil())).await?;
     // Unknown filter values are ignored rather than refused: a shared link keeps working.
+    // A policy's devices include those of the policies under it, as on the dashboard.
+    let policy_ids = match Uuid::parse_str(&query.policy) {
+        Ok(policy) => Some(policy_status::subtree(state, tenant, PolicyId(policy)).await?),
+        Err(_) => None,
+    };
     let filter = DeviceFilter {
         kind: query.kind.parse::<DeviceKind>().ok(),
         lifecycle: Some(Lifecycle::Active),
-        policy_ids: Uuid::parse_str(&query.policy).ok().map(|p| vec![PolicyId(p)]),
+        policy_ids,
         has_overrides: flag(&query.overrides),
         has_failures: flag(&query.failures),
         hostname: Some(query.q.trim().to_owned()).filter(|q| !q.is_empty()),

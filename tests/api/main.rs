@@ -13,6 +13,7 @@ pub mod devices;
 mod docs;
 mod edge;
 mod errors;
+mod field_audit;
 mod health;
 mod isolation;
 pub mod jobs;

@@ -17,6 +17,8 @@ pub struct Model {
     pub local_value: Option<String>,
     pub error: Option<String>,
     pub recorded_at: DateTimeUtc,
+    /// Whether the served field was locked; null on entries written before this was recorded.
+    pub locked: Option<bool>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,7 +12,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 fn to_domain(m: Model) -> Result<Device, DbErr> {
@@ -105,6 +105,24 @@ pub async fn get(
         .await?
         .map(to_domain)
         .transpose()
+}
+
+/// The hostnames of the tenant's devices among `ids` (for lists that name devices).
+pub async fn hostnames(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    ids: &[DeviceId],
+) -> Result<HashMap<DeviceId, String>, DbErr> {
+    let rows: Vec<(Uuid, String)> = Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::Hostname)
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::Id.is_in(ids.iter().map(|d| d.0)))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(id, name)| (DeviceId(id), name)).collect())
 }
 
 /// Reads and locks a device for a change, checking the version the client expects.

@@ -6,11 +6,13 @@ use super::reregistrations::ReregistrationResponse;
 use crate::auth::{Admin, Editor, Operator};
 use crate::db::repo::devices::DeviceFilter;
 use crate::domain::device::{Connectivity, DeviceKind, Lifecycle};
+use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, PolicyId};
 use crate::error::{ApiError, Code};
 use crate::http::device::DeviceKindDto;
 use crate::http::etag::{if_match, json_with_etag};
 use crate::http::json::ApiJson;
+use crate::http::operator::field_audit::SyncStateDto;
 use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
 use crate::services::devices::{self, DeviceEdit, DeviceView};
@@ -50,8 +52,14 @@ pub struct DeviceResponse {
     pub current_config_hash: String,
     pub served_config_hash: Option<String>,
     pub applied_config_hash: Option<String>,
+    /// In sync, pending or failed: exactly one holds (see `in_sync`, `pending`, `failed`).
+    pub sync_state: SyncStateDto,
+    /// Applied the current config, every field took, and no locked field runs a local value.
     pub in_sync: bool,
-    /// The device reported the current config as failed.
+    /// Not in sync yet, nothing failed: the current config is not applied yet, or a locked
+    /// field still runs a local value.
+    pub pending: bool,
+    /// A field is reported as failed (see `GET /api/v1/devices/{id}/fields`).
     pub failed: bool,
     pub registered_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -96,8 +104,10 @@ impl From<DeviceView> for DeviceResponse {
             current_config_hash: v.current_hash,
             served_config_hash: d.served_hash,
             applied_config_hash: d.applied_hash,
-            in_sync: v.in_sync,
-            failed: v.failed,
+            sync_state: v.sync.into(),
+            in_sync: v.sync == SyncState::InSync,
+            pending: v.sync == SyncState::Pending,
+            failed: v.sync == SyncState::Failed,
             registered_at: d.registered_at,
             last_seen_at: d.last_seen_at,
             next_pull_after: d.next_pull_after,

@@ -4,14 +4,15 @@
 use super::devices::DeviceResponse;
 use super::policies::PolicyRefResponse;
 use crate::auth::Operator;
-use crate::db::repo::device_fields::HistoryEntry;
-use crate::domain::device::FieldRecord;
+use crate::domain::device::ReportedRecord;
+use crate::domain::field_audit::{HistoryEntry, InheritedState, OverrideKind};
 use crate::domain::resolve::Source;
-use crate::domain::{DeviceId, PolicyId};
-use crate::error::{ApiError, Code};
+use crate::domain::sync::SyncState;
+use crate::domain::{DeviceId, FieldError, PolicyId};
+use crate::error::ApiError;
 use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
-use crate::services::field_audit::{self, FieldView, SyncState};
+use crate::services::field_audit::{self, FieldView, NamedRecord};
 use crate::state::AppState;
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
@@ -19,6 +20,29 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+/// Where a device stands against its current config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStateDto {
+    /// Applied the current config, every field took, no locked field runs a local value.
+    InSync,
+    /// Not in sync and nothing failed: the current config is not applied yet, or a locked
+    /// field still runs a local value.
+    Pending,
+    /// A field is reported as failed.
+    Failed,
+}
+
+impl From<SyncState> for SyncStateDto {
+    fn from(s: SyncState) -> Self {
+        match s {
+            SyncState::InSync => SyncStateDto::InSync,
+            SyncState::Pending => SyncStateDto::Pending,
+            SyncState::Failed => SyncStateDto::Failed,
+        }
+    }
+}
 
 /// What a device reported for a field.
 #[derive(Serialize, ToSchema)]
@@ -34,10 +58,23 @@ pub struct ReportedResponse {
     pub since: DateTime<Utc>,
 }
 
+impl From<ReportedRecord> for ReportedResponse {
+    fn from(rep: ReportedRecord) -> Self {
+        Self {
+            state: rep.state,
+            local_value: rep.local_value,
+            error: rep.error,
+            since: rep.since,
+        }
+    }
+}
+
 /// One field of one device in the field audit.
 #[derive(Serialize, ToSchema)]
 pub struct FieldRecordResponse {
     pub device_id: Uuid,
+    /// The device's hostname (as it last reported it).
+    pub hostname: String,
     pub field: String,
     /// Fingerprint of the served value (not the value; secrets stay secret).
     pub served_fingerprint: Option<String>,
@@ -52,10 +89,12 @@ pub struct FieldRecordResponse {
     pub violation: bool,
 }
 
-impl From<FieldRecord> for FieldRecordResponse {
-    fn from(r: FieldRecord) -> Self {
+impl From<NamedRecord> for FieldRecordResponse {
+    fn from(named: NamedRecord) -> Self {
+        let r = named.record;
         Self {
             device_id: r.device_id.0,
+            hostname: named.hostname,
             field: r.path,
             served_fingerprint: r.served.fingerprint,
             source: r.served.source,
@@ -63,12 +102,7 @@ impl From<FieldRecord> for FieldRecordResponse {
             policy_version: r.served.policy_version,
             locked: r.served.locked,
             served_since: r.served_since,
-            reported: r.reported.map(|rep| ReportedResponse {
-                state: rep.state,
-                local_value: rep.local_value,
-                error: rep.error,
-                since: rep.since,
-            }),
+            reported: r.reported.map(ReportedResponse::from),
             violation: r.violation,
         }
     }
@@ -88,13 +122,23 @@ pub struct DeviceFieldResponse {
     /// `policy`, `device` or `unset`.
     pub source: &'static str,
     pub locked: bool,
+    /// Fingerprint of the value last served (absent before the device was first served it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_fingerprint: Option<String>,
+    /// Since when it was served as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_since: Option<DateTime<Utc>>,
     pub reported: Option<ReportedResponse>,
     pub violation: bool,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DeviceFieldsResponse {
+    /// The device as it is now.
     pub device: DeviceResponse,
+    /// The moment asked about with `?at=`; absent for the current state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
     pub fields: Vec<DeviceFieldResponse>,
 }
 
@@ -105,7 +149,7 @@ impl From<FieldView> for DeviceFieldResponse {
             Some(Source::Device) => ("device", None),
             None => ("unset", None),
         };
-        let record = f.record.map(FieldRecordResponse::from);
+        let record = f.record;
         Self {
             field: f.path,
             value: f.value,
@@ -113,28 +157,63 @@ impl From<FieldView> for DeviceFieldResponse {
             source,
             locked: f.locked,
             violation: record.as_ref().is_some_and(|r| r.violation),
-            reported: record.and_then(|r| r.reported),
+            served_fingerprint: record.as_ref().and_then(|r| r.served.fingerprint.clone()),
+            served_since: record.as_ref().map(|r| r.served_since),
+            reported: record.and_then(|r| r.reported).map(ReportedResponse::from),
         }
     }
 }
 
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FieldsQuery {
+    /// An RFC 3339 time, e.g. `2026-11-28T10:00:00Z`: what the device had at that moment.
+    pub at: Option<String>,
+}
+
+/// `?at=` as a time, or a `422` saying what is expected.
+fn parse_at(at: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(at.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::field(FieldError::new(
+                "at",
+                "invalid_time",
+                format!("must be an RFC 3339 time such as 2026-11-28T10:00:00Z, not `{at}`"),
+            ))
+        })
+}
+
 /// What a device runs and why: every field with its effective value (secrets masked), where it
 /// comes from, whether it is locked, and what the device reported.
+///
+/// With `?at=<RFC 3339 time>`: what the device was served and reported at that moment, from
+/// the field history, each field with the policy and version it came from (the value when it
+/// is still known: from that policy version, or a device value the device still holds). A
+/// time before the device was registered is a `404` that says so.
 #[utoipa::path(
     tag = "audit",
     security(("operator_jwt" = [])),
-    params(("device_id" = Uuid, Path)),
-    responses((status = 200, body = DeviceFieldsResponse), (status = 401, response = ProblemDetails), (status = 404, response = ProblemDetails))
+    params(("device_id" = Uuid, Path), FieldsQuery),
+    responses((status = 200, body = DeviceFieldsResponse), (status = 401, response = ProblemDetails), (status = 404, response = ProblemDetails), (status = 422, response = ProblemDetails))
 )]
 #[get("/devices/{device_id}/fields")]
 pub async fn get_device_fields(
     state: web::Data<AppState>,
     caller: Operator,
     path: web::Path<Uuid>,
+    query: web::Query<FieldsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (view, fields) = field_audit::fields(&state, caller.tenant_id, DeviceId(*path)).await?;
+    let id = DeviceId(*path);
+    let at = query.at.as_deref().map(parse_at).transpose()?;
+    let (view, fields) = match at {
+        Some(at) => field_audit::fields_at(&state, caller.tenant_id, id, at).await?,
+        None => field_audit::fields(&state, caller.tenant_id, id).await?,
+    };
     Ok(HttpResponse::Ok().json(DeviceFieldsResponse {
         device: view.into(),
+        at,
         fields: fields.into_iter().map(DeviceFieldResponse::from).collect(),
     }))
 }
@@ -161,22 +240,26 @@ pub struct HistoryEntryResponse {
     pub source: &'static str,
     pub policy_id: Option<Uuid>,
     pub policy_version: Option<i32>,
+    /// Whether the served field was locked; absent on entries from before this was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
     pub reported: Option<ReportedResponse>,
     pub recorded_at: DateTime<Utc>,
 }
 
 impl From<HistoryEntry> for HistoryEntryResponse {
     fn from(e: HistoryEntry) -> Self {
-        let r = FieldRecordResponse::from(e.record);
+        let r = e.record;
         Self {
             id: e.id,
             event: e.event,
-            field: r.field,
-            served_fingerprint: r.served_fingerprint,
-            source: r.source,
-            policy_id: r.policy_id,
-            policy_version: r.policy_version,
-            reported: r.reported,
+            field: r.path,
+            served_fingerprint: r.served.fingerprint,
+            source: r.served.source,
+            policy_id: r.served.policy_id,
+            policy_version: r.served.policy_version,
+            locked: e.locked,
+            reported: r.reported.map(ReportedResponse::from),
             recorded_at: e.recorded_at,
         }
     }
@@ -214,27 +297,51 @@ pub async fn get_device_history(
     Ok(HttpResponse::Ok().json(PageResponse::from_page(entries, HistoryEntryResponse::from)))
 }
 
+/// How a device holds a field it inherits.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InheritedStateDto {
+    /// The device reported it applies the served value.
+    Inherited,
+    /// Served, not reported by the device yet.
+    NotReported,
+}
+
+impl From<InheritedStateDto> for InheritedState {
+    fn from(s: InheritedStateDto) -> Self {
+        match s {
+            InheritedStateDto::Inherited => InheritedState::Inherited,
+            InheritedStateDto::NotReported => InheritedState::NotReported,
+        }
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InheritedQuery {
-    /// The setting path.
+    /// The setting path (an unknown path is a `422` with the nearest known one).
     pub field: String,
     /// Only devices getting it from this policy…
     pub policy_id: Option<Uuid>,
     /// …at this version.
     pub version: Option<i32>,
+    /// Only devices that reported applying it (`inherited`) or that have not reported it
+    /// yet (`not_reported`); both by default.
+    pub state: Option<InheritedStateDto>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
     pub limit: Option<u64>,
 }
 
-/// Which devices inherited a field: the policy, version and value fingerprint each got.
+/// Which devices inherit a field: served it from a policy and reported `inherited`, or not
+/// reported it yet (devices that override it or failed it are not listed). Each with its
+/// hostname and the policy, version and value fingerprint it got.
 #[utoipa::path(
     tag = "audit",
     security(("operator_jwt" = [])),
     params(InheritedQuery),
-    responses((status = 200, body = PageResponse<FieldRecordResponse>), (status = 400, response = ProblemDetails), (status = 401, response = ProblemDetails))
+    responses((status = 200, body = PageResponse<FieldRecordResponse>), (status = 400, response = ProblemDetails), (status = 401, response = ProblemDetails), (status = 422, response = ProblemDetails))
 )]
 #[get("/audit/inherited")]
 pub async fn list_inherited(
@@ -254,32 +361,62 @@ pub async fn list_inherited(
         &q.field,
         q.policy_id.map(PolicyId),
         q.version,
+        q.state.map(InheritedState::from),
         page,
     )
     .await?;
     Ok(HttpResponse::Ok().json(PageResponse::from_page(records, FieldRecordResponse::from)))
 }
 
+/// Which overrides to list.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideStateDto {
+    /// Local values of fields that are not locked.
+    Allowed,
+    /// Local values of locked fields.
+    Violation,
+}
+
+impl From<OverrideStateDto> for OverrideKind {
+    fn from(s: OverrideStateDto) -> Self {
+        match s {
+            OverrideStateDto::Allowed => OverrideKind::Allowed,
+            OverrideStateDto::Violation => OverrideKind::Violation,
+        }
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OverridesQuery {
-    /// Only this setting path (default: every field).
+    /// Only this setting path (default: every field; an unknown path is a `422`).
     pub field: Option<String>,
+    /// Only allowed overrides or only violations (default: both).
+    pub state: Option<OverrideStateDto>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1–200 (default 50).
+    pub limit: Option<u64>,
 }
 
+/// One page of overrides, in device and field order.
 #[derive(Serialize, ToSchema)]
 pub struct OverridesResponse {
     pub items: Vec<FieldRecordResponse>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
-/// Which devices override a field (or any field) locally: the local value (for secrets its
-/// fingerprint) and since when. Overrides of locked fields are flagged as violations.
+/// Which devices override a field (or any field) locally: the hostname, the local value (for
+/// secrets its fingerprint) and since when. Overrides of locked fields are flagged as
+/// violations.
 #[utoipa::path(
     tag = "audit",
     security(("operator_jwt" = [])),
     params(OverridesQuery),
-    responses((status = 200, body = OverridesResponse), (status = 401, response = ProblemDetails))
+    responses((status = 200, body = OverridesResponse), (status = 400, response = ProblemDetails), (status = 401, response = ProblemDetails), (status = 422, response = ProblemDetails))
 )]
 #[get("/audit/overrides")]
 pub async fn list_overrides(
@@ -287,105 +424,24 @@ pub async fn list_overrides(
     caller: Operator,
     query: web::Query<OverridesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let records = field_audit::overrides(&state, caller.tenant_id, query.field.as_deref()).await?;
+    let q = query.into_inner();
+    let limit = PageQuery {
+        cursor: None,
+        limit: q.limit,
+    }
+    .to_request()?
+    .limit;
+    let page = field_audit::overrides(
+        &state,
+        caller.tenant_id,
+        q.field.as_deref(),
+        q.state.map(OverrideKind::from),
+        q.cursor.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(OverridesResponse {
-        items: records.into_iter().map(FieldRecordResponse::from).collect(),
-    }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PolicyDevicesQuery {
-    /// `in_sync`, `pending` (not yet applied the current config), `failed` or `stale`.
-    pub state: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeviceListResponse {
-    pub items: Vec<DeviceResponse>,
-}
-
-/// Devices of a policy and of its descendants: who has not yet applied the current config,
-/// who failed it, who is stale.
-#[utoipa::path(
-    tag = "audit",
-    security(("operator_jwt" = [])),
-    params(("policy_id" = Uuid, Path), PolicyDevicesQuery),
-    responses((status = 200, body = DeviceListResponse), (status = 400, response = ProblemDetails), (status = 401, response = ProblemDetails), (status = 404, response = ProblemDetails))
-)]
-#[get("/policies/{policy_id}/devices")]
-pub async fn list_policy_devices(
-    state: web::Data<AppState>,
-    caller: Operator,
-    path: web::Path<Uuid>,
-    query: web::Query<PolicyDevicesQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let wanted = match query.state.as_deref() {
-        None => None,
-        Some("in_sync") => Some(SyncState::InSync),
-        Some("pending") => Some(SyncState::Pending),
-        Some("failed") => Some(SyncState::Failed),
-        Some("stale") => Some(SyncState::Stale),
-        Some(other) => {
-            return Err(ApiError::new(
-                Code::InvalidQuery,
-                format!("state `{other}` is not one of in_sync, pending, failed, stale"),
-            ));
-        }
-    };
-    let views = field_audit::policy_devices(&state, caller.tenant_id, PolicyId(*path), wanted).await?;
-    Ok(HttpResponse::Ok().json(DeviceListResponse {
-        items: views.into_iter().map(DeviceResponse::from).collect(),
-    }))
-}
-
-/// Devices of one policy, counted for a dashboard.
-#[derive(Serialize, ToSchema)]
-pub struct PolicySummaryCounts {
-    pub policy_id: Uuid,
-    pub policy_name: String,
-    /// Active devices assigned directly to the policy.
-    pub assigned: u64,
-    pub in_sync: u64,
-    pub pending: u64,
-    pub overridden: u64,
-    pub failed: u64,
-    pub violations: u64,
-    pub stale: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DashboardResponse {
-    pub policies: Vec<PolicySummaryCounts>,
-}
-
-/// Per policy: devices assigned, in sync, pending, overriding, failed, violating, stale.
-#[utoipa::path(
-    tag = "audit",
-    security(("operator_jwt" = [])),
-    responses((status = 200, body = DashboardResponse), (status = 401, response = ProblemDetails))
-)]
-#[get("/dashboard/policies")]
-pub async fn get_policy_dashboard(
-    state: web::Data<AppState>,
-    caller: Operator,
-) -> Result<HttpResponse, ApiError> {
-    let summary = field_audit::dashboard(&state, caller.tenant_id).await?;
-    Ok(HttpResponse::Ok().json(DashboardResponse {
-        policies: summary
-            .into_iter()
-            .map(|(id, name, c)| PolicySummaryCounts {
-                policy_id: id.0,
-                policy_name: name,
-                assigned: c.assigned,
-                in_sync: c.in_sync,
-                pending: c.pending,
-                overridden: c.overridden,
-                failed: c.failed,
-                violations: c.violations,
-                stale: c.stale,
-            })
-            .collect(),
+        items: page.items.into_iter().map(FieldRecordResponse::from).collect(),
+        next_cursor: page.next_cursor,
     }))
 }

@@ -10,6 +10,7 @@ pub mod field_audit;
 pub mod me;
 pub mod operators;
 pub mod policies;
+pub mod policy_status;
 pub mod reregistrations;
 pub mod settings;
 pub mod tenants;
@@ -64,8 +65,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(field_audit::get_device_history)
         .service(field_audit::list_inherited)
         .service(field_audit::list_overrides)
-        .service(field_audit::list_policy_devices)
-        .service(field_audit::get_policy_dashboard)
+        .service(policy_status::list_policy_devices)
+        .service(policy_status::get_policy_dashboard)
         .service(device_settings::get_device_settings)
         .service(device_settings::update_device_settings)
         .service(connectwise::test_connection)

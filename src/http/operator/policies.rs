@@ -228,8 +228,9 @@ pub struct VersionSummaryResponse {
 #[derive(Serialize, ToSchema)]
 pub struct VersionListResponse {
     pub items: Vec<VersionSummaryResponse>,
-    /// Pass as `after` for the next page; absent on the last page.
-    pub next_after: Option<i32>,
+    /// Pass as `cursor` for the next page (the last version of this page); absent on the
+    /// last page.
+    pub next_cursor: Option<i32>,
 }
 
 /// One immutable version of a policy.
@@ -250,8 +251,8 @@ pub struct VersionResponse {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VersionsQuery {
-    /// The last version of the previous page.
-    pub after: Option<i32>,
+    /// The `next_cursor` of the previous page (its last version number).
+    pub cursor: Option<i32>,
     /// Items per page, 1–200 (default 50).
     pub limit: Option<u64>,
 }
@@ -629,8 +630,8 @@ pub async fn list_policy_versions(
     }
     .to_request()?
     .limit;
-    let (items, next_after) =
-        policies::list_versions(&state, caller.tenant_id, PolicyId(*path), query.after, limit).await?;
+    let (items, next_cursor) =
+        policies::list_versions(&state, caller.tenant_id, PolicyId(*path), query.cursor, limit).await?;
     Ok(HttpResponse::Ok().json(VersionListResponse {
         items: items
             .into_iter()
@@ -641,7 +642,7 @@ pub async fn list_policy_versions(
                 created_at: m.created_at,
             })
             .collect(),
-        next_after,
+        next_cursor,
     }))
 }
 
