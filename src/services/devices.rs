@@ -108,6 +108,36 @@ pub async fn list(
     })
 }
 
+/// Candidates read per query by [`list_matching`].
+const SCAN_CHUNK: u64 = 500;
+
+/// One page of the devices of `filter` whose view also passes `keep`: what SQL cannot decide,
+/// such as the sync state against the current config or connectivity with this replica's
+/// unwritten check-ins. Candidates are read in chunks in id order until the page is full, so a
+/// selective filter costs reads, never memory.
+pub async fn list_matching(
+    state: &AppState,
+    tenant: TenantId,
+    filter: DeviceFilter,
+    page: PageRequest,
+    keep: impl Fn(&DeviceView) -> bool,
+) -> Result<Page<DeviceView>, ApiError> {
+    let mut chunk = PageRequest {
+        cursor: page.cursor,
+        limit: SCAN_CHUNK.max(page.fetch_limit()),
+    };
+    let mut found = Vec::new();
+    loop {
+        let candidates = list(state, tenant, filter.clone(), chunk).await?;
+        found.extend(candidates.items.into_iter().filter(|v| keep(v)));
+        match candidates.next_cursor {
+            Some(next) if found.len() as u64 <= page.limit => chunk.cursor = Some(next),
+            _ => break,
+        }
+    }
+    Ok(page.page(found, |v| v.device.id.0))
+}
+
 pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<DeviceView, ApiError> {
     let device = devices::get(&state.db, tenant, id)
         .await?

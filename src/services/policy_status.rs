@@ -99,6 +99,17 @@ pub struct PolicyCounts {
     /// Devices overriding at least one locked field.
     pub violations: u64,
     pub stale: u64,
+    /// The same devices by connectivity (`stale` above is `connectivity.stale + offline`).
+    pub connectivity: ConnectivityCounts,
+}
+
+/// Devices by connectivity; the four add up to the devices counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectivityCounts {
+    pub new: u64,
+    pub online: u64,
+    pub stale: u64,
+    pub offline: u64,
 }
 
 impl PolicyCounts {
@@ -110,6 +121,13 @@ impl PolicyCounts {
         self.overridden += u64::from(v.flags.overridden > 0);
         self.violations += u64::from(v.flags.violations > 0);
         self.stale += u64::from(is_stale(v));
+        let by = &mut self.connectivity;
+        *match v.connectivity {
+            Connectivity::New => &mut by.new,
+            Connectivity::Online => &mut by.online,
+            Connectivity::Stale => &mut by.stale,
+            Connectivity::Offline => &mut by.offline,
+        } += 1;
     }
 
     pub fn sum(&mut self, other: &PolicyCounts) {
@@ -120,6 +138,10 @@ impl PolicyCounts {
         self.overridden += other.overridden;
         self.violations += other.violations;
         self.stale += other.stale;
+        self.connectivity.new += other.connectivity.new;
+        self.connectivity.online += other.connectivity.online;
+        self.connectivity.stale += other.connectivity.stale;
+        self.connectivity.offline += other.connectivity.offline;
     }
 }
 

@@ -102,9 +102,9 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
     assert_eq!(item["policy_version"], 2);
     assert_eq!(item["reported"]["state"], "inherited");
     let reported = get_json(&app, admin, &format!("{path}&state=inherited")).await;
-    assert_eq!(ids(&reported), [applied.id.clone()]);
+    assert_eq!(ids(&reported), std::slice::from_ref(&applied.id));
     let not_reported = get_json(&app, admin, &format!("{path}&state=not_reported")).await;
-    assert_eq!(ids(&not_reported), [silent.id.clone()]);
+    assert_eq!(ids(&not_reported), std::slice::from_ref(&silent.id));
     assert!(not_reported["items"][0]["reported"].is_null());
     let first = get_json(&app, admin, &format!("{path}&limit=1")).await;
     let cursor = first["next_cursor"].as_str().expect("a second page");

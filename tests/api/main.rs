@@ -34,6 +34,7 @@ mod takeover;
 mod tenants;
 mod transfer;
 mod ui;
+mod ui_audit;
 mod ui_browser;
 mod ui_client;
 mod ui_pages;
