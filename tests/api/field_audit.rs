@@ -3,20 +3,14 @@
 //! and what a device had at a past moment.
 
 use crate::devices::{TestDevice, fast_tenant, inherited_report, pull, register, report};
-use crate::helpers::{Session, TestApp, assert_problem};
-use crate::policies::{SECRET, root_policy, save_ok, seed_settings};
+use crate::helpers::{TestApp, assert_problem};
+use crate::policies::{SECRET, create_child, root_policy, save_ok, seed_settings};
 use chrono::{SecondsFormat, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const BOARD: &str = "ticketing.events.failed_backup.service_board";
 const SITE: &str = "connectwise.site";
-
-async fn get_json(app: &TestApp, session: &Session, path: &str) -> Value {
-    let response = app.get(path, &session.access).await;
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.json().await.unwrap()
-}
 
 fn ids(page: &Value) -> Vec<String> {
     page["items"]
@@ -87,7 +81,7 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
 
     // Only devices that inherit the board: applied it, or not reported yet.
     let path = format!("/api/v1/audit/inherited?field={BOARD}");
-    let all = get_json(&app, admin, &path).await;
+    let all = app.get_json(&path, &admin.access).await;
     assert_eq!(
         sorted(ids(&all)),
         sorted(vec![applied.id.clone(), silent.id.clone()])
@@ -101,14 +95,20 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
     assert_eq!(item["hostname"], "hw-a.local");
     assert_eq!(item["policy_version"], 2);
     assert_eq!(item["reported"]["state"], "inherited");
-    let reported = get_json(&app, admin, &format!("{path}&state=inherited")).await;
-    assert_eq!(ids(&reported), std::slice::from_ref(&applied.id));
-    let not_reported = get_json(&app, admin, &format!("{path}&state=not_reported")).await;
-    assert_eq!(ids(&not_reported), std::slice::from_ref(&silent.id));
+    let reported = app
+        .get_json(&format!("{path}&state=inherited"), &admin.access)
+        .await;
+    assert_eq!(ids(&reported), [applied.id.as_str()]);
+    let not_reported = app
+        .get_json(&format!("{path}&state=not_reported"), &admin.access)
+        .await;
+    assert_eq!(ids(&not_reported), [silent.id.as_str()]);
     assert!(not_reported["items"][0]["reported"].is_null());
-    let first = get_json(&app, admin, &format!("{path}&limit=1")).await;
+    let first = app.get_json(&format!("{path}&limit=1"), &admin.access).await;
     let cursor = first["next_cursor"].as_str().expect("a second page");
-    let second = get_json(&app, admin, &format!("{path}&limit=1&cursor={cursor}")).await;
+    let second = app
+        .get_json(&format!("{path}&limit=1&cursor={cursor}"), &admin.access)
+        .await;
     assert!(second["next_cursor"].is_null());
     assert_eq!(sorted([ids(&first), ids(&second)].concat()), sorted(ids(&all)));
 
@@ -137,7 +137,7 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
     .await;
 
     // Overrides: both of the overriding vault's fields, paginated, filterable, named.
-    let overrides = get_json(&app, admin, "/api/v1/audit/overrides").await;
+    let overrides = app.get_json("/api/v1/audit/overrides", &admin.access).await;
     let fields: Vec<&str> = overrides["items"]
         .as_array()
         .unwrap()
@@ -153,28 +153,32 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
             .all(|i| i["device_id"] == overriding.id.as_str() && i["hostname"] == "hw-b.local")
     );
     assert!(overrides["next_cursor"].is_null());
-    let page_one = get_json(&app, admin, "/api/v1/audit/overrides?limit=1").await;
+    let page_one = app
+        .get_json("/api/v1/audit/overrides?limit=1", &admin.access)
+        .await;
     assert_eq!(page_one["items"].as_array().unwrap().len(), 1);
     let cursor = page_one["next_cursor"].as_str().expect("a second page");
-    let page_two = get_json(
-        &app,
-        admin,
-        &format!("/api/v1/audit/overrides?limit=1&cursor={cursor}"),
-    )
-    .await;
+    let page_two = app
+        .get_json(
+            &format!("/api/v1/audit/overrides?limit=1&cursor={cursor}"),
+            &admin.access,
+        )
+        .await;
     assert_eq!(page_two["items"].as_array().unwrap().len(), 1);
     assert_ne!(page_one["items"][0]["field"], page_two["items"][0]["field"]);
     assert!(page_two["next_cursor"].is_null());
-    let violations = get_json(&app, admin, "/api/v1/audit/overrides?state=violation").await;
+    let violations = app
+        .get_json("/api/v1/audit/overrides?state=violation", &admin.access)
+        .await;
     assert_eq!(violations["items"].as_array().unwrap().len(), 1);
     assert_eq!(violations["items"][0]["field"], SITE);
     assert_eq!(violations["items"][0]["violation"], true);
-    let allowed = get_json(
-        &app,
-        admin,
-        &format!("/api/v1/audit/overrides?state=allowed&field={BOARD}"),
-    )
-    .await;
+    let allowed = app
+        .get_json(
+            &format!("/api/v1/audit/overrides?state=allowed&field={BOARD}"),
+            &admin.access,
+        )
+        .await;
     assert_eq!(allowed["items"][0]["field"], BOARD);
     assert_eq!(
         allowed["items"][0]["reported"]["local_value"],
@@ -229,16 +233,7 @@ async fn device_flags_follow_the_field_table_and_the_dashboard_counts_descendant
     let app = TestApp::spawn().await;
     let (tenant, root, etag) = seeded(&app).await;
     let admin = &tenant.admin;
-    let child: Value = app
-        .post(
-            "/api/v1/policies",
-            Some(&admin.access),
-            &json!({"name": "Client"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let (child, _) = create_child(&app, admin, json!({"name": "Client"})).await;
     let child_id = child["id"].as_str().unwrap().to_owned();
 
     let applied = register(&app, admin, "HW-A", "appliance").await;
@@ -280,11 +275,15 @@ async fn device_flags_follow_the_field_table_and_the_dashboard_counts_descendant
         (&both, "failed"),
         (&below, "in_sync"),
     ];
-    let list = get_json(&app, admin, "/api/v1/devices?limit=200").await;
+    let list = app.get_json("/api/v1/devices?limit=200", &admin.access).await;
     for (device, state) in cases {
-        let detail = get_json(&app, admin, &format!("/api/v1/devices/{}", device.id)).await;
+        let detail = app
+            .get_json(&format!("/api/v1/devices/{}", device.id), &admin.access)
+            .await;
         assert_eq!(flags(&detail), expected(state), "{}", device.id);
-        let fields = get_json(&app, admin, &format!("/api/v1/devices/{}/fields", device.id)).await;
+        let fields = app
+            .get_json(&format!("/api/v1/devices/{}/fields", device.id), &admin.access)
+            .await;
         assert_eq!(flags(&fields["device"]), expected(state), "{}", device.id);
         let listed = list["items"]
             .as_array()
@@ -300,12 +299,12 @@ async fn device_flags_follow_the_field_table_and_the_dashboard_counts_descendant
             .any(|f| f["reported"]["state"] == "failed");
         assert_eq!(failed_fields, state == "failed", "the field table agrees");
     }
-    let pending = get_json(
-        &app,
-        admin,
-        &format!("/api/v1/policies/{root}/devices?state=pending"),
-    )
-    .await;
+    let pending = app
+        .get_json(
+            &format!("/api/v1/policies/{root}/devices?state=pending"),
+            &admin.access,
+        )
+        .await;
     let pending: Vec<String> = pending["items"]
         .as_array()
         .unwrap()
@@ -318,7 +317,7 @@ async fn device_flags_follow_the_field_table_and_the_dashboard_counts_descendant
     );
 
     // The root counts its child's device too; `direct` only its own.
-    let dashboard = get_json(&app, admin, "/api/v1/dashboard/policies").await;
+    let dashboard = app.get_json("/api/v1/dashboard/policies", &admin.access).await;
     let policy = |id: &str| {
         dashboard["policies"]
             .as_array()
@@ -367,7 +366,7 @@ async fn device_flags_follow_the_field_table_and_the_dashboard_counts_descendant
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     pull_and_report(&app, &applied, &[]).await;
-    let dashboard = get_json(&app, admin, "/api/v1/dashboard/policies").await;
+    let dashboard = app.get_json("/api/v1/dashboard/policies", &admin.access).await;
     let top = dashboard["policies"]
         .as_array()
         .unwrap()
@@ -417,10 +416,9 @@ async fn a_devices_fields_at_a_past_moment_with_the_policy_version_each_came_fro
         let app = &app;
         let device = &device;
         async move {
-            get_json(
-                app,
-                admin,
+            app.get_json(
                 &format!("/api/v1/devices/{}/fields?at={time}", device.id),
+                &admin.access,
             )
             .await
         }
@@ -506,7 +504,9 @@ async fn policy_versions_page_with_next_cursor() {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page = get_json(&app, admin, &format!("{path}?limit=2{cursor}")).await;
+        let page = app
+            .get_json(&format!("{path}?limit=2{cursor}"), &admin.access)
+            .await;
         seen.extend(
             page["items"]
                 .as_array()

@@ -23,6 +23,7 @@ mod operators;
 mod outbound;
 pub mod policies;
 mod pull;
+mod query_plans;
 mod readme;
 mod replicas;
 mod rotation;

@@ -78,7 +78,8 @@ pub fn seed_settings() -> Value {
     json!({"set": set, "comment": "ConnectWise integration"})
 }
 
-async fn create_child(app: &TestApp, session: &Session, body: Value) -> (Value, String) {
+/// Creates a policy (under the root unless `parent_id` says otherwise); returns it and its ETag.
+pub async fn create_child(app: &TestApp, session: &Session, body: Value) -> (Value, String) {
     let response = app.post("/api/v1/policies", Some(&session.access), &body).await;
     let status = response.status();
     let etag = response

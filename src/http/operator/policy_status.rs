@@ -154,13 +154,8 @@ pub struct PolicySummaryCounts {
     pub policy_name: String,
     pub parent_id: Option<Uuid>,
     /// Active devices assigned to the policy or to one of its descendants.
-    pub assigned: u64,
-    pub in_sync: u64,
-    pub pending: u64,
-    pub failed: u64,
-    pub overridden: u64,
-    pub violations: u64,
-    pub stale: u64,
+    #[serde(flatten)]
+    pub total: CountsResponse,
     /// The same counts for the devices assigned to this policy itself.
     pub direct: CountsResponse,
     pub compliance: ComplianceResponse,
@@ -168,18 +163,11 @@ pub struct PolicySummaryCounts {
 
 impl From<PolicyStatus> for PolicySummaryCounts {
     fn from(p: PolicyStatus) -> Self {
-        let total = p.total;
         Self {
             policy_id: p.id.0,
             policy_name: p.name,
             parent_id: p.parent_id.map(|id| id.0),
-            assigned: total.assigned,
-            in_sync: total.in_sync,
-            pending: total.pending,
-            failed: total.failed,
-            overridden: total.overridden,
-            violations: total.violations,
-            stale: total.stale,
+            total: p.total.into(),
             direct: p.direct.into(),
             compliance: p.compliance.into(),
         }

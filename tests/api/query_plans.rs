@@ -1,0 +1,311 @@
+//! Every query of the device side (register, authenticate, pull, check-in, served audit,
+//! report) finds its rows through an index, on both engines: its cost must not grow with the
+//! fleet. The repository functions those paths call run on a connection that records each
+//! statement; each recorded statement is then explained by the engine itself, with the same
+//! parameters. A plan that reads a whole table of the fleet fails the test.
+//!
+//! PostgreSQL may prefer a sequential scan on a small table even when an index exists, so its
+//! plans are taken with `enable_seqscan = off`: a sequential scan then means no usable index.
+
+use crate::helpers::TestApp;
+use gmp::auth::token;
+use gmp::bench::seed::{self, SeedOptions};
+use gmp::bench::{Group, of_group};
+use gmp::db::repo::{device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants};
+use gmp::domain::device::Connectivity;
+use gmp::services::served_audit;
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
+    TransactionTrait,
+};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Tables read per tenant as a whole (a tenant's policy tree), which must not be read across
+/// tenants.
+const TENANT_TABLES: [&str; 2] = ["policies", "tenants"];
+
+/// The tables that grow with the fleet (or with its history).
+const FLEET_TABLES: [&str; 6] = [
+    "devices",
+    "device_fields",
+    "device_field_history",
+    "enrollment_tokens",
+    "device_reregistrations",
+    "policy_versions",
+];
+
+/// Runs statements on a transaction and remembers them.
+struct Recording<'a> {
+    inner: &'a DatabaseTransaction,
+    statements: Mutex<Vec<Statement>>,
+}
+
+impl Recording<'_> {
+    fn record(&self, statement: &Statement) {
+        self.statements.lock().unwrap().push(statement.clone());
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Recording<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.record(&stmt);
+        self.inner.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.record(&Statement::from_string(self.get_database_backend(), sql));
+        self.inner.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.record(&stmt);
+        self.inner.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.record(&stmt);
+        self.inner.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.inner.support_returning()
+    }
+}
+
+/// The engine's plan of one statement, as lines of text.
+async fn plan(txn: &DatabaseTransaction, statement: &Statement) -> Vec<String> {
+    let backend = txn.get_database_backend();
+    let (prefix, column) = match backend {
+        DbBackend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
+        _ => ("EXPLAIN ", "QUERY PLAN"),
+    };
+    let explain = Statement {
+        sql: format!("{prefix}{}", statement.sql),
+        ..statement.clone()
+    };
+    txn.query_all_raw(explain)
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {}: {e}", statement.sql))
+        .iter()
+        .map(|row| row.try_get::<String>("", column).unwrap())
+        .collect()
+}
+
+/// The lines of a plan that read a whole fleet table, or all of one tenant's rows of it: one
+/// tenant may hold the whole fleet, so an index condition on `tenant_id` alone is no better.
+fn full_scans(backend: DbBackend, plan: &[String]) -> Vec<String> {
+    let mut scans = Vec::new();
+    let mut scanning_fleet = false;
+    for line in plan {
+        let text = line.trim();
+        let fleet = |prefix: &str| {
+            FLEET_TABLES
+                .iter()
+                .any(|t| text == format!("{prefix}{t}") || text.starts_with(&format!("{prefix}{t} ")))
+        };
+        let bad = match backend {
+            // SQLite: `SCAN devices` (or `… USING INDEX`, a whole index), or a `SEARCH` whose
+            // condition is the tenant alone; `SEARCH devices USING INDEX x (id=?)` is the aim.
+            DbBackend::Sqlite => {
+                fleet("SCAN ")
+                    || (fleet("SEARCH ") && text.ends_with("(tenant_id=?)"))
+                    || TENANT_TABLES
+                        .iter()
+                        .any(|t| text == format!("SCAN {t}") || text.starts_with(&format!("SCAN {t} ")))
+            }
+            // PostgreSQL: a sequential scan, or an index scan whose only condition is the tenant
+            // (its `Index Cond` follows on the next line).
+            _ => {
+                let seq = FLEET_TABLES.iter().any(|t| {
+                    text.contains(&format!("Seq Scan on {t} ")) || text.ends_with(&format!("Seq Scan on {t}"))
+                });
+                let tenant_only = scanning_fleet
+                    && text.starts_with("Index Cond: (tenant_id = ")
+                    && !text.contains(" AND ");
+                scanning_fleet = FLEET_TABLES.iter().any(|t| text.contains(&format!(" on {t} ")));
+                seq || tenant_only
+            }
+        };
+        if bad {
+            scans.push(line.clone());
+        }
+    }
+    scans
+}
+
+#[tokio::test]
+async fn every_device_side_query_uses_an_index_on_both_engines() {
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 300,
+        new: 20,
+        policies: 3,
+        pull_interval_seconds: 3600,
+    };
+    // Other tenants beside the one under test, as on a real server: a query that reads every
+    // tenant's rows shows as a scan only when there are several.
+    for _ in 0..8 {
+        let other = SeedOptions {
+            steady: 30,
+            new: 0,
+            ..fleet.clone()
+        };
+        seed::seed(&app.state, &other).await.unwrap();
+    }
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    // The herd's first pulls, so that devices have a field audit to read and write (and the
+    // planner's statistics see many devices in it, as on a real server).
+    let new = of_group(&seeded.devices, Group::New);
+    for device in &new {
+        let pulled = app
+            .client
+            .get(app.url("/device/v1/config"))
+            .bearer_auth(&device.credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pulled.status(), 200);
+    }
+    served_audit::flush(&app.state).await.unwrap();
+    let digest = token::digest(&new[0].credential);
+    let tenant = seeded.tenant;
+    let device = devices::find_by_credential(&app.state.db, &digest)
+        .await
+        .unwrap()
+        .expect("a seeded device");
+
+    let txn = app.state.db.begin().await.unwrap();
+    let backend = txn.get_database_backend();
+    // Statistics as a running server would have them, so the planner picks as it would there.
+    txn.execute_unprepared("ANALYZE").await.unwrap();
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+            .await
+            .unwrap();
+    }
+    let conn = Recording {
+        inner: &txn,
+        statements: Mutex::new(Vec::new()),
+    };
+    let now = chrono::Utc::now();
+
+    // Register.
+    enrollment_tokens::find_by_hash(&conn, &token::digest("gmp_et_unknown"))
+        .await
+        .unwrap();
+    devices::find_by_hardware_for_update(&conn, tenant, &device.hardware_id)
+        .await
+        .unwrap();
+    policies::root_id(&conn, tenant).await.unwrap();
+    // Authenticate and pull.
+    devices::find_by_credential(&conn, &digest).await.unwrap();
+    device_reregistrations::is_pending(&conn, &digest).await.unwrap();
+    tenants::pull_facts(&conn, tenant).await.unwrap();
+    policies::load_tree(&conn, tenant).await.unwrap();
+    devices::record_checkin(&conn, tenant, device.id, now, now)
+        .await
+        .unwrap();
+    devices::set_connectivity(&conn, &device, Connectivity::Online)
+        .await
+        .unwrap();
+    // The served audit and the report.
+    devices::record_served(&conn, tenant, device.id, "hash", "key")
+        .await
+        .unwrap();
+    let fields = device_fields::load(&conn, tenant, device.id).await.unwrap();
+    let record = fields
+        .values()
+        .next()
+        .expect("the pulled device has served fields");
+    device_fields::put(&conn, tenant, record).await.unwrap();
+    device_fields::append_history(&conn, tenant, "served", record, now)
+        .await
+        .unwrap();
+    let reassert = BTreeSet::new();
+    let outcome = devices::ReportOutcome {
+        applied_hash: Some("hash"),
+        failed_hash: None,
+        digest: "digest",
+        reassert: &reassert,
+    };
+    devices::record_report(&conn, &device, now, outcome)
+        .await
+        .unwrap();
+
+    let statements = conn.statements.into_inner().unwrap();
+    assert!(statements.len() >= 15, "every call ran: {}", statements.len());
+    let mut failures = Vec::new();
+    for statement in &statements {
+        let lines = plan(&txn, statement).await;
+        // SQLite plans a plain `INSERT … VALUES` as nothing to search.
+        assert!(
+            !lines.is_empty() || statement.sql.starts_with("INSERT"),
+            "a plan for {}",
+            statement.sql
+        );
+        eprintln!(
+            "PLAN {}\n  {}",
+            &statement.sql[..statement.sql.len().min(90)],
+            lines.join("\n  ")
+        );
+        let scans = full_scans(backend, &lines);
+        if !scans.is_empty() {
+            failures.push(format!("{}\n  {}", statement.sql, lines.join("\n  ")));
+        }
+    }
+    txn.rollback().await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{backend:?}: full scans of fleet tables:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn a_full_scan_is_told_from_an_index_search() {
+    let sqlite = |line: &str| full_scans(DbBackend::Sqlite, &[line.to_owned()]).len();
+    assert_eq!(sqlite("SCAN devices"), 1);
+    assert_eq!(sqlite("SCAN devices USING INDEX idx_devices_tenant"), 1);
+    assert_eq!(
+        sqlite("SEARCH devices USING INDEX idx_devices_credential (credential_hash=?)"),
+        0
+    );
+    assert_eq!(sqlite("SCAN tenants"), 1, "every tenant's rows");
+    assert_eq!(
+        sqlite("SEARCH policies USING INDEX idx_policies_tenant_name (tenant_id=?)"),
+        0,
+        "one tenant's tree"
+    );
+    assert_eq!(
+        sqlite("SEARCH devices USING INDEX idx_devices_tenant_policy (tenant_id=?)"),
+        1
+    );
+    let postgres = |line: &str| full_scans(DbBackend::Postgres, &[line.to_owned()]).len();
+    assert_eq!(postgres("  ->  Seq Scan on devices  (cost=10000000000.00..1)"), 1);
+    assert_eq!(
+        postgres("Index Scan using idx_devices_credential on devices  (cost=0.28..8.29)"),
+        0
+    );
+    let plan = |lines: &[&str]| {
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        full_scans(DbBackend::Postgres, &lines).len()
+    };
+    let tenant_index = "->  Index Scan using idx_devices_tenant_policy on devices  (cost=0.15..8.17)";
+    assert_eq!(
+        plan(&[tenant_index, "      Index Cond: (tenant_id = 'x'::uuid)"]),
+        1
+    );
+    assert_eq!(
+        plan(&[
+            tenant_index,
+            "      Index Cond: ((tenant_id = 'x'::uuid) AND (policy_id = 'y'::uuid))"
+        ]),
+        0
+    );
+}
