@@ -11,6 +11,7 @@ mod m20261127_000004_jobs;
 mod m20261128_000005_reregistrations_sessions;
 mod m20261128_000006_pull_cache;
 mod m20261128_000007_field_history_locked;
+mod m20261128_000010_ui_indexes;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000005_reregistrations_sessions::Migration),
             Box::new(m20261128_000006_pull_cache::Migration),
             Box::new(m20261128_000007_field_history_locked::Migration),
+            Box::new(m20261128_000010_ui_indexes::Migration),
         ]
     }
 }

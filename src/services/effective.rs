@@ -12,16 +12,16 @@
 
 use crate::cache::{BoundedCache, Bounds};
 use crate::db::repo::{policies, tenants};
-use crate::domain::TenantId;
 use crate::domain::device::{Device, ServedField, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
 use crate::domain::resolve::{Source, resolve};
+use crate::domain::{PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::secrets::Keyring;
 use crate::state::AppState;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +177,12 @@ pub fn config_key(device: &Device, revision: i64) -> String {
             device.tenant_id, device.id, device.version
         )
     }
+}
+
+/// The config hash of the devices of `policy` that have no config of their own (no values of
+/// their own, nothing to reassert): what [`build`] hashes for them.
+pub fn shared_hash(tree: &PolicyTree, policy: PolicyId) -> String {
+    config_hash(&resolve(&tree.chain(policy), &BTreeMap::new()), &BTreeSet::new())
 }
 
 /// Resolves, hashes and serialises a device's effective config; secrets are decrypted here.

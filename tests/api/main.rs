@@ -39,6 +39,7 @@ mod ui_audit;
 mod ui_browser;
 mod ui_client;
 mod ui_pages;
+mod ui_scale;
 mod webdriver;
 
 mod helpers;

@@ -322,6 +322,83 @@ pub async fn list(
     all(query.all(conn).await?)
 }
 
+/// What the dashboards count of an active device, without its identity or values.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    pub id: DeviceId,
+    pub policy_id: PolicyId,
+    /// Values of its own or fields to reassert: its config is its own, not its policy's.
+    pub own_config: bool,
+    pub served_hash: Option<String>,
+    pub applied_hash: Option<String>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub next_pull_after: Option<DateTime<Utc>>,
+}
+
+type StatusTuple = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+/// Every active device of the tenant as the dashboards count it: a few columns a device, so a
+/// fleet-wide count reads no more than it needs.
+pub async fn status_rows(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Vec<StatusRow>, DbErr> {
+    let rows: Vec<StatusTuple> = Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::PolicyId)
+        .column(Column::DeviceValues)
+        .column(Column::Reassert)
+        .column(Column::ServedHash)
+        .column(Column::AppliedHash)
+        .column(Column::LastSeenAt)
+        .column(Column::NextPullAfter)
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, policy, values, reassert, served, applied, seen, next)| StatusRow {
+                id: DeviceId(id),
+                policy_id: PolicyId(policy),
+                // How the empty map and set are stored; anything else counts as a config of its own.
+                own_config: values != "{}" || reassert != "[]",
+                served_hash: served,
+                applied_hash: applied,
+                last_seen_at: seen,
+                next_pull_after: next,
+            },
+        )
+        .collect())
+}
+
+/// The tenant's devices among `ids`, read in chunks of bounded size.
+pub async fn get_many(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    ids: &[DeviceId],
+) -> Result<Vec<Device>, DbErr> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let models = Entity::find()
+            .filter(Column::TenantId.eq(tenant.0))
+            .filter(Column::Id.is_in(chunk.iter().map(|d| d.0)))
+            .all(conn)
+            .await?;
+        found.extend(all(models)?);
+    }
+    Ok(found)
+}
+
 pub async fn count_for_policy(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
