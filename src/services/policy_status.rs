@@ -3,6 +3,7 @@
 
 use super::devices::{DeviceView, current_connectivity, view};
 use super::effective;
+use super::{Page, PageRequest};
 use crate::db::repo::devices::DeviceFilter;
 use crate::db::repo::{device_fields, devices};
 use crate::domain::device::{Connectivity, Lifecycle};
@@ -28,20 +29,22 @@ fn is_stale(v: &DeviceView) -> bool {
     matches!(v.connectivity, Connectivity::Stale | Connectivity::Offline)
 }
 
-/// The active devices of the tenant (or only those of `policies`) as operators see them.
+/// The active devices of the tenant (or only those of `policies`) as operators see them, in
+/// id order after `cursor`.
 async fn views(
     state: &AppState,
     tenant: TenantId,
     tree: &PolicyTree,
     revision: i64,
     policies: Option<Vec<PolicyId>>,
+    cursor: Option<uuid::Uuid>,
 ) -> Result<Vec<DeviceView>, ApiError> {
     let filter = DeviceFilter {
         policy_ids: policies,
         lifecycle: Some(Lifecycle::Active),
         ..DeviceFilter::default()
     };
-    let devices = devices::list(&state.db, tenant, &filter, None, None).await?;
+    let devices = devices::list(&state.db, tenant, &filter, cursor, None).await?;
     let flags = device_fields::flags(&state.db, tenant, None).await?;
     let now = Utc::now();
     let mut views = Vec::with_capacity(devices.len());
@@ -64,19 +67,22 @@ pub async fn subtree(
 }
 
 /// Devices assigned to the policy or to any of its descendants, optionally only those in
-/// `wanted` state: who has not applied the current config yet, who failed, who is stale.
+/// `wanted` state: who has not applied the current config yet, who failed, who is stale. One
+/// page in id order; the state is known only once a device's config is built, so the filter
+/// applies after the read.
 pub async fn policy_devices(
     state: &AppState,
     tenant: TenantId,
     policy: PolicyId,
     wanted: Option<DeviceState>,
-) -> Result<Vec<DeviceView>, ApiError> {
+    page: PageRequest,
+) -> Result<Page<DeviceView>, ApiError> {
     let (revision, _, tree) = effective::current_tree(state, tenant).await?;
     if tree.get(policy).is_none() {
         return Err(ApiError::not_found("policy"));
     }
     let under: Vec<PolicyId> = std::iter::once(policy).chain(tree.descendants(policy)).collect();
-    let mut views = views(state, tenant, &tree, revision, Some(under)).await?;
+    let mut views = views(state, tenant, &tree, revision, Some(under), page.cursor).await?;
     views.retain(|v| match wanted {
         None => true,
         Some(DeviceState::InSync) => v.sync == SyncState::InSync,
@@ -84,7 +90,8 @@ pub async fn policy_devices(
         Some(DeviceState::Failed) => v.sync == SyncState::Failed,
         Some(DeviceState::Stale) => is_stale(v),
     });
-    Ok(views)
+    views.truncate(page.fetch_limit() as usize);
+    Ok(page.page(views, |v| v.device.id.0))
 }
 
 /// Device counts of a set of devices; `in_sync + pending + failed == assigned`.

@@ -207,6 +207,22 @@ async fn inherited_and_overrides_list_what_they_say_with_hostnames_and_filters()
         "invalid_query",
     )
     .await;
+
+    // A decommissioned device runs nothing the server serves: it leaves both lists.
+    for device in [&applied, &overriding] {
+        let retired = app
+            .post(
+                &format!("/api/v1/devices/{}/decommission", device.id),
+                Some(&admin.access),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(retired.status(), StatusCode::OK);
+    }
+    let all = app.get_json(&path, &admin.access).await;
+    assert_eq!(ids(&all), [silent.id.as_str()]);
+    let overrides = app.get_json("/api/v1/audit/overrides", &admin.access).await;
+    assert_eq!(overrides["items"], json!([]));
 }
 
 /// `(sync_state, in_sync, pending, failed)` of a device response.
@@ -315,6 +331,31 @@ async fn device_flags_follow_the_field_table_and_the_dashboard_counts_descendant
         sorted(pending),
         sorted(vec![violating.id.clone(), silent.id.clone()])
     );
+
+    // The devices of the root (its child's too) page like every list.
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get_json(
+                &format!("/api/v1/policies/{root}/devices?limit=4{cursor}"),
+                &admin.access,
+            )
+            .await;
+        listed.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 6);
+    assert_eq!(listed, sorted(listed.clone()), "in id order, no repeats");
 
     // The root counts its child's device too; `direct` only its own.
     let dashboard = app.get_json("/api/v1/dashboard/policies", &admin.access).await;

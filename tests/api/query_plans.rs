@@ -249,11 +249,6 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
             "a plan for {}",
             statement.sql
         );
-        eprintln!(
-            "PLAN {}\n  {}",
-            &statement.sql[..statement.sql.len().min(90)],
-            lines.join("\n  ")
-        );
         let scans = full_scans(backend, &lines);
         if !scans.is_empty() {
             failures.push(format!("{}\n  {}", statement.sql, lines.join("\n  ")));

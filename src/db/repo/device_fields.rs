@@ -1,13 +1,13 @@
 //! The field audit: the current state of every field on every device, and its append-only
 //! history, written only when something changes.
 
-use crate::db::entities::{device_field_history as history, device_fields as fields};
+use crate::db::entities::{device_field_history as history, device_fields as fields, devices};
 use crate::domain::device::{FieldRecord, ReportedRecord, ServedField};
 use crate::domain::field_audit::{HistoryEntry, InheritedState, OverrideKind};
 use crate::domain::sync::FieldFlags;
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query, SimpleExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -202,6 +202,22 @@ pub async fn history_until(
         .collect())
 }
 
+/// Rows of active devices only: a decommissioned device no longer runs anything the server
+/// serves, so it neither inherits nor overrides.
+fn of_active_device() -> SimpleExpr {
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(devices::Entity)
+            .and_where(
+                Expr::col((devices::Entity, devices::Column::Id))
+                    .equals((fields::Entity, fields::Column::DeviceId)),
+            )
+            .and_where(Expr::col((devices::Entity, devices::Column::Status)).eq("active"))
+            .to_owned(),
+    )
+}
+
 /// What "who inherits field F?" asks.
 #[derive(Debug, Clone, Copy)]
 pub struct InheritedQuery<'a> {
@@ -212,7 +228,7 @@ pub struct InheritedQuery<'a> {
     pub state: Option<InheritedState>,
 }
 
-/// Devices that inherit field `path`: served it from a policy (optionally a given policy and
+/// Active devices that inherit field `path`: served it from a policy (optionally a given policy and
 /// version) and reported `inherited`, or not reported the field yet. In device order after
 /// `cursor`.
 pub async fn inherited(
@@ -227,6 +243,7 @@ pub async fn inherited(
         .filter(fields::Column::TenantId.eq(tenant.0))
         .filter(fields::Column::Path.eq(q.path))
         .filter(fields::Column::Source.eq("policy"))
+        .filter(of_active_device())
         .filter(match q.state {
             Some(InheritedState::Inherited) => Condition::all().add(reported.eq("inherited")),
             Some(InheritedState::NotReported) => Condition::all().add(reported.is_null()),
@@ -248,7 +265,7 @@ pub async fn inherited(
     Ok(query.all(conn).await?.into_iter().map(to_domain).collect())
 }
 
-/// Fields devices override locally (optionally only field `path`, only allowed overrides or
+/// Fields active devices override locally (optionally only field `path`, only allowed overrides or
 /// only violations), in (device, path) order after `after`.
 pub async fn overrides(
     conn: &impl ConnectionTrait,
@@ -261,6 +278,7 @@ pub async fn overrides(
     let mut query = fields::Entity::find()
         .filter(fields::Column::TenantId.eq(tenant.0))
         .filter(fields::Column::ReportedState.eq("overridden"))
+        .filter(of_active_device())
         .order_by_asc(fields::Column::DeviceId)
         .order_by_asc(fields::Column::Path)
         .limit(limit);

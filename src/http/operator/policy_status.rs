@@ -6,6 +6,7 @@ use crate::auth::Operator;
 use crate::domain::PolicyId;
 use crate::error::ApiError;
 use crate::http::problem::ProblemDetails;
+use crate::http::types::{PageQuery, PageResponse};
 use crate::services::policy_status::{self, Compliance, DeviceState, PolicyCounts, PolicyStatus};
 use crate::state::AppState;
 use actix_web::{HttpResponse, get, web};
@@ -18,6 +19,10 @@ use uuid::Uuid;
 #[into_params(parameter_in = Query)]
 pub struct PolicyDevicesQuery {
     pub state: Option<PolicyDeviceStateDto>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// 1–200 (default 50).
+    pub limit: Option<u64>,
 }
 
 /// A state of the devices of a policy.
@@ -45,18 +50,13 @@ impl From<PolicyDeviceStateDto> for DeviceState {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct DeviceListResponse {
-    pub items: Vec<DeviceResponse>,
-}
-
-/// Devices of a policy and of its descendants: who has not yet applied the current config,
-/// who failed it, who is stale.
+/// Devices of a policy and of its descendants, in id order: who has not yet applied the
+/// current config, who failed it, who is stale.
 #[utoipa::path(
     tag = "audit",
     security(("operator_jwt" = [])),
     params(("policy_id" = Uuid, Path), PolicyDevicesQuery),
-    responses((status = 200, body = DeviceListResponse), (status = 400, response = ProblemDetails), (status = 401, response = ProblemDetails), (status = 404, response = ProblemDetails))
+    responses((status = 200, body = PageResponse<DeviceResponse>), (status = 400, response = ProblemDetails), (status = 401, response = ProblemDetails), (status = 404, response = ProblemDetails))
 )]
 #[get("/policies/{policy_id}/devices")]
 pub async fn list_policy_devices(
@@ -65,11 +65,16 @@ pub async fn list_policy_devices(
     path: web::Path<Uuid>,
     query: web::Query<PolicyDevicesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let wanted = query.state.map(DeviceState::from);
-    let views = policy_status::policy_devices(&state, caller.tenant_id, PolicyId(*path), wanted).await?;
-    Ok(HttpResponse::Ok().json(DeviceListResponse {
-        items: views.into_iter().map(DeviceResponse::from).collect(),
-    }))
+    let q = query.into_inner();
+    let page = PageQuery {
+        cursor: q.cursor,
+        limit: q.limit,
+    }
+    .to_request()?;
+    let wanted = q.state.map(DeviceState::from);
+    let views =
+        policy_status::policy_devices(&state, caller.tenant_id, PolicyId(*path), wanted, page).await?;
+    Ok(HttpResponse::Ok().json(PageResponse::from_page(views, DeviceResponse::from)))
 }
 
 /// Devices counted for a dashboard: `in_sync + pending + failed == assigned`.
