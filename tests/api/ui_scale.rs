@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 const SITE: &str = "connectwise.site";
 const EMAIL: &str = "ops@scale.test";
 
-/// The budget for every page, which the release build meets (README, "The web UI",
-/// has the figures). A debug build (what `cargo test` runs) decodes rows and renders several
+/// The budget for every page, held in a release build (README, "The web UI"). A debug
+/// build (what `cargo test` runs) decodes rows and renders several
 /// times slower, and beside the rest of the suite on a small machine a page then waits for
 /// CPU: there the bound only catches a page that reads the fleet row by row.
 fn budget() -> Duration {
