@@ -13,6 +13,7 @@ mod m20261128_000006_pull_cache;
 mod m20261128_000007_field_history_locked;
 mod m20261128_000008_billing_usage;
 mod m20261128_000009_drafts_rollouts;
+mod m20261128_000010_ui_indexes;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000007_field_history_locked::Migration),
             Box::new(m20261128_000008_billing_usage::Migration),
             Box::new(m20261128_000009_drafts_rollouts::Migration),
+            Box::new(m20261128_000010_ui_indexes::Migration),
         ]
     }
 }

@@ -53,6 +53,22 @@ pub struct DeviceView {
     pub reregistration: Option<Reregistration>,
 }
 
+/// A device's connectivity now: from its stored check-in times, or from the check-in this
+/// replica has not written yet.
+pub(super) fn current_connectivity(
+    state: &AppState,
+    id: DeviceId,
+    last_seen: Option<DateTime<Utc>>,
+    next_pull: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Connectivity {
+    let (last_seen, next_pull) = match state.checkins.pending(id) {
+        Some((seen, next)) => (Some(seen), Some(next)),
+        None => (last_seen, next_pull),
+    };
+    connectivity(last_seen, next_pull, now, state.config.thresholds())
+}
+
 pub(super) fn view(
     state: &AppState,
     current: &Built,
@@ -61,12 +77,14 @@ pub(super) fn view(
     now: DateTime<Utc>,
 ) -> DeviceView {
     let current_hash = current.hash.clone();
-    let (last_seen, next_pull) = match state.checkins.pending(device.id) {
-        Some((seen, next)) => (Some(seen), Some(next)),
-        None => (device.last_seen_at, device.next_pull_after),
-    };
     DeviceView {
-        connectivity: connectivity(last_seen, next_pull, now, state.config.thresholds()),
+        connectivity: current_connectivity(
+            state,
+            device.id,
+            device.last_seen_at,
+            device.next_pull_after,
+            now,
+        ),
         sync: sync_state(&current_hash, device.applied_hash.as_deref(), flags),
         flags,
         current_hash,
@@ -106,6 +124,40 @@ pub async fn list(
         items,
         next_cursor: page.next_cursor,
     })
+}
+
+/// Candidates read per query by [`list_matching`].
+const SCAN_CHUNK: u64 = 500;
+
+/// One page of the devices of `filter` whose view also passes `keep`: what SQL cannot decide,
+/// such as the sync state against the current config or connectivity with this replica's
+/// unwritten check-ins. Candidates are read in chunks in id order until the page is full, so a
+/// selective filter costs reads, never memory.
+pub async fn list_matching(
+    state: &AppState,
+    tenant: TenantId,
+    filter: DeviceFilter,
+    page: PageRequest,
+    keep: impl Fn(&DeviceView) -> bool,
+) -> Result<Page<DeviceView>, ApiError> {
+    // A page's worth first (most filters keep most devices), then larger chunks.
+    let mut chunk = PageRequest {
+        cursor: page.cursor,
+        limit: page.fetch_limit(),
+    };
+    let mut found = Vec::new();
+    loop {
+        let candidates = list(state, tenant, filter.clone(), chunk).await?;
+        found.extend(candidates.items.into_iter().filter(|v| keep(v)));
+        match candidates.next_cursor {
+            Some(next) if found.len() as u64 <= page.limit => {
+                chunk.cursor = Some(next);
+                chunk.limit = SCAN_CHUNK;
+            }
+            _ => break,
+        }
+    }
+    Ok(page.page(found, |v| v.device.id.0))
 }
 
 pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<DeviceView, ApiError> {

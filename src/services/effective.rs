@@ -12,17 +12,17 @@
 
 use crate::cache::{BoundedCache, Bounds};
 use crate::db::repo::{policies, rollouts, tenants};
-use crate::domain::TenantId;
 use crate::domain::device::{Device, ServedField, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
 use crate::domain::resolve::{Source, resolve};
 use crate::domain::rollout::Rollout;
+use crate::domain::{DeviceId, PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::secrets::Keyring;
 use crate::state::AppState;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,14 +111,19 @@ impl TenantView {
     /// Which rollouts serve `device` their new version: one bit per rollout of a policy in the
     /// device's chain whose current wave covers the device.
     pub fn mask(&self, device: &Device) -> u32 {
+        self.mask_of(device.id, device.policy_id)
+    }
+
+    /// [`Self::mask`] from the device's id and policy alone.
+    pub fn mask_of(&self, device: DeviceId, policy: PolicyId) -> u32 {
         if self.rollouts.is_empty() {
             return 0;
         }
-        let chain = self.published.chain(device.policy_id);
+        let chain = self.published.chain(policy);
         self.rollouts
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.covers(device.id.0) && chain.iter().any(|n| n.id == r.policy_id))
+            .filter(|(_, r)| r.covers(device.0) && chain.iter().any(|n| n.id == r.policy_id))
             .fold(0, |mask, (i, _)| mask | (1 << i))
     }
 
@@ -248,6 +253,12 @@ fn config_key(device: &Device, revision: i64, mask: u32) -> String {
             device.tenant_id, device.id, device.version
         )
     }
+}
+
+/// The config hash of the devices of `policy` that have no config of their own (no values of
+/// their own, nothing to reassert): what [`build`] hashes for them.
+pub fn shared_hash(tree: &PolicyTree, policy: PolicyId) -> String {
+    config_hash(&resolve(&tree.chain(policy), &BTreeMap::new()), &BTreeSet::new())
 }
 
 /// Resolves, hashes and serialises a device's effective config; secrets are decrypted here.

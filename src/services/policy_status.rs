@@ -1,13 +1,13 @@
 //! Where the devices of a policy stand: the devices of a policy by state, and the dashboard
 //! counts (direct and with descendants) and per-version compliance of every policy.
 
-use super::devices::{DeviceView, view};
+use super::devices::{DeviceView, current_connectivity, view};
 use super::effective;
 use super::{Page, PageRequest};
 use crate::db::repo::devices::DeviceFilter;
 use crate::db::repo::{device_fields, devices};
 use crate::domain::device::{Connectivity, Lifecycle};
-use crate::domain::sync::SyncState;
+use crate::domain::sync::{FieldFlags, SyncState, sync_state};
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -105,17 +105,38 @@ pub struct PolicyCounts {
     /// Devices overriding at least one locked field.
     pub violations: u64,
     pub stale: u64,
+    /// The same devices by connectivity (`stale` above is `connectivity.stale + offline`).
+    pub connectivity: ConnectivityCounts,
+}
+
+/// Devices by connectivity; the four add up to the devices counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectivityCounts {
+    pub new: u64,
+    pub online: u64,
+    pub stale: u64,
+    pub offline: u64,
 }
 
 impl PolicyCounts {
-    fn add(&mut self, v: &DeviceView) {
+    fn add(&mut self, v: &Standing) {
         self.assigned += 1;
         self.in_sync += u64::from(v.sync == SyncState::InSync);
         self.pending += u64::from(v.sync == SyncState::Pending);
         self.failed += u64::from(v.sync == SyncState::Failed);
         self.overridden += u64::from(v.flags.overridden > 0);
         self.violations += u64::from(v.flags.violations > 0);
-        self.stale += u64::from(is_stale(v));
+        self.stale += u64::from(matches!(
+            v.connectivity,
+            Connectivity::Stale | Connectivity::Offline
+        ));
+        let by = &mut self.connectivity;
+        *match v.connectivity {
+            Connectivity::New => &mut by.new,
+            Connectivity::Online => &mut by.online,
+            Connectivity::Stale => &mut by.stale,
+            Connectivity::Offline => &mut by.offline,
+        } += 1;
     }
 
     pub fn sum(&mut self, other: &PolicyCounts) {
@@ -126,6 +147,10 @@ impl PolicyCounts {
         self.overridden += other.overridden;
         self.violations += other.violations;
         self.stale += other.stale;
+        self.connectivity.new += other.connectivity.new;
+        self.connectivity.online += other.connectivity.online;
+        self.connectivity.stale += other.connectivity.stale;
+        self.connectivity.offline += other.connectivity.offline;
     }
 }
 
@@ -163,10 +188,65 @@ pub struct PolicyStatus {
     pub compliance: Compliance,
 }
 
+/// Where one active device stands, as the dashboard counts it (the same rules as its view).
+struct Standing {
+    id: DeviceId,
+    policy_id: PolicyId,
+    sync: SyncState,
+    connectivity: Connectivity,
+    flags: FieldFlags,
+    /// It applied the config it was last served.
+    applied: bool,
+}
+
+/// Every active device of the tenant, read lean: a few columns a device, and the whole device
+/// only for those with a config of their own (the others share their policy's config hash).
+async fn standings(
+    state: &AppState,
+    tenant: TenantId,
+    tree: &effective::TenantView,
+    revision: i64,
+) -> Result<Vec<Standing>, ApiError> {
+    let rows = devices::status_rows(&state.db, tenant).await?;
+    let flags = device_fields::flags(&state.db, tenant, None).await?;
+    let own: Vec<DeviceId> = rows.iter().filter(|r| r.own_config).map(|r| r.id).collect();
+    let mut hashes: HashMap<DeviceId, String> = HashMap::with_capacity(own.len());
+    for device in devices::get_many(&state.db, tenant, &own).await? {
+        let built = effective::built(state, tree, &device, revision)?;
+        hashes.insert(device.id, built.hash.clone());
+    }
+    // Devices of one policy share a config unless a rollout's wave covers some of them.
+    let mut shared: HashMap<(PolicyId, u32), String> = HashMap::new();
+    let now = Utc::now();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let current = match hashes.get(&row.id) {
+                Some(hash) => hash.as_str(),
+                None => {
+                    let mask = tree.mask_of(row.id, row.policy_id);
+                    shared
+                        .entry((row.policy_id, mask))
+                        .or_insert_with(|| effective::shared_hash(&tree.tree(mask), row.policy_id))
+                }
+            };
+            let flags = flags.get(&row.id).copied().unwrap_or_default();
+            Standing {
+                id: row.id,
+                policy_id: row.policy_id,
+                sync: sync_state(current, row.applied_hash.as_deref(), flags),
+                connectivity: current_connectivity(state, row.id, row.last_seen_at, row.next_pull_after, now),
+                flags,
+                applied: row.served_hash.is_some() && row.applied_hash == row.served_hash,
+            }
+        })
+        .collect())
+}
+
 /// Every policy of the tenant with its counts and compliance, by name.
 pub async fn dashboard(state: &AppState, tenant: TenantId) -> Result<Vec<PolicyStatus>, ApiError> {
     let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    let views = views(state, tenant, &tree, revision, None, None).await?;
+    let views = standings(state, tenant, &tree, revision).await?;
     let served: HashMap<(DeviceId, PolicyId), i32> = device_fields::served_versions(&state.db, tenant)
         .await?
         .into_iter()
@@ -174,7 +254,7 @@ pub async fn dashboard(state: &AppState, tenant: TenantId) -> Result<Vec<PolicyS
         .collect();
     let mut direct: HashMap<PolicyId, PolicyCounts> = HashMap::new();
     for v in &views {
-        direct.entry(v.device.policy_id).or_default().add(v);
+        direct.entry(v.policy_id).or_default().add(v);
     }
     let mut summary: Vec<PolicyStatus> = tree
         .nodes()
@@ -191,12 +271,10 @@ pub async fn dashboard(state: &AppState, tenant: TenantId) -> Result<Vec<PolicyS
             for policy in &under {
                 total.sum(&direct.get(policy).copied().unwrap_or_default());
             }
-            for v in views.iter().filter(|v| under.contains(&v.device.policy_id)) {
+            for v in views.iter().filter(|v| under.contains(&v.policy_id)) {
                 // A field that failed means the device does not fully run what it was served.
-                let applied = v.device.served_hash.is_some()
-                    && v.device.applied_hash == v.device.served_hash
-                    && v.sync != SyncState::Failed;
-                match served.get(&(v.device.id, node.id)) {
+                let applied = v.applied && v.sync != SyncState::Failed;
+                match served.get(&(v.id, node.id)) {
                     None => compliance.not_served += 1,
                     Some(_) if !applied => compliance.not_applied += 1,
                     Some(&version) => {

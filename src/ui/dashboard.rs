@@ -1,6 +1,8 @@
 //! The dashboard: per policy, how its devices stand (numbers first, then bars, each number a
-//! link to the filtered device list where the list has that filter), and recent changes.
+//! link to the filtered device list), fleet connectivity, the field picker of "who overrides /
+//! inherits field F", and recent changes.
 
+use super::field_audit::{FieldChoice, catalogue_fields};
 use super::page::{self, Layout, render};
 use crate::domain::PolicyId;
 use crate::domain::audit::Filter;
@@ -46,6 +48,9 @@ struct Dashboard {
     total: PolicyCounts,
     changes: Vec<ChangeLine>,
     action: String,
+    /// The field picker of "who overrides / inherits field F".
+    picked_field: String,
+    fields: Vec<FieldChoice>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +146,8 @@ pub async fn show(
             total,
             changes,
             action: query.action.clone(),
+            picked_field: String::new(),
+            fields: catalogue_fields(),
         },
     )
 }

@@ -1,22 +1,20 @@
-//! Devices: the searchable, filtered, paginated list, and a device's page with its identity,
-//! connectivity, assignment, field table (provenance, reported state, violations, Adopt and
-//! Reassert) and its device-scoped settings: Service Ticket Company and Billing Integration.
+//! A device's page: its identity, connectivity, assignment, field table (provenance, reported
+//! state, violations, Adopt and Reassert), history timeline, and its device-scoped settings:
+//! Service Ticket Company and Billing Integration.
 
+use super::device_history::{Timeline, timeline};
 use super::page::{self, Layout, Problem, Ui, field, redirect, render};
 use super::policies::{TreeRow, fill, id_of, tree};
 use super::policy_form::{Control, parse_reference, reference_value};
-use crate::db::repo::devices::DeviceFilter;
 use crate::domain::catalog::Catalog;
-use crate::domain::device::{DeviceKind, Lifecycle};
+use crate::domain::device::ReportedRecord;
 use crate::domain::resolve::Source;
 use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, Expected, PolicyId, Role};
 use crate::error::ApiError;
-use crate::services::PageRequest;
 use crate::services::connectwise::{self, Lookup};
 use crate::services::devices::{self, DeviceEdit, DeviceView};
 use crate::services::field_audit::{self, FieldView};
-use crate::services::policy_status;
 use crate::services::references::{self, References};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -28,45 +26,7 @@ use uuid::Uuid;
 
 type Form = web::Form<Vec<(String, String)>>;
 
-/// The list's filters, all in the URL so a view can be shared.
-#[derive(Deserialize, Default, Clone)]
-pub struct ListQuery {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    policy: String,
-    #[serde(default)]
-    overrides: String,
-    #[serde(default)]
-    failures: String,
-    #[serde(default)]
-    cursor: String,
-}
-
-struct Row {
-    id: DeviceId,
-    hostname: String,
-    kind: &'static str,
-    policy: String,
-    connectivity: &'static str,
-    sync: &'static str,
-    last_seen: String,
-}
-
-#[derive(Template)]
-#[template(path = "devices.html")]
-struct ListPage {
-    layout: Layout,
-    query: ListQuery,
-    policies: Vec<TreeRow>,
-    rows: Vec<Row>,
-    /// The URL of the next page, filters kept.
-    next: Option<String>,
-}
-
-fn sync_label(view: &DeviceView) -> &'static str {
+pub(super) fn sync_label(view: &DeviceView) -> &'static str {
     match view.sync {
         SyncState::Failed => "Failed",
         SyncState::InSync => "In sync",
@@ -74,36 +34,11 @@ fn sync_label(view: &DeviceView) -> &'static str {
     }
 }
 
-fn when(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+pub(super) fn when(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
     at.map_or_else(
         || "never".to_owned(),
         |t| t.format("%-d %b %Y %H:%M UTC").to_string(),
     )
-}
-
-fn flag(raw: &str) -> Option<bool> {
-    match raw {
-        "yes" => Some(true),
-        "no" => Some(false),
-        _ => None,
-    }
-}
-
-fn query_string(query: &ListQuery) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(
-            [
-                ("q", &query.q),
-                ("kind", &query.kind),
-                ("policy", &query.policy),
-                ("overrides", &query.overrides),
-                ("failures", &query.failures),
-                ("cursor", &query.cursor),
-            ]
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty()),
-        )
-        .finish()
 }
 
 macro_rules! signed_in {
@@ -113,91 +48,6 @@ macro_rules! signed_in {
             Err(response) => return response,
         }
     };
-}
-
-pub async fn list(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> HttpResponse {
-    let ui = signed_in!(req, state);
-    let query = query.into_inner();
-    match list_page(&state, ui.layout.clone(), &ui, query).await {
-        Ok(response) => response,
-        Err(error) => page::error_page(&ui.layout, &error),
-    }
-}
-
-async fn list_page(
-    state: &AppState,
-    layout: Layout,
-    ui: &Ui,
-    query: ListQuery,
-) -> Result<HttpResponse, ApiError> {
-    let tenant = ui.user.tenant_id;
-    let policies = tree(state, ui, PolicyId(Uuid::nil())).await?;
-    // Unknown filter values are ignored rather than refused: a shared link keeps working.
-    // A policy's devices include those of the policies under it, as on the dashboard.
-    let policy_ids = match Uuid::parse_str(&query.policy) {
-        Ok(policy) => Some(policy_status::subtree(state, tenant, PolicyId(policy)).await?),
-        Err(_) => None,
-    };
-    let filter = DeviceFilter {
-        kind: query.kind.parse::<DeviceKind>().ok(),
-        lifecycle: Some(Lifecycle::Active),
-        policy_ids,
-        has_overrides: flag(&query.overrides),
-        has_failures: flag(&query.failures),
-        hostname: Some(query.q.trim().to_owned()).filter(|q| !q.is_empty()),
-        ..DeviceFilter::default()
-    };
-    let page = devices::list(
-        state,
-        tenant,
-        filter,
-        PageRequest {
-            cursor: Uuid::parse_str(&query.cursor).ok(),
-            limit: PageRequest::DEFAULT_LIMIT,
-        },
-    )
-    .await?;
-    let name_of = |id: PolicyId| {
-        policies
-            .iter()
-            .find(|p| p.id == id)
-            .map(|p| p.name.clone())
-            .unwrap_or_default()
-    };
-    let rows = page
-        .items
-        .iter()
-        .map(|v| Row {
-            id: v.device.id,
-            hostname: v.device.hostname.clone(),
-            kind: v.device.kind.as_str(),
-            policy: name_of(v.device.policy_id),
-            connectivity: v.connectivity.as_str(),
-            sync: sync_label(v),
-            last_seen: when(v.device.last_seen_at),
-        })
-        .collect();
-    let next = page.next_cursor.map(|cursor| {
-        let next = ListQuery {
-            cursor: cursor.to_string(),
-            ..query.clone()
-        };
-        format!("/devices?{}", query_string(&next))
-    });
-    Ok(render(
-        StatusCode::OK,
-        &ListPage {
-            layout,
-            query,
-            policies,
-            rows,
-            next,
-        },
-    ))
 }
 
 /// One row of the field table.
@@ -231,15 +81,40 @@ struct DevicePage {
     lookup_error: Option<String>,
     problem: Option<Problem>,
     saved: bool,
+    /// What a save that went through left unchecked (ConnectWise unreachable, …).
+    warnings: Vec<String>,
+    history: Timeline,
+    /// The URL of the timeline's next (older) page.
+    older: Option<String>,
 }
 
-fn shown_value(value: Option<&Value>) -> String {
+pub(super) fn shown_value(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => "—".into(),
         Some(Value::Bool(b)) => if *b { "on" } else { "off" }.into(),
         Some(Value::String(s)) => s.clone(),
         Some(v) if v.get("set").is_some() => "set (secret)".into(),
         Some(v) => v.get("name").and_then(Value::as_str).unwrap_or("set").to_owned(),
+    }
+}
+
+/// What a device reported for a field, in words.
+pub(super) fn reported_label(reported: &ReportedRecord) -> String {
+    match reported.state.as_str() {
+        "inherited" => "In sync".into(),
+        "overridden" => "Overridden locally".into(),
+        "failed" => format!("Failed: {}", reported.error.as_deref().unwrap_or_default()),
+        other => other.to_owned(),
+    }
+}
+
+/// The local value a device reported for a field; a secret's is never shown, only that it
+/// differs.
+pub(super) fn local_value(path: &str, reported: Option<&ReportedRecord>) -> String {
+    match reported.and_then(|r| r.local_value.as_ref()) {
+        Some(_) if Catalog::get().is_secret(path) => "differs".into(),
+        Some(value) => shown_value(Some(value)),
+        None => String::new(),
     }
 }
 
@@ -259,27 +134,12 @@ fn field_row(f: FieldView) -> FieldRow {
             None => "—".into(),
         },
         locked: f.locked,
-        reported: match (state, record) {
-            ("", Some(_)) => "Pending".into(),
-            ("", None) => "—".into(),
-            ("inherited", _) => "In sync".into(),
-            ("overridden", _) => "Overridden locally".into(),
-            ("failed", _) => format!(
-                "Failed: {}",
-                reported.and_then(|r| r.error.clone()).unwrap_or_default()
-            ),
-            (other, _) => other.to_owned(),
+        reported: match (reported, record) {
+            (None, Some(_)) => "Pending".into(),
+            (None, None) => "—".into(),
+            (Some(reported), _) => reported_label(reported),
         },
-        local: reported
-            .and_then(|r| r.local_value.as_ref())
-            .map(|v| {
-                if Catalog::get().is_secret(&f.path) {
-                    "differs".into()
-                } else {
-                    shown_value(Some(v))
-                }
-            })
-            .unwrap_or_default(),
+        local: local_value(&f.path, reported),
         violation: record.is_some_and(|r| r.violation),
         overridden: state == "overridden",
         path: f.path,
@@ -328,16 +188,35 @@ async fn options(state: &AppState, ui: &Ui, policy: PolicyId, lookup: Lookup) ->
         .map_err(|e| e.detail)
 }
 
+/// What the device page shows besides the device: the outcome of a change, and which page of
+/// the timeline.
+#[derive(Default)]
+struct Shown {
+    problem: Option<Problem>,
+    saved: bool,
+    warnings: Vec<String>,
+    history: Option<Uuid>,
+}
+
 async fn device_page(
     state: &AppState,
     ui: &Ui,
     id: DeviceId,
-    problem: Option<Problem>,
-    saved: bool,
+    shown: Shown,
 ) -> Result<HttpResponse, ApiError> {
+    let Shown {
+        problem,
+        saved,
+        warnings,
+        history,
+    } = shown;
     let tenant = ui.user.tenant_id;
     let (view, fields) = field_audit::fields(state, tenant, id).await?;
     let policies = tree(state, ui, view.device.policy_id).await?;
+    let history = timeline(state, tenant, id, history, &policies).await?;
+    let older = history
+        .older
+        .map(|cursor| format!("/devices/{id}?history={cursor}#history-title"));
     let policy = view.device.policy_id;
     let mut company = device_control(&view, COMPANY_PATH, problem.as_ref());
     let mut billing: Vec<Control> = BILLING_PATHS
@@ -400,6 +279,9 @@ async fn device_page(
             lookup_error,
             problem,
             saved,
+            warnings,
+            history,
+            older,
         },
     ))
 }
@@ -407,6 +289,8 @@ async fn device_page(
 #[derive(Deserialize)]
 pub struct ShowQuery {
     saved: Option<String>,
+    /// The timeline's page: entries older than this one.
+    history: Option<String>,
 }
 
 pub async fn show(
@@ -420,7 +304,13 @@ pub async fn show(
         Ok(id) => id,
         Err(response) => return response,
     };
-    match device_page(&state, &ui, id, None, query.saved.is_some()).await {
+    let shown = Shown {
+        saved: query.saved.is_some(),
+        // An unknown cursor shows the newest page rather than an error: links keep working.
+        history: query.history.as_deref().and_then(|c| Uuid::parse_str(c).ok()),
+        ..Shown::default()
+    };
+    match device_page(&state, &ui, id, shown).await {
         Ok(response) => response,
         Err(error) => page::error_page(&ui.layout, &error),
     }
@@ -445,18 +335,29 @@ fn expected(form: &[(String, String)]) -> Expected {
         .map_or(Expected::Version(-1), Expected::Version)
 }
 
+/// The page after a change: a redirect to the saved device, or the page itself when the save
+/// went through with warnings (they would not survive a redirect) or was refused.
 async fn answer(
     state: &AppState,
     ui: &Ui,
     id: DeviceId,
-    outcome: Result<DeviceView, ApiError>,
+    outcome: Result<Vec<String>, ApiError>,
 ) -> HttpResponse {
-    match outcome {
-        Ok(_) => redirect(&format!("/devices/{id}?saved=1")),
-        Err(error) => match device_page(state, ui, id, Some(Problem::from(&error)), false).await {
-            Ok(response) => response,
-            Err(error) => page::error_page(&ui.layout, &error),
+    let shown = match outcome {
+        Ok(warnings) if warnings.is_empty() => return redirect(&format!("/devices/{id}?saved=1")),
+        Ok(warnings) => Shown {
+            saved: true,
+            warnings,
+            ..Shown::default()
         },
+        Err(error) => Shown {
+            problem: Some(Problem::from(&error)),
+            ..Shown::default()
+        },
+    };
+    match device_page(state, ui, id, shown).await {
+        Ok(response) => response,
+        Err(error) => page::error_page(&ui.layout, &error),
     }
 }
 
@@ -495,7 +396,7 @@ pub async fn save(
     let outcome =
         references::update_device(&state, &ui.actor(), id, expected(&form), edit, References::Check)
             .await
-            .map(|(view, _warnings)| view);
+            .map(|(_, warnings)| warnings);
     answer(&state, &ui, id, outcome).await
 }
 
@@ -519,7 +420,7 @@ pub async fn field_action(
         "reassert" => devices::reassert(&state, &ui.actor(), id, expected(&form), field_path).await,
         _ => return HttpResponse::NotFound().finish(),
     };
-    answer(&state, &ui, id, outcome).await
+    answer(&state, &ui, id, outcome.map(|_| Vec::new())).await
 }
 
 #[derive(Template)]

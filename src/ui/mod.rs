@@ -11,7 +11,10 @@ mod admin;
 mod assets;
 mod auth;
 mod dashboard;
+mod device_history;
+mod device_list;
 mod devices;
+mod field_audit;
 mod page;
 mod policies;
 mod policy_form;
@@ -46,7 +49,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(transfer::import)),
         )
         .route("/dashboard", web::get().to(dashboard::show))
-        .route("/devices", web::get().to(devices::list))
+        .route("/audit/overrides", web::get().to(field_audit::overrides))
+        .route("/audit/inherited", web::get().to(field_audit::inherited))
+        .route("/devices", web::get().to(device_list::list))
         .route("/devices/{id}", web::get().to(devices::show))
         .route("/devices/{id}", web::post().to(devices::save))
         .route("/devices/{id}/billing", web::get().to(devices::cascade))

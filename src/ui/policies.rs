@@ -41,6 +41,7 @@ struct PolicyPage {
     updated_at: String,
     is_root: bool,
     saved: Option<i32>,
+    warnings: Vec<String>,
     problem: Option<Problem>,
     /// The save lost a race (`412`): the version the form was read at.
     conflict: Option<i32>,
@@ -207,6 +208,8 @@ pub struct Shown {
     pub problem: Option<Problem>,
     pub submitted: Option<Vec<(String, String)>>,
     pub saved: Option<i32>,
+    /// What a save that went through left unchecked (ConnectWise unreachable, …).
+    pub warnings: Vec<String>,
     pub status: StatusCode,
 }
 
@@ -295,6 +298,7 @@ async fn page(state: &AppState, ui: Ui, id: PolicyId, shown: Shown) -> Result<Ht
         updated_at: detail.updated_at.format("%-d %b %Y %H:%M UTC").to_string(),
         is_root: node.parent_id.is_none(),
         saved: shown.saved,
+        warnings: shown.warnings,
         problem: shown.problem,
         conflict,
         credentials,
@@ -348,6 +352,7 @@ pub async fn show(
         problem: None,
         submitted: None,
         saved: query.saved,
+        warnings: Vec::new(),
         status: StatusCode::OK,
     };
     shown_or_error(&state, ui, id, shown).await
@@ -391,7 +396,20 @@ async fn apply(
     edit: PolicyEdit,
 ) -> HttpResponse {
     match policies::update(state, &ui.actor(), id, expected(&form), edit, References::Check).await {
-        Ok(saved) => redirect(&format!("/policies/{id}?saved={}", saved.detail.node.version)),
+        Ok(saved) if saved.warnings.is_empty() => {
+            redirect(&format!("/policies/{id}?saved={}", saved.detail.node.version))
+        }
+        // Shown at once: the warnings would not survive a redirect.
+        Ok(saved) => {
+            let shown = Shown {
+                problem: None,
+                submitted: None,
+                saved: Some(saved.detail.node.version),
+                warnings: saved.warnings,
+                status: StatusCode::OK,
+            };
+            shown_or_error(state, ui, id, shown).await
+        }
         Err(error) => {
             let status =
                 StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
@@ -399,6 +417,7 @@ async fn apply(
                 problem: Some(Problem::from(&error)),
                 submitted: Some(form),
                 saved: None,
+                warnings: Vec::new(),
                 status,
             };
             shown_or_error(state, ui, id, shown).await

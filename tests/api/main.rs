@@ -38,9 +38,11 @@ mod takeover;
 mod tenants;
 mod transfer;
 mod ui;
+mod ui_audit;
 mod ui_browser;
 mod ui_client;
 mod ui_pages;
+mod ui_scale;
 mod webdriver;
 
 mod helpers;

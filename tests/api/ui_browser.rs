@@ -9,7 +9,7 @@ use crate::devices::{inherited_report, pull, register, report};
 use crate::helpers::{PASSWORD, TestApp};
 use crate::policies::root_policy;
 use crate::webdriver::Browser;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 async fn app_with_mock() -> (TestApp, MockConnectWise) {
     let mock = MockConnectWise::start().await;
@@ -244,6 +244,26 @@ async fn the_source_documents_flow_works_in_a_browser() {
         assert_eq!(policy["in_sync"], expected, "{id}");
     }
     browser.screenshot("dashboard").await;
+
+    // Who overrides a field: the device now runs a board of its own; the dashboard's field
+    // picker leads to it, and from there to who still inherits that field.
+    let board = "ticketing.events.failed_backup.service_board";
+    let mut local = inherited_report(&config);
+    local["fields"][board] = json!({"state": "overridden", "value": {"id": 2, "name": "Local Desk"}});
+    assert_eq!(
+        report(&app, &device, &local).await.status(),
+        reqwest::StatusCode::OK
+    );
+    browser.goto(&app.url("/dashboard")).await;
+    browser.type_into("#field", board).await;
+    browser.click("#who-overrides").await;
+    let row = browser
+        .wait_for_text("#field-devices tbody", "appliance-1.local")
+        .await;
+    assert!(row.contains("Local Desk") && row.contains("Overridden"), "{row}");
+    browser.screenshot("who-overrides").await;
+    browser.click("#other-question").await;
+    browser.wait_for_text("#field-devices tbody", "No device.").await;
 
     // Usable at phone width: the page still renders its table (scrolling in its box).
     browser.resize(390, 844).await;

@@ -4,10 +4,10 @@ use super::policies::{decode_values, encode_values};
 use super::{Written, expect_version};
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
 use crate::db::entities::{device_fields, device_reregistrations};
-use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle};
+use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, Thresholds};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -187,9 +187,45 @@ pub struct DeviceFilter {
     pub reregistration_pending: Option<bool>,
     /// Devices whose hostname contains this text, ignoring case.
     pub hostname: Option<String>,
+    /// Devices overriding (or not) at least one locked field.
+    pub has_violations: Option<bool>,
+    /// Devices whose stored check-in times put them in one of these connectivity states.
+    pub connectivity: Option<ConnectivityFilter>,
 }
 
-fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
+/// The connectivity states asked for, at `now` with the tenant's thresholds: the rule of
+/// `domain::device::connectivity` in SQL, over the check-in times already written.
+#[derive(Debug, Clone)]
+pub struct ConnectivityFilter {
+    pub states: Vec<Connectivity>,
+    pub now: DateTime<Utc>,
+    pub thresholds: Thresholds,
+}
+
+impl ConnectivityFilter {
+    fn condition(&self) -> Condition {
+        let seen = Column::LastSeenAt;
+        let recent = self.now - self.thresholds.offline_after;
+        let due = self.now - self.thresholds.grace;
+        self.states.iter().fold(Condition::any(), |any, state| {
+            any.add(match state {
+                Connectivity::New => Condition::all().add(seen.is_null()),
+                Connectivity::Offline => Condition::all().add(seen.lt(recent)),
+                Connectivity::Stale => Condition::all()
+                    .add(seen.gte(recent))
+                    .add(Column::NextPullAfter.lt(due)),
+                Connectivity::Online => Condition::all().add(seen.gte(recent)).add(
+                    Condition::any()
+                        .add(Column::NextPullAfter.is_null())
+                        .add(Column::NextPullAfter.gte(due)),
+                ),
+            })
+        })
+    }
+}
+
+/// A device with a field matching `condition` in its field table.
+fn with_field(condition: sea_orm::sea_query::SimpleExpr) -> sea_orm::sea_query::SimpleExpr {
     Expr::exists(
         Query::select()
             .expr(Expr::val(1))
@@ -198,9 +234,13 @@ fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleEx
                 Expr::col((device_fields::Entity, device_fields::Column::DeviceId))
                     .equals((Entity, Column::Id)),
             )
-            .and_where(device_fields::Column::ReportedState.is_in(state.iter().copied()))
+            .and_where(condition)
             .to_owned(),
     )
+}
+
+fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
+    with_field(device_fields::Column::ReportedState.is_in(state.iter().copied()))
 }
 
 pub async fn list(
@@ -254,6 +294,13 @@ pub async fn list(
             query = query.filter(if wanted { exists } else { exists.not() });
         }
     }
+    if let Some(wanted) = filter.has_violations {
+        let exists = with_field(device_fields::Column::Violation.eq(true));
+        query = query.filter(if wanted { exists } else { exists.not() });
+    }
+    if let Some(connectivity) = &filter.connectivity {
+        query = query.filter(connectivity.condition());
+    }
     if let Some(due_before) = filter.due_before {
         query = query.filter(Column::NextPullAfter.lt(due_before));
     }
@@ -273,6 +320,83 @@ pub async fn list(
         );
     }
     all(query.all(conn).await?)
+}
+
+/// What the dashboards count of an active device, without its identity or values.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    pub id: DeviceId,
+    pub policy_id: PolicyId,
+    /// Values of its own or fields to reassert: its config is its own, not its policy's.
+    pub own_config: bool,
+    pub served_hash: Option<String>,
+    pub applied_hash: Option<String>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub next_pull_after: Option<DateTime<Utc>>,
+}
+
+type StatusTuple = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+/// Every active device of the tenant as the dashboards count it: a few columns a device, so a
+/// fleet-wide count reads no more than it needs.
+pub async fn status_rows(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<Vec<StatusRow>, DbErr> {
+    let rows: Vec<StatusTuple> = Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::PolicyId)
+        .column(Column::DeviceValues)
+        .column(Column::Reassert)
+        .column(Column::ServedHash)
+        .column(Column::AppliedHash)
+        .column(Column::LastSeenAt)
+        .column(Column::NextPullAfter)
+        .filter(Column::TenantId.eq(tenant.0))
+        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, policy, values, reassert, served, applied, seen, next)| StatusRow {
+                id: DeviceId(id),
+                policy_id: PolicyId(policy),
+                // How the empty map and set are stored; anything else counts as a config of its own.
+                own_config: values != "{}" || reassert != "[]",
+                served_hash: served,
+                applied_hash: applied,
+                last_seen_at: seen,
+                next_pull_after: next,
+            },
+        )
+        .collect())
+}
+
+/// The tenant's devices among `ids`, read in chunks of bounded size.
+pub async fn get_many(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    ids: &[DeviceId],
+) -> Result<Vec<Device>, DbErr> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let models = Entity::find()
+            .filter(Column::TenantId.eq(tenant.0))
+            .filter(Column::Id.is_in(chunk.iter().map(|d| d.0)))
+            .all(conn)
+            .await?;
+        found.extend(all(models)?);
+    }
+    Ok(found)
 }
 
 pub async fn count_for_policy(

@@ -187,7 +187,7 @@ pub async fn list_devices(
             .filter(|s| *s)
             .map(|_| state.clock.now() - state.config.thresholds().grace),
         reregistration_pending: q.reregistration_pending,
-        hostname: None,
+        ..DeviceFilter::default()
     };
     let page = devices::list(&state, caller.tenant_id, filter, page).await?;
     Ok(HttpResponse::Ok().json(PageResponse::from_page(page, DeviceResponse::from)))
