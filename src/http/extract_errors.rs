@@ -104,6 +104,11 @@ pub fn query_error(error: QueryPayloadError, req: &HttpRequest) -> actix_web::Er
 }
 
 pub fn path_error(error: PathError, req: &HttpRequest) -> actix_web::Error {
+    // `PATCH /devices/settings:bulk` reaches `PATCH /devices/{device_id}`: the route spelled out
+    // in full takes other methods, which is the answer the client needs.
+    if let Some(response) = crate::http::problem::method_not_allowed(req) {
+        return actix_web::error::InternalError::from_response("method not allowed", response).into();
+    }
     let message = match &error {
         PathError::Deserialize(inner) => inner.to_string(),
         _ => String::new(),

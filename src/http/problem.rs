@@ -157,13 +157,39 @@ static API_ROUTES: LazyLock<Vec<(ResourceDef, Vec<&'static str>)>> = LazyLock::n
 /// that takes other methods (each route answers one method, so actix itself only sees "no
 /// route"), else `404`.
 pub async fn api_route_not_found(req: HttpRequest) -> HttpResponse {
-    let allowed: Vec<&str> = API_ROUTES
+    match method_not_allowed(&req) {
+        Some(response) => response,
+        None => route_not_found(req).await,
+    }
+}
+
+/// The methods the request's path takes. A route spelled out in full (`/devices/settings:bulk`)
+/// wins over one with a parameter that its text also fits (`/devices/{device_id}`).
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let matching: Vec<_> = API_ROUTES
         .iter()
-        .filter(|(pattern, _)| pattern.is_match(req.path()))
-        .flat_map(|(_, methods)| methods.iter().copied())
+        .filter(|(pattern, _)| pattern.is_match(path))
         .collect();
+    let literal: Vec<_> = matching
+        .iter()
+        .filter(|(pattern, _)| !pattern.pattern().unwrap_or("{").contains('{'))
+        .collect();
+    let chosen: Vec<_> = if literal.is_empty() {
+        matching.iter().collect()
+    } else {
+        literal
+    };
+    chosen
+        .into_iter()
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect()
+}
+
+/// `405` with `Allow` when the request's path is a route that does not take its method.
+pub fn method_not_allowed(req: &HttpRequest) -> Option<HttpResponse> {
+    let allowed = allowed_methods(req.path());
     if allowed.is_empty() || allowed.contains(&req.method().as_str()) {
-        return route_not_found(req).await;
+        return None;
     }
     let allow = allowed.join(", ");
     let mut response = ApiError::new(
@@ -174,5 +200,5 @@ pub async fn api_route_not_found(req: HttpRequest) -> HttpResponse {
     if let Ok(value) = header::HeaderValue::from_str(&allow) {
         response.headers_mut().insert(header::ALLOW, value);
     }
-    response
+    Some(response)
 }

@@ -164,6 +164,7 @@ pub struct BillingResponse {
 #[into_params(parameter_in = Query)]
 pub struct BillingQuery {
     /// Only this ConnectWise company (its id, 1 to 2147483647).
+    #[param(minimum = 1, maximum = 2147483647)]
     pub company_id: Option<i64>,
 }
 

@@ -321,10 +321,8 @@ pub struct FieldChangeResponse {
     /// `added`, `removed` or `changed`.
     pub change: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub before: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub after: Option<Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub secret: bool,
@@ -473,8 +471,10 @@ pub async fn get_rollback_impact(
 pub struct ImportImpactQuery {
     pub cursor: Option<Uuid>,
     /// Devices per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
     /// `false` skips the ConnectWise reference check (as on import).
+    #[param(pattern = "^(true|false|connectwise)$")]
     pub validate: Option<String>,
 }
 

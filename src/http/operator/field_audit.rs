@@ -327,6 +327,7 @@ pub struct InheritedQuery {
     pub version: Option<i32>,
     /// Only devices that reported applying it (`inherited`) or that have not reported it
     /// yet (`not_reported`); both by default.
+    #[param(inline)]
     pub state: Option<InheritedStateDto>,
     pub cursor: Option<Uuid>,
     /// 1–200 (default 50).
@@ -394,6 +395,7 @@ pub struct OverridesQuery {
     /// Only this setting path (default: every field; an unknown path is a `422`).
     pub field: Option<String>,
     /// Only allowed overrides or only violations (default: both).
+    #[param(inline)]
     pub state: Option<OverrideStateDto>,
     /// The `next_cursor` of the previous page.
     #[param(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\..+$")]

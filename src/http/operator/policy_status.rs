@@ -18,6 +18,7 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PolicyDevicesQuery {
+    #[param(inline)]
     pub state: Option<PolicyDeviceStateDto>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,

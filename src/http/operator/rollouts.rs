@@ -193,6 +193,7 @@ pub struct RolloutsQuery {
     pub policy_id: Option<Uuid>,
     pub cursor: Option<Uuid>,
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 
