@@ -124,6 +124,29 @@ async fn a_wrong_method_on_a_known_path_is_405_with_allow() {
     assert_eq!(wrong_method.headers()["allow"], "GET, DELETE, PATCH");
     assert_problem(wrong_method, 405, "method_not_allowed").await;
 
+    // A route spelled out in full wins over a parameter route its text also fits:
+    // `PATCH /devices/settings:bulk` is not `PATCH /devices/{device_id}` with a bad id.
+    let bulk = app
+        .request(
+            reqwest::Method::PATCH,
+            "/api/v1/devices/settings:bulk",
+            Some(token),
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bulk.headers()["allow"], "POST");
+    assert_problem(bulk, 405, "method_not_allowed").await;
+    // A bad id on a parameter route is still a 400.
+    let bad_id = app
+        .request(reqwest::Method::PATCH, "/api/v1/devices/not-a-uuid", Some(token))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_id, 400, "invalid_path").await;
+
     // An unknown path stays a 404.
     let unknown = put("/api/v1/policies/x/nothing", Some(token)).await.unwrap();
     assert_problem(unknown, 404, "route_not_found").await;
