@@ -10,7 +10,7 @@ use crate::domain::catalog::Catalog;
 use crate::domain::device::ReportedRecord;
 use crate::domain::resolve::Source;
 use crate::domain::sync::SyncState;
-use crate::domain::{DeviceId, Expected, PolicyId, Role};
+use crate::domain::{DeviceId, PolicyId, Role};
 use crate::error::ApiError;
 use crate::services::connectwise::{self, Lookup};
 use crate::services::devices::{self, DeviceEdit, DeviceView};
@@ -329,12 +329,6 @@ async fn editing(
     Ok((ui, id))
 }
 
-fn expected(form: &[(String, String)]) -> Expected {
-    field(form, "version")
-        .and_then(|v| v.parse().ok())
-        .map_or(Expected::Version(-1), Expected::Version)
-}
-
 /// The page after a change: a redirect to the saved device, or the page itself when the save
 /// went through with warnings (they would not survive a redirect) or was refused.
 async fn answer(
@@ -393,10 +387,16 @@ pub async fn save(
         Value::Bool(field(&form, "billing.enabled").is_some()),
     );
     // The same path as the API's PATCH: references checked against ConnectWise first.
-    let outcome =
-        references::update_device(&state, &ui.actor(), id, expected(&form), edit, References::Check)
-            .await
-            .map(|(_, warnings)| warnings);
+    let outcome = references::update_device(
+        &state,
+        &ui.actor(),
+        id,
+        page::expected(&form),
+        edit,
+        References::Check,
+    )
+    .await
+    .map(|(_, warnings)| warnings);
     answer(&state, &ui, id, outcome).await
 }
 
@@ -416,8 +416,8 @@ pub async fn field_action(
     };
     let field_path = field(&form, "path").unwrap_or_default();
     let outcome = match action.as_str() {
-        "adopt" => devices::adopt(&state, &ui.actor(), id, expected(&form), field_path).await,
-        "reassert" => devices::reassert(&state, &ui.actor(), id, expected(&form), field_path).await,
+        "adopt" => devices::adopt(&state, &ui.actor(), id, page::expected(&form), field_path).await,
+        "reassert" => devices::reassert(&state, &ui.actor(), id, page::expected(&form), field_path).await,
         _ => return HttpResponse::NotFound().finish(),
     };
     answer(&state, &ui, id, outcome.map(|_| Vec::new())).await

@@ -2,8 +2,8 @@
 //! how a service error is shown.
 
 use super::session::{SESSION_COOKIE, SignedIn, cookie, same_token};
-use crate::domain::Role;
 use crate::domain::audit::Actor;
+use crate::domain::{Expected, Role};
 use crate::error::ApiError;
 use crate::http::request_context::RequestId;
 use crate::services;
@@ -139,6 +139,13 @@ pub fn check_csrf(ui: &Ui, req: &HttpRequest, form: &[(String, String)]) -> Resu
             ))
         }
     }
+}
+
+/// The version the form was read at: a save against a newer one is refused with `412`.
+pub fn expected(form: &[(String, String)]) -> Expected {
+    field(form, "version")
+        .and_then(|v| v.parse().ok())
+        .map_or(Expected::Version(-1), Expected::Version)
 }
 
 /// The first value of a form field.

@@ -4,7 +4,7 @@
 use super::page::{self, Layout, Problem, Ui, field, redirect, render};
 use super::policy_form::{self, CREDENTIAL_PATHS, Control, EventRow, Inputs, Opt, SECRET_PATH};
 use crate::domain::policy::SettingValue;
-use crate::domain::{Expected, PolicyId, Role};
+use crate::domain::{PolicyId, Role};
 use crate::error::{ApiError, Code};
 use crate::services::connectwise::{self, CredentialSource, Lookup, RawCredentials, Tested};
 use crate::services::policies::{self, PolicyEdit};
@@ -381,13 +381,6 @@ async fn editing(
     Ok((ui, id))
 }
 
-/// The version the form was read at: a save against a newer one is refused with `412`.
-fn expected(form: &[(String, String)]) -> Expected {
-    field(form, "version")
-        .and_then(|v| v.parse().ok())
-        .map_or(Expected::Version(-1), Expected::Version)
-}
-
 async fn apply(
     state: &AppState,
     ui: Ui,
@@ -395,7 +388,16 @@ async fn apply(
     form: Vec<(String, String)>,
     edit: PolicyEdit,
 ) -> HttpResponse {
-    match policies::update(state, &ui.actor(), id, expected(&form), edit, References::Check).await {
+    match policies::update(
+        state,
+        &ui.actor(),
+        id,
+        page::expected(&form),
+        edit,
+        References::Check,
+    )
+    .await
+    {
         Ok(saved) if saved.warnings.is_empty() => {
             redirect(&format!("/policies/{id}?saved={}", saved.detail.node.version))
         }
