@@ -196,24 +196,45 @@ impl Browser {
         }
     }
 
+    /// Calls `/element/{id}{action}` on the element matching `css`. htmx may replace the
+    /// element between the lookup and the call (a stale reference); then it is looked up again.
+    async fn on_element(&self, css: &str, action: &str, body: Option<Value>) -> Value {
+        let started = Instant::now();
+        loop {
+            let element = self.find(css).await;
+            let method = match body {
+                Some(_) => reqwest::Method::POST,
+                None => reqwest::Method::GET,
+            };
+            let path = format!("/element/{}{action}", element.0);
+            let value = self.call(method, &path, body.clone()).await;
+            let Some(error) = value.get("error") else {
+                return value;
+            };
+            let stale = error == "stale element reference"
+                || value["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("does not belong to the document"));
+            assert!(
+                stale && started.elapsed() < WAIT,
+                "WebDriver {path} on `{css}`: {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        self.post(&format!("/element/{}/click", element.0), json!({}))
-            .await;
+        self.on_element(css, "/click", Some(json!({}))).await;
     }
 
     /// Replaces the text of an input.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let element = self.find(css).await;
-        self.post(&format!("/element/{}/clear", element.0), json!({}))
-            .await;
-        self.post(&format!("/element/{}/value", element.0), json!({"text": text}))
-            .await;
+        self.on_element(css, "/clear", Some(json!({}))).await;
+        self.on_element(css, "/value", Some(json!({"text": text}))).await;
     }
 
     pub async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.get(&format!("/element/{}/text", element.0))
+        self.on_element(css, "/text", None)
             .await
             .as_str()
             .unwrap_or_default()
@@ -225,12 +246,7 @@ impl Browser {
         let started = Instant::now();
         loop {
             let text = match self.try_find(css).await {
-                Some(element) => self
-                    .get(&format!("/element/{}/text", element.0))
-                    .await
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
+                Some(_) => self.text(css).await,
                 None => String::new(),
             };
             if text.contains(wanted) {
@@ -273,24 +289,20 @@ impl Browser {
 
     /// Chooses `file` in the file input `css`.
     pub async fn send_file(&self, css: &str, file: &Path) {
-        let element = self.find(css).await;
         let text = file.to_str().unwrap();
-        self.post(&format!("/element/{}/value", element.0), json!({"text": text}))
-            .await;
+        self.on_element(css, "/value", Some(json!({"text": text}))).await;
     }
 
     /// A DOM property of the element matching `css`.
     pub async fn property(&self, css: &str, name: &str) -> Value {
-        let element = self.find(css).await;
-        self.get(&format!("/element/{}/property/{name}", element.0)).await
+        self.on_element(css, &format!("/property/{name}"), None).await
     }
 
     /// Waits until the value of input `css` contains `wanted`.
     pub async fn wait_for_value(&self, css: &str, wanted: &str) {
         let started = Instant::now();
         loop {
-            let element = self.find(css).await;
-            let value = self.get(&format!("/element/{}/property/value", element.0)).await;
+            let value = self.property(css, "value").await;
             if value.as_str().is_some_and(|v| v.contains(wanted)) {
                 return;
             }
