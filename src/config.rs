@@ -136,6 +136,7 @@ pub const KEYS: &[&str] = &[
     "job_rollout_interval_seconds",
     "retention_days",
     "pull_cache_bytes",
+    "device_cache_bytes",
     "metrics_bind",
     "metrics_per_tenant",
     "tls_cert_file",
@@ -188,6 +189,9 @@ pub struct Config {
     pub retention_days: u64,
     /// Built effective configs kept in memory, in estimated bytes (they hold secrets in clear).
     pub pull_cache_bytes: usize,
+    /// Devices (behind their credentials) kept in memory for pulls, in estimated bytes: about
+    /// 800 bytes per device without values of its own.
+    pub device_cache_bytes: usize,
     /// Where `/metrics` is served; `None` serves it nowhere. Never on the main listener.
     pub metrics_bind: Option<String>,
     /// Device counts per tenant id instead of totals only.
@@ -239,6 +243,7 @@ impl Default for Config {
             job_rollout_interval_seconds: 30,
             retention_days: 400,
             pull_cache_bytes: 64 * 1024 * 1024,
+            device_cache_bytes: 128 * 1024 * 1024,
             metrics_bind: None,
             metrics_per_tenant: false,
             tls_cert_file: None,
@@ -374,6 +379,7 @@ impl Config {
             }
             "retention_days" => self.retention_days = number(&value).map_err(invalid)?,
             "pull_cache_bytes" => self.pull_cache_bytes = number(&value).map_err(invalid)?,
+            "device_cache_bytes" => self.device_cache_bytes = number(&value).map_err(invalid)?,
             "metrics_bind" => self.metrics_bind = non_empty(value),
             "metrics_per_tenant" => self.metrics_per_tenant = boolean(&value).map_err(invalid)?,
             "tls_cert_file" => self.tls_cert_file = non_empty(value).map(PathBuf::from),

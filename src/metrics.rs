@@ -50,6 +50,9 @@ struct Inner {
     job_runs: BTreeMap<(String, &'static str), u64>,
     job_duration: BTreeMap<String, Histogram>,
     checkins_flushed: u64,
+    /// Device credential lookups answered from memory, and from the database.
+    directory_hits: u64,
+    directory_misses: u64,
 }
 
 /// The process's metrics.
@@ -108,6 +111,16 @@ impl Metrics {
     /// Replaces the device counts by tenant id and connectivity.
     pub fn set_devices(&self, counts: BTreeMap<(String, String), u64>) {
         self.inner.lock().expect("metrics").devices = counts;
+    }
+
+    /// A device credential looked up: in memory (`hit`) or in the database.
+    pub fn device_directory(&self, hit: bool) {
+        let mut inner = self.inner.lock().expect("metrics");
+        if hit {
+            inner.directory_hits += 1;
+        } else {
+            inner.directory_misses += 1;
+        }
     }
 
     pub fn checkins_flushed(&self, n: u64) {
@@ -199,6 +212,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE gmp_checkins_flushed_total counter");
         let _ = writeln!(out, "gmp_checkins_flushed_total {}", inner.checkins_flushed);
+        let _ = writeln!(
+            out,
+            "# HELP gmp_device_lookups_total Device credential lookups, answered from memory (hit) or the database (miss)."
+        );
+        let _ = writeln!(out, "# TYPE gmp_device_lookups_total counter");
+        for (result, n) in [("hit", inner.directory_hits), ("miss", inner.directory_misses)] {
+            let _ = writeln!(out, "gmp_device_lookups_total{{result=\"{result}\"}} {n}");
+        }
         if let Some(pool) = pool {
             let _ = writeln!(
                 out,

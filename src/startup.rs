@@ -90,6 +90,8 @@ impl Application {
         let shutdown_timeout = config.shutdown_timeout_seconds;
         let workers = config.workers;
         let state = web::Data::new(AppState::new(db, config, keys, clock));
+        // Pulls are answered from memory only while this replica hears every change.
+        db::changes::subscribe(&state.db, state.directory.clone());
 
         let app_state = state.clone();
         let mut server = HttpServer::new(move || http::app(app_state.clone()))

@@ -13,6 +13,7 @@ use crate::connectwise::{
 use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
+use crate::services::device_directory::DeviceDirectory;
 use crate::services::effective::EffectiveCache;
 use crate::services::served_audit::ServedQueue;
 use crate::services::sessions::SessionEpochs;
@@ -37,6 +38,9 @@ pub struct AppState {
     pub checkins: Arc<CheckinBuffer>,
     /// Effective configs built once per policy revision (see `services::effective`).
     pub effective: Arc<EffectiveCache>,
+    /// Devices behind credentials and tenants' pull facts, in memory (see
+    /// `services::device_directory`).
+    pub directory: Arc<DeviceDirectory>,
     /// What pulls served, waiting to be written to the field audit.
     pub served: Arc<ServedQueue>,
     /// Current session epochs of operators, cached briefly (see `services::sessions`).
@@ -82,6 +86,7 @@ impl AppState {
             checkins: Arc::new(CheckinBuffer::new(config.checkin_buffer_capacity)),
             sessions: Arc::new(SessionEpochs::default()),
             effective: Arc::new(EffectiveCache::new(config.pull_cache_bytes)),
+            directory: Arc::new(DeviceDirectory::new(config.device_cache_bytes)),
             served: Arc::new(ServedQueue::new(config.checkin_buffer_capacity)),
             hashing: HashPool::new(
                 config

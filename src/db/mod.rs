@@ -3,6 +3,7 @@
 //! `entities` are the sea-orm table models; nothing outside `db` uses them. Repositories return
 //! domain types and take the `TenantId` of the authenticated caller as their first argument.
 
+pub mod changes;
 mod entities;
 pub mod repo;
 mod write;

@@ -8,6 +8,7 @@
 //! error (a `503` with `Retry-After`). On PostgreSQL there is no queue: rows are locked as they
 //! are read (`FOR UPDATE` in the repositories).
 
+use super::changes::{self, Change};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
@@ -49,6 +50,9 @@ fn queue_for(db: &DatabaseConnection) -> Option<Arc<Semaphore>> {
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     _turn: Option<OwnedSemaphorePermit>,
+    /// The database, as `changes` names it, and what this transaction announced.
+    database: String,
+    changes: Mutex<Vec<Change>>,
 }
 
 /// Starts a transaction that will write. On SQLite it waits for this database's writer turn,
@@ -70,12 +74,29 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
             ..TransactionOptions::default()
         })
         .await?;
-    Ok(WriteTxn { txn, _turn: turn })
+    Ok(WriteTxn {
+        txn,
+        _turn: turn,
+        database: changes::identity(db),
+        changes: Mutex::new(Vec::new()),
+    })
 }
 
 impl WriteTxn {
+    /// Commits, then tells this process's caches what the transaction changed.
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await
+        self.txn.commit().await?;
+        let changes = self.changes.into_inner().unwrap_or_else(|e| e.into_inner());
+        changes::committed(&self.database, &changes);
+        Ok(())
+    }
+
+    /// Remembers a change announced in this transaction (see `changes::announce`).
+    pub(super) fn note_change(&self, change: Change) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(change);
     }
 
     pub async fn rollback(self) -> Result<(), DbErr> {

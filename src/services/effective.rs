@@ -3,13 +3,14 @@
 //! A device's effective config depends only on its tenant's policy tree (identified by the
 //! tenant's *policy revision*, bumped by every policy write) and, when the device has values of
 //! its own or fields to reassert, on the device's version. So the config is resolved, hashed and
-//! serialised once per such key and kept here; a pull looks it up after reading the credential
-//! and the revision. Devices without values of their own share one entry per policy, so what
+//! serialised once per such key and kept here; a pull looks it up after finding the device and
+//! the revision (in the device directory, `device_directory`). Devices without values of their own share one entry per policy, so what
 //! is cached per device is nothing for most devices, and one entry for the others.
 //!
 //! Entries hold the body fragment with secrets in clear: memory only, never logged (`Built`'s
 //! `Debug` hides it), bounded in bytes (`pull_cache_bytes`), least recently used evicted first.
 
+use super::device_directory::PullFacts;
 use crate::cache::{BoundedCache, Bounds};
 use crate::db::repo::{policies, rollouts, tenants};
 use crate::domain::device::{Device, ServedField, config_hash, served_fields};
@@ -208,9 +209,18 @@ pub async fn current_tree(
     state: &AppState,
     tenant: TenantId,
 ) -> Result<(i64, u32, Arc<TenantView>), ApiError> {
-    let (revision, interval) = tenants::pull_facts(&state.db, tenant)
-        .await?
-        .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
+    let PullFacts { revision, interval } = match state.directory.tenant(tenant) {
+        Some(facts) => facts,
+        None => {
+            let since = state.directory.since();
+            let (revision, interval) = tenants::pull_facts(&state.db, tenant)
+                .await?
+                .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
+            let facts = PullFacts { revision, interval };
+            state.directory.keep_tenant(tenant, facts, since);
+            facts
+        }
+    };
     if let Some(tree) = state.effective.tree(tenant, revision) {
         return Ok((revision, interval, tree));
     }

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod bulk_settings;
 pub mod checkins;
 pub mod connectwise;
+pub mod device_directory;
 pub mod devices;
 pub mod drafts;
 pub mod effective;

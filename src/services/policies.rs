@@ -7,6 +7,7 @@ pub use super::policy_edit::PolicyEdit;
 use super::references::{self, References};
 use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
 use crate::db;
+use crate::db::changes::Announce;
 use crate::db::repo::policies::{self as repo, PolicySummary, VersionMeta};
 use crate::db::repo::{policy_drafts as drafts_repo, rollouts as rollouts_repo};
 use crate::domain::audit::{Actor, NewEntry};
@@ -109,7 +110,7 @@ pub(super) fn policy_entry(action: &'static str, id: PolicyId, changes: Vec<Chan
 
 /// The root policy of a new tenant; called inside the tenant's creation transaction.
 pub async fn create_root(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     actor: &Actor,
     tenant: TenantId,
 ) -> Result<PolicyId, ApiError> {

@@ -1,8 +1,9 @@
 //! The pull of the device protocol: what a device gets when it asks for its config.
 //!
-//! Per pull: the credential read (the device row), one read by primary key of the tenant's
-//! policy revision and pull interval, then everything from memory: the tree and the built
-//! config are cached per revision (see `effective`). A `304` is decided from the cached hash; a
+//! In the steady state a pull reads nothing from the database: the device behind the
+//! credential and its tenant's policy revision and pull interval come from the device directory
+//! (`device_directory`), the tree and the built config from the effective cache (`effective`),
+//! both kept current by the changes writes announce. A `304` is decided from the cached hash; a
 //! `200` writes the cached body fragment behind the device's own fields. The check-in and the
 //! served-field audit are buffered and written in batches, never on the request path (a device
 //! coming back from stale or offline is the one rare write).
@@ -68,6 +69,7 @@ pub async fn pull(
     let built = built(state, &tree, &device, revision)?;
     let next_pull_after = device::next_pull_after(device.id.0, interval, now, rand::random::<f64>());
     checkins::record(state, tenant, device.id, now, next_pull_after).await?;
+    state.directory.pulled(device.id, now);
 
     let audited = device.audited_key.as_deref() == Some(built.audit_key.as_str());
     let queued = state.served.queued_key(device.id).as_deref() == Some(built.audit_key.as_str());

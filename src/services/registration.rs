@@ -230,6 +230,12 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, 
         )
     };
     let digest = token::digest(credential);
+    if let Some(device) = state.directory.device(&digest) {
+        state.metrics.device_directory(true);
+        return Ok(device);
+    }
+    state.metrics.device_directory(false);
+    let since = state.directory.since();
     let Some(device) = devices::find_by_credential(&state.db, &digest).await? else {
         if device_reregistrations::is_pending(&state.db, &digest).await? {
             return Err(reregistrations::waiting());
@@ -242,5 +248,6 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, 
             "this device was decommissioned",
         ));
     }
+    state.directory.keep_device(&digest, &device, since);
     Ok(device)
 }

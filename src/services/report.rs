@@ -6,13 +6,13 @@ use super::registration::identity_text;
 use super::served_audit;
 use crate::db;
 use crate::db::repo::devices::ReportOutcome;
-use crate::db::repo::{device_fields, devices};
-use crate::domain::FieldError;
+use crate::db::repo::{Written, device_fields, devices};
 use crate::domain::billing::Usage;
 use crate::domain::device::{
     self, Device, FieldRecord, RawReportedField, ReportedRecord, ReportedState, ServedField, canonical_json,
 };
 use crate::domain::validation::Validator;
+use crate::domain::{Expected, FieldError};
 use crate::error::ApiError;
 use crate::state::AppState;
 use serde_json::{Map, Value, json};
@@ -83,10 +83,15 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
     let served = effective::built(state, &tree, &device, revision)?.served.clone();
 
     let txn = db::begin_write(&state.db).await?;
+    // The fields to reassert as stored now: the device authenticated from memory, and an
+    // operator may have asked for more on another replica within the last second.
+    let mut reassert = match devices::get_for_update(&txn, tenant, device.id, Expected::Any).await? {
+        Written::Done(stored) => stored.reassert,
+        Written::Missing | Written::Stale => device.reassert.clone(),
+    };
     let mut current = device_fields::load(&txn, tenant, device.id).await?;
     let mut fields_changed = 0;
     let mut violations = Vec::new();
-    let mut reassert = device.reassert.clone();
     for (path, state_now) in &states {
         let mut record = current.remove(path).unwrap_or_else(|| FieldRecord {
             device_id: device.id,

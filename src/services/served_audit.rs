@@ -10,6 +10,7 @@
 //! device's audit key is still the old one, so its next pull queues the update again.
 
 use crate::db;
+use crate::db::changes::Announce;
 use crate::db::repo::{device_fields, devices};
 use crate::domain::device::{FieldRecord, ReportedRecord, ServedField};
 use crate::domain::{DeviceId, TenantId};
@@ -130,7 +131,7 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
     Ok(written)
 }
 
-async fn write_one(conn: &impl ConnectionTrait, device: DeviceId, served: &Served) -> Result<(), ApiError> {
+async fn write_one(conn: &impl Announce, device: DeviceId, served: &Served) -> Result<(), ApiError> {
     devices::record_served(conn, served.tenant, device, &served.hash, &served.key).await?;
     record_fields(conn, served.tenant, device, &served.fields, served.at).await
 }

@@ -3,6 +3,7 @@
 use super::operators::{NewOperatorInput, insert_valid};
 use super::{Page, PageRequest, audit, conflict_if_duplicate, policies, written};
 use crate::db;
+use crate::db::changes::Announce;
 use crate::db::repo::{expect_version, tenants};
 use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::diff::Change;
@@ -10,7 +11,6 @@ use crate::domain::validation::Validator;
 use crate::domain::{Expected, FieldError, Operator, Role, Tenant, TenantId, TenantName};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
-use sea_orm::ConnectionTrait;
 
 /// A new tenant, its root policy and its first admin, created together or not at all.
 pub async fn create(
@@ -61,7 +61,7 @@ fn tenant_entry(action: &'static str, tenant: &Tenant, changes: Vec<Change>) -> 
 
 /// Inserts the tenant row with its root policy and records both; a taken name is a 409.
 pub async fn insert_tenant(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     actor: &Actor,
     name: &TenantName,
 ) -> Result<Tenant, ApiError> {

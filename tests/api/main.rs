@@ -11,6 +11,7 @@ mod cli;
 mod connectwise;
 mod connectwise_mock;
 mod deploy;
+mod device_directory;
 pub mod devices;
 mod docs;
 mod edge;

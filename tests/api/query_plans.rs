@@ -11,6 +11,7 @@ use crate::helpers::TestApp;
 use gmp::auth::token;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
+use gmp::db::changes::{Announce, Change};
 use gmp::db::repo::{
     billing_usage, device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants,
 };
@@ -50,6 +51,12 @@ impl Recording<'_> {
     fn record(&self, statement: &Statement) {
         self.statements.lock().unwrap().push(statement.clone());
     }
+}
+
+/// The server announces pull-state changes through its write transactions only; here the
+/// announcing statement is recorded and explained like the others.
+impl Announce for Recording<'_> {
+    fn note(&self, _: Change) {}
 }
 
 #[async_trait::async_trait]

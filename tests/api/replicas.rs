@@ -98,7 +98,18 @@ async fn replicas_on_one_database_stay_consistent() {
         .unwrap();
     assert_eq!(read["uses"], 4);
 
-    // A policy saved through replica 0 is served by replica 1 on the very next pull.
+    // Replica 1 keeps the device in memory after its first pull there.
+    let device = &credentials[0];
+    let first = client
+        .get(url(1, "/device/v1/config"))
+        .bearer_auth(device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+
+    // A policy saved through replica 0 is served by replica 1 within the documented bound
+    // (one second; the pull-rate limit makes the device wait longer anyway).
     let saved = client
         .patch(&session.policy_url)
         .bearer_auth(token)
@@ -108,7 +119,7 @@ async fn replicas_on_one_database_stay_consistent() {
         .await
         .unwrap();
     assert_eq!(saved.status(), StatusCode::OK);
-    let device = &credentials[0];
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let pulled: Value = client
         .get(url(1, "/device/v1/config"))
         .bearer_auth(device)
@@ -135,7 +146,7 @@ async fn replicas_on_one_database_stay_consistent() {
     assert_eq!(moved.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(3200)).await;
     let again: Value = client
-        .get(url(0, "/device/v1/config"))
+        .get(url(1, "/device/v1/config"))
         .bearer_auth(device)
         .send()
         .await
@@ -144,6 +155,40 @@ async fn replicas_on_one_database_stay_consistent() {
         .await
         .unwrap();
     assert_eq!(again["settings"]["connectwise.public_key"], "RotatedKey9876");
+
+    // A device decommissioned through replica 0 is refused by replica 1, which had it in
+    // memory, within the bound.
+    let other = &credentials[1];
+    let pulled = client
+        .get(url(1, "/device/v1/config"))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pulled.status(), StatusCode::OK);
+    let other_id = pulled.json::<Value>().await.unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decommissioned = client
+        .post(url(0, &format!("/api/v1/devices/{other_id}/decommission")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        decommissioned.status().is_success(),
+        "{}",
+        decommissioned.status()
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let refused = client
+        .get(url(1, "/device/v1/config"))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 
     // Two replicas saving from the same version: exactly one wins; no version repeats.
     let body = json!({"set": {"ticketing.events.pool_status.enabled": false}});

@@ -2,6 +2,7 @@
 
 use super::policies::{decode_values, encode_values};
 use super::{Written, expect_version};
+use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
 use crate::db::entities::{device_fields, device_reregistrations};
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, Thresholds};
@@ -413,7 +414,7 @@ pub async fn count_for_policy(
 
 /// Stores what operators change on a device (assignment, device values, reassert) and bumps
 /// its version.
-pub async fn save_operator_state(conn: &impl ConnectionTrait, device: &Device) -> Result<(), DbErr> {
+pub async fn save_operator_state(conn: &impl Announce, device: &Device) -> Result<(), DbErr> {
     Entity::update_many()
         .col_expr(Column::PolicyId, Expr::value(device.policy_id.0))
         .col_expr(
@@ -426,8 +427,8 @@ pub async fn save_operator_state(conn: &impl ConnectionTrait, device: &Device) -
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Device(device.id)).await
 }
 
 fn reassert_json(reassert: &BTreeSet<String>) -> Result<String, DbErr> {
@@ -436,7 +437,7 @@ fn reassert_json(reassert: &BTreeSet<String>) -> Result<String, DbErr> {
 
 /// A new credential (and identity details) for a device, e.g. on re-registration.
 pub async fn replace_credential(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     device: &Device,
     credential_hash: &str,
     lifecycle: Lifecycle,
@@ -456,8 +457,8 @@ pub async fn replace_credential(
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Device(device.id)).await
 }
 
 /// A device's check-in: when it pulled and when it should come back. Never moves time
@@ -484,7 +485,7 @@ pub async fn record_checkin(
 /// The config hash now served to the device and the key the field audit was brought up to
 /// (written only when one changes, by the served-audit queue).
 pub async fn record_served(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     tenant: TenantId,
     device: DeviceId,
     served_hash: &str,
@@ -496,13 +497,13 @@ pub async fn record_served(
         .filter(Column::Id.eq(device.0))
         .filter(Column::TenantId.eq(tenant.0))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Device(device)).await
 }
 
 /// Records a connectivity transition.
 pub async fn set_connectivity(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     device: &Device,
     connectivity: Connectivity,
 ) -> Result<(), DbErr> {
@@ -511,8 +512,8 @@ pub async fn set_connectivity(
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Device(device.id)).await
 }
 
 /// Every active device of every tenant, for the connectivity job (a platform task).
@@ -540,7 +541,7 @@ pub struct ReportOutcome<'a> {
 }
 
 pub async fn record_report(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     device: &Device,
     now: DateTime<Utc>,
     outcome: ReportOutcome<'_>,
@@ -567,8 +568,8 @@ pub async fn record_report(
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Device(device.id)).await
 }
 
 /// Every device's stored values in id order, across tenants, for key rotation.
@@ -590,13 +591,13 @@ pub async fn device_values_page(
 }
 
 /// Stores re-encrypted device values. The content is the same, so the version stays.
-pub async fn replace_device_values(conn: &impl ConnectionTrait, id: Uuid, values: &str) -> Result<(), DbErr> {
+pub async fn replace_device_values(conn: &impl Announce, id: Uuid, values: &str) -> Result<(), DbErr> {
     Entity::update_many()
         .col_expr(Column::DeviceValues, Expr::value(values))
         .filter(Column::Id.eq(id))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Device(DeviceId(id))).await
 }
 
 /// Inserts devices exactly as given (schedule, served hash and all), many rows per statement:

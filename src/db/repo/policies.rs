@@ -2,6 +2,7 @@
 //! of its current version; each version row holds the content as JSON (secrets sealed).
 
 use super::{Written, expect_version, tenants};
+use crate::db::changes::Announce;
 use crate::db::entities::{policies, policy_versions};
 use crate::domain::policy::{PolicyContent, PolicyNode, PolicyTree, Sealed, SecretHandle, SettingValue};
 use crate::domain::{Expected, OperatorId, PolicyId, TenantId};
@@ -229,7 +230,7 @@ fn version_row(
 
 /// Creates a policy at version 1 (`node.version` must be 1).
 pub async fn insert(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     tenant: TenantId,
     node: &PolicyNode,
     author: Option<OperatorId>,
@@ -257,7 +258,7 @@ pub async fn insert(
 /// Stores `node` as the policy's new current version. Call after `lock_for_update` in the same
 /// transaction; the unique (policy, version) index refuses a version number twice regardless.
 pub async fn save_version(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     tenant: TenantId,
     node: &PolicyNode,
     author: Option<OperatorId>,
@@ -320,7 +321,7 @@ pub async fn list_versions(
     Ok(query.all(conn).await?.iter().map(meta_of).collect())
 }
 
-pub async fn delete(conn: &impl ConnectionTrait, tenant: TenantId, id: PolicyId) -> Result<(), DbErr> {
+pub async fn delete(conn: &impl Announce, tenant: TenantId, id: PolicyId) -> Result<(), DbErr> {
     policy_versions::Entity::delete_many()
         .filter(policy_versions::Column::TenantId.eq(tenant.0))
         .filter(policy_versions::Column::PolicyId.eq(id.0))

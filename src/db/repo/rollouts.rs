@@ -3,6 +3,7 @@
 
 use super::policies::{decode_values, encode_values};
 use super::tenants;
+use crate::db::changes::Announce;
 use crate::db::entities::rollouts::{ActiveModel, Column, Entity, Model};
 use crate::domain::policy::PolicyContent;
 use crate::domain::rollout::{Plan, Rollout, RolloutState, WaveFigures};
@@ -54,7 +55,7 @@ fn all(models: Vec<Model>) -> Result<Vec<Rollout>, DbErr> {
 }
 
 /// Stores a new rollout and bumps the tenant's policy revision (its first wave is served now).
-pub async fn insert(conn: &impl ConnectionTrait, rollout: &Rollout) -> Result<(), DbErr> {
+pub async fn insert(conn: &impl Announce, rollout: &Rollout) -> Result<(), DbErr> {
     Entity::insert(ActiveModel {
         id: Set(rollout.id.0),
         tenant_id: Set(rollout.tenant_id.0),
@@ -164,7 +165,7 @@ pub async fn all_running(conn: &impl ConnectionTrait) -> Result<Vec<Rollout>, Db
 /// Stores where the rollout stands. `served_changes`: the transition changes what devices are
 /// served (a wave starts, the rollout stops), so the tenant's policy revision is bumped.
 pub async fn save_progress(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     rollout: &Rollout,
     served_changes: bool,
 ) -> Result<(), DbErr> {

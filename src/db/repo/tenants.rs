@@ -1,6 +1,7 @@
 //! Tenants. Only platform admins list or create them; everyone else reads their own.
 
 use super::{Expected, Written};
+use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::tenants::{ActiveModel, Column, Entity, Model};
 use crate::domain::{Tenant, TenantId};
 use chrono::Utc;
@@ -110,13 +111,13 @@ pub async fn rename(
 /// Marks the tenant's policies as changed: every replica's cached tree and effective configs
 /// of the tenant are stale from this commit on. Called by every policy write, in its
 /// transaction.
-pub async fn bump_policy_revision(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<(), DbErr> {
+pub async fn bump_policy_revision(conn: &impl Announce, tenant: TenantId) -> Result<(), DbErr> {
     Entity::update_many()
         .col_expr(Column::PolicyRevision, Expr::col(Column::PolicyRevision).add(1))
         .filter(Column::Id.eq(tenant.0))
         .exec(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    changes::announce(conn, Change::Tenant(tenant)).await
 }
 
 /// What a pull needs of its tenant, in one read by primary key: the policy revision (to know a
@@ -134,7 +135,7 @@ pub async fn pull_facts(conn: &impl ConnectionTrait, tenant: TenantId) -> Result
 
 /// Sets how often the tenant's devices pull; bumps the version. Call with the row locked.
 pub async fn set_pull_interval(
-    conn: &impl ConnectionTrait,
+    conn: &impl Announce,
     tenant: TenantId,
     seconds: u32,
 ) -> Result<Tenant, DbErr> {
@@ -145,6 +146,7 @@ pub async fn set_pull_interval(
         .filter(Column::Id.eq(tenant.0))
         .exec(conn)
         .await?;
+    changes::announce(conn, Change::Tenant(tenant)).await?;
     get(conn, tenant)
         .await?
         .ok_or_else(|| DbErr::RecordNotFound("tenant".into()))
