@@ -3,6 +3,7 @@
 use crate::devices::{enrollment_tokens_for, fast_tenant, pull, register};
 use crate::helpers::TestApp;
 use chrono::{Duration, Utc};
+use gmp::clock::Clock;
 use gmp::jobs::{self, Outcome};
 use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
@@ -31,7 +32,8 @@ pub async fn actions(app: &TestApp, token: &str, device: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn connectivity_transitions_are_logged_once() {
-    let app = TestApp::spawn().await;
+    let clock = Clock::manual(Utc::now());
+    let app = TestApp::spawn_with_clock(clock.clone(), |_| {}).await;
     let tenant = fast_tenant(&app, "Acme").await;
     let device = register(&app, &tenant.admin, "HW-CONN", "appliance").await;
     assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
@@ -80,18 +82,10 @@ async fn connectivity_transitions_are_logged_once() {
     );
 
     // The next pull brings it back online, logged once.
-    sql(
-        &app,
-        "UPDATE devices SET last_pull_at = '2000-01-01T00:00:00+00:00'",
-    )
-    .await;
+    clock.advance(Duration::hours(31));
     assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
-    sql(
-        &app,
-        "UPDATE devices SET last_pull_at = '2000-01-01T00:00:00+00:00'",
-    )
-    .await;
-    pull(&app, &device, None).await;
+    clock.advance(Duration::minutes(1));
+    assert_eq!(pull(&app, &device, None).await.status(), StatusCode::OK);
     let log = actions(&app, token, &device.id).await;
     assert_eq!(log[..3], ["device.online", "device.offline", "device.stale"]);
     assert_eq!(log.iter().filter(|a| *a == "device.online").count(), 1);
@@ -244,7 +238,11 @@ async fn gmp_lease_acquire(
 
 #[tokio::test]
 async fn metrics_count_what_happened() {
-    let app = TestApp::spawn_with(|config| config.metrics_bind = Some("127.0.0.1:0".into())).await;
+    let clock = Clock::manual(Utc::now());
+    let app = TestApp::spawn_with_clock(clock.clone(), |config| {
+        config.metrics_bind = Some("127.0.0.1:0".into())
+    })
+    .await;
     let tenant = app.create_tenant("Acme").await;
     let device = register(&app, &tenant.admin, "HW-MET", "vault").await;
     let first = pull(&app, &device, None).await;
@@ -254,11 +252,7 @@ async fn metrics_count_what_happened() {
         pull(&app, &device, Some(&etag)).await.status(),
         StatusCode::TOO_MANY_REQUESTS
     );
-    sql(
-        &app,
-        "UPDATE devices SET last_pull_at = '2000-01-01T00:00:00+00:00'",
-    )
-    .await;
+    clock.advance(Duration::hours(4));
     assert_eq!(
         pull(&app, &device, Some(&etag)).await.status(),
         StatusCode::NOT_MODIFIED
