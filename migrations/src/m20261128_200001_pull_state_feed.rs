@@ -25,6 +25,8 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
+                    // The process that wrote the change (it skips its own).
+                    .col(ColumnDef::new(PullStateChanges::Origin).big_integer().not_null())
                     .col(ColumnDef::new(PullStateChanges::TenantId).uuid().null())
                     .col(ColumnDef::new(PullStateChanges::DeviceId).uuid().null())
                     .col(
@@ -60,6 +62,7 @@ impl MigrationTrait for Migration {
 enum PullStateChanges {
     Table,
     Seq,
+    Origin,
     TenantId,
     DeviceId,
     CreatedAt,

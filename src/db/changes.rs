@@ -62,16 +62,22 @@ impl Change {
         }
     }
 
-    /// `d:<device>` or `t:<tenant>`: the notification payload.
-    fn encode(self) -> String {
+    /// `<origin>/d:<device>` or `<origin>/t:<tenant>`: the notification payload.
+    fn encode(self, origin: i64) -> String {
         match self {
-            Change::Device(device) => format!("d:{}", device.0),
-            Change::Tenant(tenant) => format!("t:{}", tenant.0),
+            Change::Device(device) => format!("{origin}/d:{}", device.0),
+            Change::Tenant(tenant) => format!("{origin}/t:{}", tenant.0),
         }
     }
 
-    fn decode(payload: &str) -> Option<Self> {
-        let (kind, id) = payload.split_once(':')?;
+    /// The origin and the change of a payload.
+    fn decode(payload: &str) -> Option<(i64, Self)> {
+        let (origin, change) = payload.split_once('/')?;
+        Some((origin.parse().ok()?, Self::decode_change(change)?))
+    }
+
+    fn decode_change(text: &str) -> Option<Self> {
+        let (kind, id) = text.split_once(':')?;
         let id = Uuid::parse_str(id).ok()?;
         match kind {
             "d" => Some(Change::Device(DeviceId(id))),
@@ -111,12 +117,13 @@ pub async fn announce(conn: &impl Announce, change: Change) -> Result<(), DbErr>
         DbBackend::Postgres => Statement::from_sql_and_values(
             backend,
             "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), change.encode().into()],
+            [CHANNEL.into(), change.encode(*ORIGIN).into()],
         ),
         _ => Statement::from_sql_and_values(
             backend,
-            "INSERT INTO pull_state_changes (tenant_id, device_id, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO pull_state_changes (origin, tenant_id, device_id, created_at) VALUES (?, ?, ?, ?)",
             [
+                (*ORIGIN).into(),
                 tenant.into(),
                 device.into(),
                 chrono::Utc::now().timestamp().into(),
@@ -125,6 +132,11 @@ pub async fn announce(conn: &impl Announce, change: Change) -> Result<(), DbErr>
     };
     conn.execute_raw(statement).await.map(|_| ())
 }
+
+/// This process, as the origin of the changes it announces. Its own changes reach its listeners
+/// when the transaction commits; when the database brings them back, they are skipped, so a
+/// device read again just after a change is not dropped a second time.
+static ORIGIN: LazyLock<i64> = LazyLock::new(rand::random);
 
 type Listeners = Vec<Weak<dyn Listener>>;
 
@@ -228,7 +240,8 @@ async fn listen(db: &DatabaseConnection, listener: Weak<dyn Listener>) {
                 return;
             };
             match Change::decode(notification.payload()) {
-                Some(change) => current.changed(change),
+                Some((origin, _)) if origin == *ORIGIN => {}
+                Some((_, change)) => current.changed(change),
                 // Not ours to read: start over rather than guess what changed.
                 None => {
                     current.set_tracking(false);
@@ -252,11 +265,11 @@ async fn poll(db: &DatabaseConnection, listener: Weak<dyn Listener>) {
                 last = Some(seq);
                 current.set_tracking(true);
             }
-            Ok(Feed::Rows(rows)) => {
-                for (seq, change) in rows {
+            Ok(Feed::Rows { through, changes }) => {
+                for change in changes {
                     current.changed(change);
-                    last = Some(seq);
                 }
+                last = Some(through);
                 current.set_tracking(true);
             }
             Ok(Feed::Gap) | Err(_) => {
@@ -279,7 +292,8 @@ async fn poll(db: &DatabaseConnection, listener: Weak<dyn Listener>) {
 enum Feed {
     /// Nothing read yet: start after this row.
     Start(i64),
-    Rows(Vec<(i64, Change)>),
+    /// Other processes' changes, read through row `through`.
+    Rows { through: i64, changes: Vec<Change> },
     /// Rows were pruned before this process read them.
     Gap,
 }
@@ -299,15 +313,21 @@ async fn read_feed(db: &DatabaseConnection, last: Option<i64>) -> Result<Feed, D
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT seq, tenant_id, device_id FROM pull_state_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, origin, tenant_id, device_id FROM pull_state_changes WHERE seq > ? ORDER BY seq LIMIT ?",
             [last.into(), FEED_PAGE.into()],
         ))
         .await?;
     let mut changes = Vec::with_capacity(rows.len());
+    let mut through = last;
     for (expected, row) in (last + 1..).zip(rows) {
         let seq: i64 = row.try_get("", "seq")?;
         if seq != expected {
             return Ok(Feed::Gap);
+        }
+        through = seq;
+        let origin: i64 = row.try_get("", "origin")?;
+        if origin == *ORIGIN {
+            continue;
         }
         let tenant: Option<Uuid> = row.try_get("", "tenant_id")?;
         let device: Option<Uuid> = row.try_get("", "device_id")?;
@@ -315,9 +335,9 @@ async fn read_feed(db: &DatabaseConnection, last: Option<i64>) -> Result<Feed, D
         let Some(change) = Change::from_columns(tenant, device) else {
             return Ok(Feed::Gap);
         };
-        changes.push((seq, change));
+        changes.push(change);
     }
-    Ok(Feed::Rows(changes))
+    Ok(Feed::Rows { through, changes })
 }
 
 async fn prune(db: &DatabaseConnection, before: i64) -> Result<(), DbErr> {
@@ -340,13 +360,14 @@ mod tests {
         let tenant = TenantId(Uuid::new_v4());
         let device = DeviceId(Uuid::new_v4());
         for change in [Change::Tenant(tenant), Change::Device(device)] {
-            assert_eq!(Change::decode(&change.encode()), Some(change));
+            assert_eq!(Change::decode(&change.encode(-7)), Some((-7, change)));
             let (t, d) = change.columns();
             assert_eq!(Change::from_columns(t, d), Some(change));
         }
         assert_eq!(Change::decode("not-a-uuid"), None);
-        assert_eq!(Change::decode("d:x"), None);
-        assert_eq!(Change::decode(&format!("x:{}", tenant.0)), None);
+        assert_eq!(Change::decode("1/d:x"), None);
+        assert_eq!(Change::decode(&format!("1/x:{}", tenant.0)), None);
+        assert_eq!(Change::decode(&format!("d:{}", device.0)), None, "no origin");
         assert_eq!(Change::from_columns(Some(tenant.0), Some(device.0)), None);
     }
 }
