@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
 use crate::services::effective::EffectiveCache;
+use crate::services::registration_queue::RegistrationQueue;
 use crate::services::served_audit::ServedQueue;
 use crate::services::sessions::SessionEpochs;
 use sea_orm::DatabaseConnection;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub effective: Arc<EffectiveCache>,
     /// What pulls served, waiting to be written to the field audit.
     pub served: Arc<ServedQueue>,
+    /// Registrations waiting to be written together.
+    pub registrations: Arc<RegistrationQueue>,
     /// Current session epochs of operators, cached briefly (see `services::sessions`).
     pub sessions: Arc<SessionEpochs>,
     /// Every argon2 computation (passwords, export keys) runs here, a bounded number at once.
@@ -83,6 +86,7 @@ impl AppState {
             sessions: Arc::new(SessionEpochs::default()),
             effective: Arc::new(EffectiveCache::new(config.pull_cache_bytes)),
             served: Arc::new(ServedQueue::new(config.checkin_buffer_capacity)),
+            registrations: Arc::default(),
             hashing: HashPool::new(
                 config
                     .password_hash_concurrency
