@@ -15,6 +15,7 @@ use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
 use crate::services::device_directory::DeviceDirectory;
 use crate::services::effective::EffectiveCache;
+use crate::services::registration_queue::RegistrationQueue;
 use crate::services::served_audit::ServedQueue;
 use crate::services::sessions::SessionEpochs;
 use sea_orm::DatabaseConnection;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub directory: Arc<DeviceDirectory>,
     /// What pulls served, waiting to be written to the field audit.
     pub served: Arc<ServedQueue>,
+    /// Registrations waiting to be written together.
+    pub registrations: Arc<RegistrationQueue>,
     /// Current session epochs of operators, cached briefly (see `services::sessions`).
     pub sessions: Arc<SessionEpochs>,
     /// Every argon2 computation (passwords, export keys) runs here, a bounded number at once.
@@ -88,6 +91,7 @@ impl AppState {
             effective: Arc::new(EffectiveCache::new(config.pull_cache_bytes)),
             directory: Arc::new(DeviceDirectory::new(config.device_cache_bytes)),
             served: Arc::new(ServedQueue::new(config.checkin_buffer_capacity)),
+            registrations: Arc::default(),
             hashing: HashPool::new(
                 config
                     .password_hash_concurrency

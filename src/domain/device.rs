@@ -238,15 +238,38 @@ pub fn config_hash(resolution: &Resolution, reassert: &BTreeSet<String>) -> Stri
     sha256_hex(&canonical_json(&document))
 }
 
+/// Where a served field's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedSource {
+    /// A policy of the device's chain.
+    Policy,
+    /// The device's own value.
+    Device,
+    /// No value (a locked field nobody set).
+    Unset,
+}
+
 /// Where one served field comes from, as the field audit records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedField {
     pub fingerprint: Option<String>,
-    /// `policy`, `device`, or `unset` (locked with no value).
-    pub source: &'static str,
+    pub source: ServedSource,
     pub policy_id: Option<Uuid>,
     pub policy_version: Option<i32>,
     pub locked: bool,
+}
+
+impl ServedField {
+    /// A field no longer served (or not served yet).
+    pub const fn unset() -> Self {
+        ServedField {
+            fingerprint: None,
+            source: ServedSource::Unset,
+            policy_id: None,
+            policy_version: None,
+            locked: false,
+        }
+    }
 }
 
 pub fn served_fields(resolution: &Resolution) -> BTreeMap<String, ServedField> {
@@ -254,9 +277,9 @@ pub fn served_fields(resolution: &Resolution) -> BTreeMap<String, ServedField> {
         .iter()
         .map(|(path, field)| {
             let (source, policy_id, policy_version) = match &field.source {
-                Some(Source::Policy(p)) => ("policy", Some(p.id.0), Some(p.version)),
-                Some(Source::Device) => ("device", None, None),
-                None => ("unset", None, None),
+                Some(Source::Policy(p)) => (ServedSource::Policy, Some(p.id.0), Some(p.version)),
+                Some(Source::Device) => (ServedSource::Device, None, None),
+                None => (ServedSource::Unset, None, None),
             };
             let served = ServedField {
                 fingerprint: field.value.as_ref().map(value_fingerprint),
@@ -285,13 +308,22 @@ pub enum ReportedState {
     Unsupported,
 }
 
+/// What a device said it did with a field, without the details (the local value, the error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportedKind {
+    Inherited,
+    Overridden,
+    Failed,
+    Unsupported,
+}
+
 impl ReportedState {
-    pub const fn name(&self) -> &'static str {
+    pub const fn kind(&self) -> ReportedKind {
         match self {
-            ReportedState::Inherited => "inherited",
-            ReportedState::Overridden { .. } => "overridden",
-            ReportedState::Failed { .. } => "failed",
-            ReportedState::Unsupported => "unsupported",
+            ReportedState::Inherited => ReportedKind::Inherited,
+            ReportedState::Overridden { .. } => ReportedKind::Overridden,
+            ReportedState::Failed { .. } => ReportedKind::Failed,
+            ReportedState::Unsupported => ReportedKind::Unsupported,
         }
     }
 }
@@ -411,8 +443,7 @@ pub struct FieldRecord {
 /// What the device last reported for the field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportedRecord {
-    /// `inherited`, `overridden`, `failed` or `unsupported`.
-    pub state: String,
+    pub state: ReportedKind,
     /// The local value of an override (for secrets, the device's fingerprint of it).
     pub local_value: Option<Value>,
     pub error: Option<String>,
@@ -436,7 +467,7 @@ impl ReportedState {
 
     /// True when `record` already says exactly this.
     pub fn same_as(&self, record: &ReportedRecord) -> bool {
-        self.name() == record.state
+        self.kind() == record.state
             && self.local_value() == record.local_value.as_ref()
             && self.error() == record.error.as_deref()
     }
@@ -695,7 +726,7 @@ mod tests {
                 local: json!({"id": 4, "name": "Local"})
             }
         );
-        assert_eq!(states["billing.enabled"].name(), "failed");
+        assert_eq!(states["billing.enabled"].kind(), ReportedKind::Failed);
 
         let bad: BTreeMap<String, RawReportedField> = [
             ("connectwise.nope".to_owned(), raw("inherited", None, None, None)),

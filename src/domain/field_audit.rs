@@ -1,7 +1,7 @@
 //! The field audit's questions in domain terms: who inherits a field, who overrides one, and
 //! what a device had at a past moment, folded from its history.
 
-use super::device::FieldRecord;
+use super::device::{FieldRecord, ReportedKind};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -24,12 +24,21 @@ pub enum OverrideKind {
     Violation,
 }
 
+/// What a history entry records a change of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryEvent {
+    /// What the device is served.
+    Served,
+    /// What the device reported.
+    Reported,
+}
+
 /// One entry of a device's field history: a snapshot of the field written when what was
 /// served (`served`) or what the device reported (`reported`) changed.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
     pub id: Uuid,
-    pub event: String,
+    pub event: HistoryEvent,
     pub record: FieldRecord,
     /// Whether the served field was locked; `None` for entries written before the history
     /// recorded it.
@@ -54,13 +63,13 @@ pub fn fields_at(history: impl IntoIterator<Item = HistoryEntry>) -> BTreeMap<St
     for entry in history {
         let previous = fields.remove(&entry.record.path);
         let mut record = entry.record;
-        record.served_since = match (&previous, entry.event.as_str()) {
-            (Some(before), "reported") => before.record.served_since,
+        record.served_since = match (&previous, entry.event) {
+            (Some(before), HistoryEvent::Reported) => before.record.served_since,
             _ => entry.recorded_at,
         };
         if let Some(reported) = record.reported.as_mut() {
-            reported.since = match (&previous, entry.event.as_str()) {
-                (Some(before), "served") => before
+            reported.since = match (&previous, entry.event) {
+                (Some(before), HistoryEvent::Served) => before
                     .record
                     .reported
                     .as_ref()
@@ -68,8 +77,11 @@ pub fn fields_at(history: impl IntoIterator<Item = HistoryEntry>) -> BTreeMap<St
                 _ => entry.recorded_at,
             };
         }
-        record.violation =
-            entry.locked == Some(true) && record.reported.as_ref().is_some_and(|r| r.state == "overridden");
+        record.violation = entry.locked == Some(true)
+            && record
+                .reported
+                .as_ref()
+                .is_some_and(|r| r.state == ReportedKind::Overridden);
         fields.insert(
             record.path.clone(),
             FieldAt {
@@ -85,14 +97,20 @@ pub fn fields_at(history: impl IntoIterator<Item = HistoryEntry>) -> BTreeMap<St
 mod tests {
     use super::*;
     use crate::domain::DeviceId;
-    use crate::domain::device::{ReportedRecord, ServedField};
+    use crate::domain::device::{ReportedRecord, ServedField, ServedSource};
     use chrono::Duration;
 
-    fn entry(event: &str, version: i32, reported: Option<&str>, locked: bool, minute: i64) -> HistoryEntry {
+    fn entry(
+        event: HistoryEvent,
+        version: i32,
+        reported: Option<ReportedKind>,
+        locked: bool,
+        minute: i64,
+    ) -> HistoryEntry {
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap() + Duration::minutes(minute);
         HistoryEntry {
             id: Uuid::now_v7(),
-            event: event.into(),
+            event,
             locked: Some(locked),
             recorded_at: at,
             record: FieldRecord {
@@ -100,14 +118,14 @@ mod tests {
                 path: "connectwise.site".into(),
                 served: ServedField {
                     fingerprint: Some(format!("fp{version}")),
-                    source: "policy",
+                    source: ServedSource::Policy,
                     policy_id: Some(Uuid::nil()),
                     policy_version: Some(version),
                     locked,
                 },
                 served_since: at,
                 reported: reported.map(|state| ReportedRecord {
-                    state: state.into(),
+                    state,
                     local_value: None,
                     error: None,
                     since: at,
@@ -120,9 +138,9 @@ mod tests {
     #[test]
     fn the_last_snapshot_wins_and_each_side_keeps_its_own_time() {
         let history = vec![
-            entry("served", 2, None, false, 0),
-            entry("reported", 2, Some("inherited"), false, 5),
-            entry("served", 3, Some("inherited"), true, 60),
+            entry(HistoryEvent::Served, 2, None, false, 0),
+            entry(HistoryEvent::Reported, 2, Some(ReportedKind::Inherited), false, 5),
+            entry(HistoryEvent::Served, 3, Some(ReportedKind::Inherited), true, 60),
         ];
         let at = fields_at(history);
         let field = &at["connectwise.site"];
@@ -136,8 +154,8 @@ mod tests {
     #[test]
     fn an_override_of_a_locked_field_is_a_violation_then_too() {
         let history = vec![
-            entry("served", 2, None, true, 0),
-            entry("reported", 2, Some("overridden"), true, 5),
+            entry(HistoryEvent::Served, 2, None, true, 0),
+            entry(HistoryEvent::Reported, 2, Some(ReportedKind::Overridden), true, 5),
         ];
         let field = &fields_at(history)["connectwise.site"];
         assert!(field.record.violation);

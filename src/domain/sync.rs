@@ -6,6 +6,8 @@
 //! the current config but could not apply one field, or still runs a local value of a locked
 //! field, is not in sync.
 
+use super::device::ReportedKind;
+
 /// What a device's field table says, counted over its fields.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FieldFlags {
@@ -18,11 +20,11 @@ pub struct FieldFlags {
 }
 
 impl FieldFlags {
-    /// Adds one field's reported state (`inherited`, `overridden`, …) and violation flag.
-    pub fn count(&mut self, reported_state: Option<&str>, violation: bool) {
+    /// Adds one field's reported state and violation flag.
+    pub fn count(&mut self, reported_state: Option<ReportedKind>, violation: bool) {
         match reported_state {
-            Some("overridden") => self.overridden += 1,
-            Some("failed") => self.failed += 1,
+            Some(ReportedKind::Overridden) => self.overridden += 1,
+            Some(ReportedKind::Failed) => self.failed += 1,
             _ => {}
         }
         self.violations += u32::from(violation);
@@ -56,17 +58,19 @@ pub fn sync_state(current_hash: &str, applied_hash: Option<&str>, flags: FieldFl
 mod tests {
     use super::*;
 
-    fn flags(fields: &[(&str, bool)]) -> FieldFlags {
+    use ReportedKind::{Failed, Inherited, Overridden};
+
+    fn flags(fields: &[(ReportedKind, bool)]) -> FieldFlags {
         let mut flags = FieldFlags::default();
         for (state, violation) in fields {
-            flags.count(Some(state), *violation);
+            flags.count(Some(*state), *violation);
         }
         flags
     }
 
     #[test]
     fn applied_and_clean_is_in_sync() {
-        let clean = flags(&[("inherited", false), ("overridden", false)]);
+        let clean = flags(&[(Inherited, false), (Overridden, false)]);
         assert_eq!(sync_state("h", Some("h"), clean), SyncState::InSync);
         assert_eq!(sync_state("h", Some("old"), clean), SyncState::Pending);
         assert_eq!(sync_state("h", None, FieldFlags::default()), SyncState::Pending);
@@ -74,16 +78,16 @@ mod tests {
 
     #[test]
     fn a_failed_field_wins_over_an_applied_hash() {
-        let failed = flags(&[("inherited", false), ("failed", false)]);
+        let failed = flags(&[(Inherited, false), (Failed, false)]);
         assert_eq!(sync_state("h", Some("h"), failed), SyncState::Failed);
         assert_eq!(sync_state("h", None, failed), SyncState::Failed);
-        let both = flags(&[("failed", false), ("overridden", true)]);
+        let both = flags(&[(Failed, false), (Overridden, true)]);
         assert_eq!(sync_state("h", Some("h"), both), SyncState::Failed);
     }
 
     #[test]
     fn a_violation_keeps_an_applied_device_pending() {
-        let violating = flags(&[("overridden", true)]);
+        let violating = flags(&[(Overridden, true)]);
         assert_eq!(violating.overridden, 1);
         assert_eq!(sync_state("h", Some("h"), violating), SyncState::Pending);
     }

@@ -9,7 +9,7 @@ use crate::db::repo::devices::DeviceFilter;
 use crate::db::repo::{device_fields, device_reregistrations, devices, policies};
 use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::catalog::{Catalog, Scope};
-use crate::domain::device::{Connectivity, Device, Lifecycle, Reregistration, connectivity};
+use crate::domain::device::{Connectivity, Device, Lifecycle, ReportedKind, Reregistration, connectivity};
 use crate::domain::diff::{Change, ChangeKind, diff_values};
 use crate::domain::policy::{PolicyTree, SecretHandle, SettingValue};
 use crate::domain::redact::RedactedValues;
@@ -460,7 +460,7 @@ pub async fn adopt(
     let local = records
         .get(path)
         .and_then(|r| r.reported.as_ref())
-        .filter(|r| r.state == "overridden")
+        .filter(|r| r.state == ReportedKind::Overridden)
         .and_then(|r| r.local_value.clone());
     if def.secret {
         return Err(ApiError::conflict(

@@ -13,7 +13,7 @@
 use super::device_directory::PullFacts;
 use crate::cache::{BoundedCache, Bounds};
 use crate::db::repo::{policies, rollouts, tenants};
-use crate::domain::device::{Device, ServedField, config_hash, served_fields};
+use crate::domain::device::{Device, ServedField, ServedSource, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
 use crate::domain::resolve::{Source, resolve};
 use crate::domain::rollout::Rollout;
@@ -311,6 +311,16 @@ pub fn build(keyring: &Keyring, tree: &PolicyTree, device: &Device) -> Result<Bu
     })
 }
 
+/// How the audit key spells a source: the texts it has always hashed, so that devices keep
+/// their keys across upgrades (a new key re-audits every device once).
+const fn source_tag(source: ServedSource) -> &'static str {
+    match source {
+        ServedSource::Policy => "policy",
+        ServedSource::Device => "device",
+        ServedSource::Unset => "unset",
+    }
+}
+
 /// The audit key of a set of served fields (see [`Built::audit_key`]).
 pub fn served_digest(served: &BTreeMap<String, ServedField>) -> String {
     let mut hasher = Sha256::new();
@@ -318,7 +328,7 @@ pub fn served_digest(served: &BTreeMap<String, ServedField>) -> String {
         let line = format!(
             "{path}\t{}\t{}\t{:?}\t{:?}\t{}\n",
             field.fingerprint.as_deref().unwrap_or("-"),
-            field.source,
+            source_tag(field.source),
             field.policy_id,
             field.policy_version,
             field.locked

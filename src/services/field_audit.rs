@@ -7,7 +7,7 @@ use super::{Page, PageRequest};
 use crate::db::repo::device_fields::InheritedQuery;
 use crate::db::repo::{device_fields, devices, policies};
 use crate::domain::catalog::Catalog;
-use crate::domain::device::{Device, FieldRecord, value_fingerprint};
+use crate::domain::device::{Device, FieldRecord, ServedSource, value_fingerprint};
 use crate::domain::field_audit::{HistoryEntry, InheritedState, OverrideKind};
 use crate::domain::policy::{PolicyContent, PolicyRef, SettingValue};
 use crate::domain::resolve::{Source, resolve};
@@ -54,10 +54,7 @@ async fn current_view(
     let current = effective::built(state, &tree, &device, revision)?;
     let mut flags = FieldFlags::default();
     for record in records.values() {
-        flags.count(
-            record.reported.as_ref().map(|r| r.state.as_str()),
-            record.violation,
-        );
+        flags.count(record.reported.as_ref().map(|r| r.state), record.violation);
     }
     Ok(view(state, &current, device, flags, Utc::now()))
 }
@@ -122,7 +119,7 @@ pub async fn fields_at(
     for (path, field) in then {
         let served = &field.record.served;
         let (value, source) = match (served.source, served.policy_id, served.policy_version) {
-            ("policy", Some(policy), Some(version)) => {
+            (ServedSource::Policy, Some(policy), Some(version)) => {
                 let content = match versions.get(&(policy, version)) {
                     Some(content) => content.clone(),
                     None => {
@@ -146,7 +143,7 @@ pub async fn fields_at(
                 };
                 (value, Some(Source::Policy(reference)))
             }
-            ("device", _, _) => {
+            (ServedSource::Device, _, _) => {
                 let value = device
                     .device_values
                     .get(&path)

@@ -25,6 +25,7 @@ pub mod policy_versions;
 pub mod pull;
 pub mod references;
 pub mod registration;
+pub mod registration_queue;
 pub mod report;
 pub mod reregistrations;
 pub mod rollouts;

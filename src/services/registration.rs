@@ -2,9 +2,8 @@
 //! its credential afterwards.
 
 use super::devices::{CREDENTIAL_PREFIX, device_entry};
-use super::{audit, reregistrations};
+use super::{audit, registration_queue, reregistrations};
 use crate::auth::token;
-use crate::db;
 use crate::db::repo::{device_reregistrations, devices, enrollment_tokens, policies, tenants};
 use crate::domain::audit::Actor;
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, Reregistration};
@@ -12,13 +11,14 @@ use crate::domain::diff::{Change, ChangeKind};
 use crate::domain::redact::REDACTED;
 use crate::domain::tenant::parse_display_text;
 use crate::domain::validation::Validator;
-use crate::domain::{DeviceId, ReregistrationId, TenantId};
+use crate::domain::{DeviceId, EnrollmentTokenId, ReregistrationId, TenantId};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use sea_orm::ConnectionTrait;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a device sends to register.
@@ -104,100 +104,52 @@ pub async fn register(
         return Err(invalid_token(reason));
     }
     let tenant = enrollment.tenant_id;
+    // Read outside the write: a tenant's root policy never changes.
+    let policy_id = match enrollment.policy_id {
+        Some(policy) => policy,
+        None => policies::root_id(&state.db, tenant)
+            .await?
+            .ok_or_else(|| ApiError::internal("tenant without a root policy"))?,
+    };
     let credential = token::generate(CREDENTIAL_PREFIX);
-    let credential_hash = token::digest(&credential);
-
-    let txn = db::begin_write(&state.db).await?;
-    if !enrollment_tokens::consume(&txn, enrollment.id, now).await? {
-        return Err(invalid_token("used up"));
-    }
-    let existing = devices::find_by_hardware_for_update(&txn, tenant, &hardware_id).await?;
-    let outcome = if existing.is_some() {
-        RegistrationOutcome::Pending
-    } else {
-        RegistrationOutcome::Created
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let prepared = Prepared {
+        enrollment_id: enrollment.id,
+        now,
+        request_id,
+        credential_hash: token::digest(&credential),
+        device: Device {
+            id: DeviceId::new(),
+            tenant_id: tenant,
+            kind: input.kind,
+            hardware_id,
+            hostname,
+            software_version,
+            policy_id,
+            fingerprint_key: BASE64.encode(key),
+            device_values: BTreeMap::new(),
+            reassert: BTreeSet::new(),
+            version: 1,
+            lifecycle: Lifecycle::Active,
+            registered_at: now,
+            credential_rotated_at: now,
+            last_seen_at: None,
+            last_pull_at: None,
+            next_pull_after: None,
+            served_hash: None,
+            applied_hash: None,
+            applied_at: None,
+            failed_hash: None,
+            last_report_digest: None,
+            audited_key: None,
+            recorded_connectivity: Connectivity::New,
+        },
     };
-    let device = match existing {
-        // A known hardware id never takes the device over by itself: hardware ids are visible
-        // to every viewer, so the request waits for an operator and the live credential stays.
-        Some(device) => {
-            let request = Reregistration {
-                id: ReregistrationId::new(),
-                tenant_id: tenant,
-                device_id: device.id,
-                kind: input.kind,
-                hostname,
-                software_version,
-                enrollment_token_id: enrollment.id,
-                requested_at: now,
-            };
-            reregistrations::request(&txn, &device, &request, &credential_hash, request_id).await?;
-            device
-        }
-        None => {
-            let policy_id = match enrollment.policy_id {
-                Some(policy) => policy,
-                None => policies::root_id(&txn, tenant)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("tenant without a root policy"))?,
-            };
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            let device = Device {
-                id: DeviceId::new(),
-                tenant_id: tenant,
-                kind: input.kind,
-                hardware_id,
-                hostname,
-                software_version,
-                policy_id,
-                fingerprint_key: BASE64.encode(key),
-                device_values: BTreeMap::new(),
-                reassert: BTreeSet::new(),
-                version: 1,
-                lifecycle: Lifecycle::Active,
-                registered_at: now,
-                credential_rotated_at: now,
-                last_seen_at: None,
-                last_pull_at: None,
-                next_pull_after: None,
-                served_hash: None,
-                applied_hash: None,
-                applied_at: None,
-                failed_hash: None,
-                last_report_digest: None,
-                audited_key: None,
-                recorded_connectivity: Connectivity::New,
-            };
-            devices::insert(&txn, &device, &credential_hash)
-                .await
-                .map_err(super::conflict_if_duplicate(
-                    "this hardware id is registering right now on another request; try again".into(),
-                ))?;
-            let actor = Actor::device(tenant, device.id, request_id);
-            let changes = vec![
-                Change::of("hardware_id", None, Some(device.hardware_id.as_str().into())),
-                Change::of("hostname", None, Some(device.hostname.as_str().into())),
-                Change::of("kind", None, Some(device.kind.as_str().into())),
-                Change::of("policy_id", None, Some(device.policy_id.to_string().into())),
-                Change::of(
-                    "enrollment_token_id",
-                    None,
-                    Some(enrollment.id.to_string().into()),
-                ),
-                Change::secret("credential", ChangeKind::Added),
-            ];
-            audit::record(
-                &txn,
-                &actor,
-                tenant,
-                device_entry("device.registered", device.id, changes),
-            )
-            .await?;
-            device
-        }
+    let (device, outcome) = match registration_queue::write_queued(state, prepared).await? {
+        Written::Registered(device, outcome) => (*device, outcome),
+        Written::UsedUp => return Err(invalid_token("used up")),
     };
-    txn.commit().await?;
     let interval = pull_interval(state, tenant).await?;
     Ok(Registered {
         next_pull_after: match outcome {
@@ -211,6 +163,84 @@ pub async fn register(
         credential,
         outcome,
     })
+}
+
+/// A registration checked and decided outside any transaction, waiting to be written.
+pub(super) struct Prepared {
+    enrollment_id: EnrollmentTokenId,
+    now: DateTime<Utc>,
+    request_id: Option<String>,
+    credential_hash: String,
+    /// The device created when its hardware id is new.
+    device: Device,
+}
+
+/// What writing a registration did.
+pub(super) enum Written {
+    Registered(Box<Device>, RegistrationOutcome),
+    /// The enrollment token has no use left: nothing was written.
+    UsedUp,
+}
+
+/// Writes one registration in `txn`: counts the enrollment token's use (exactly, under any
+/// concurrency: a conditional increment), then creates the device, or files a re-registration
+/// when its hardware id is known, with its change-log entry. An error leaves the transaction
+/// to be rolled back.
+pub(super) async fn write(txn: &impl ConnectionTrait, p: &Prepared) -> Result<Written, ApiError> {
+    if !enrollment_tokens::consume(txn, p.enrollment_id, p.now).await? {
+        return Ok(Written::UsedUp);
+    }
+    let tenant = p.device.tenant_id;
+    let existing = devices::find_by_hardware_for_update(txn, tenant, &p.device.hardware_id).await?;
+    // A known hardware id never takes the device over by itself: hardware ids are visible to
+    // every viewer, so the request waits for an operator and the live credential stays.
+    if let Some(device) = existing {
+        let request = Reregistration {
+            id: ReregistrationId::new(),
+            tenant_id: tenant,
+            device_id: device.id,
+            kind: p.device.kind,
+            hostname: p.device.hostname.clone(),
+            software_version: p.device.software_version.clone(),
+            enrollment_token_id: p.enrollment_id,
+            requested_at: p.now,
+        };
+        reregistrations::request(txn, &device, &request, &p.credential_hash, p.request_id.clone()).await?;
+        return Ok(Written::Registered(
+            Box::new(device),
+            RegistrationOutcome::Pending,
+        ));
+    }
+    let device = &p.device;
+    devices::insert(txn, device, &p.credential_hash)
+        .await
+        .map_err(super::conflict_if_duplicate(
+            "this hardware id is registering right now on another request; try again".into(),
+        ))?;
+    let actor = Actor::device(tenant, device.id, p.request_id.clone());
+    let changes = vec![
+        Change::of("hardware_id", None, Some(device.hardware_id.as_str().into())),
+        Change::of("hostname", None, Some(device.hostname.as_str().into())),
+        Change::of("kind", None, Some(device.kind.as_str().into())),
+        Change::of("policy_id", None, Some(device.policy_id.to_string().into())),
+        Change::of(
+            "enrollment_token_id",
+            None,
+            Some(p.enrollment_id.to_string().into()),
+        ),
+        Change::secret("credential", ChangeKind::Added),
+    ];
+    audit::record(
+        txn,
+        &actor,
+        tenant,
+        device_entry("device.registered", device.id, changes),
+    )
+    .await?;
+    Ok(Written::Registered(
+        Box::new(device.clone()),
+        RegistrationOutcome::Created,
+    ))
 }
 
 async fn pull_interval(state: &AppState, tenant: TenantId) -> Result<u32, ApiError> {

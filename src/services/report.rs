@@ -11,6 +11,7 @@ use crate::domain::billing::Usage;
 use crate::domain::device::{
     self, Device, FieldRecord, RawReportedField, ReportedRecord, ReportedState, ServedField, canonical_json,
 };
+use crate::domain::field_audit::HistoryEvent;
 use crate::domain::validation::Validator;
 use crate::domain::{Expected, FieldError};
 use crate::error::ApiError;
@@ -90,19 +91,14 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
         Written::Missing | Written::Stale => device.reassert.clone(),
     };
     let mut current = device_fields::load(&txn, tenant, device.id).await?;
-    let mut fields_changed = 0;
+    let mut changed = Vec::new();
+    let mut reported_anew = Vec::new();
     let mut violations = Vec::new();
     for (path, state_now) in &states {
         let mut record = current.remove(path).unwrap_or_else(|| FieldRecord {
             device_id: device.id,
             path: path.clone(),
-            served: served.get(path).cloned().unwrap_or(ServedField {
-                fingerprint: None,
-                source: "unset",
-                policy_id: None,
-                policy_version: None,
-                locked: false,
-            }),
+            served: served.get(path).cloned().unwrap_or_else(ServedField::unset),
             served_since: now,
             reported: None,
             violation: false,
@@ -113,7 +109,7 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
         let unchanged = record.reported.as_ref().is_some_and(|r| state_now.same_as(r));
         if !unchanged {
             record.reported = Some(ReportedRecord {
-                state: state_now.name().to_owned(),
+                state: state_now.kind(),
                 local_value: state_now.local_value().cloned(),
                 error: state_now.error().map(str::to_owned),
                 since: now,
@@ -125,13 +121,17 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
         }
         if !unchanged || violation != record.violation {
             record.violation = violation;
-            device_fields::put(&txn, tenant, &record).await?;
-            if !unchanged {
-                fields_changed += 1;
-                device_fields::append_history(&txn, tenant, "reported", &record, now).await?;
+            if unchanged {
+                changed.push(record);
+            } else {
+                reported_anew.push(record);
             }
         }
     }
+    device_fields::append_history(&txn, tenant, HistoryEvent::Reported, &reported_anew).await?;
+    let fields_changed = reported_anew.len();
+    changed.append(&mut reported_anew);
+    device_fields::put(&txn, tenant, &changed).await?;
     let failed = states.values().any(|s| matches!(s, ReportedState::Failed { .. }));
     let outcome = ReportOutcome {
         applied_hash: (!failed).then_some(report.config_hash.as_str()),

@@ -3,8 +3,8 @@
 //! When a pull serves a device under a new key (policy revision, device version), the fields
 //! served are queued here, at most one entry per device (the latest), and written in batches
 //! with the check-ins: the device's served hash and audit key, the current-state rows of the
-//! fields that changed, and their history. A full queue is written at once; shutdown writes
-//! what is left.
+//! fields that changed, and their history, in multi-row statements (a first pull is about 80
+//! rows of each). A full queue is written at once; shutdown writes what is left.
 //!
 //! A crash loses at most one flush interval of queued entries. Nothing is lost for good: the
 //! device's audit key is still the old one, so its next pull queues the update again.
@@ -12,12 +12,13 @@
 use crate::db;
 use crate::db::changes::Announce;
 use crate::db::repo::{device_fields, devices};
-use crate::domain::device::{FieldRecord, ReportedRecord, ServedField};
+use crate::domain::device::{FieldRecord, ReportedKind, ReportedRecord, ServedField};
+use crate::domain::field_audit::HistoryEvent;
 use crate::domain::{DeviceId, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -90,7 +91,7 @@ impl ServedQueue {
 pub async fn record(state: &AppState, device: DeviceId, served: Served) -> Result<(), ApiError> {
     if state.config.checkin_flush_interval_ms == 0 {
         let txn = db::begin_write(&state.db).await?;
-        write_one(&txn, device, &served).await?;
+        write_batch(&txn, &[(device, served)]).await?;
         txn.commit().await?;
         return Ok(());
     }
@@ -100,8 +101,8 @@ pub async fn record(state: &AppState, device: DeviceId, served: Served) -> Resul
     Ok(())
 }
 
-/// Writes every queued entry in one transaction; returns how many. On failure they go back
-/// into the queue for the next flush.
+/// Writes every queued entry, [`db::WRITE_CHUNK`] devices per transaction; returns how many.
+/// On failure they go back into the queue for the next flush.
 pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
     flush_through(state, &state.db).await
 }
@@ -115,9 +116,7 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
         let chunk: Vec<_> = batch.drain(..batch.len().min(db::WRITE_CHUNK)).collect();
         let stored = async {
             let txn = db::begin_write(conn).await?;
-            for (device, served) in &chunk {
-                write_one(&txn, *device, served).await?;
-            }
+            write_batch(&txn, &chunk).await?;
             txn.commit().await?;
             Ok::<_, ApiError>(())
         }
@@ -131,31 +130,43 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
     Ok(written)
 }
 
-async fn write_one(conn: &impl Announce, device: DeviceId, served: &Served) -> Result<(), ApiError> {
-    devices::record_served(conn, served.tenant, device, &served.hash, &served.key).await?;
-    record_fields(conn, served.tenant, device, &served.fields, served.at).await
+/// Writes a batch in a handful of statements per tenant: the devices' current field records in
+/// one read, the fields that changed and their history in multi-row statements, then each
+/// device's served hash and audit key.
+async fn write_batch(conn: &impl Announce, batch: &[(DeviceId, Served)]) -> Result<(), ApiError> {
+    let mut by_tenant: HashMap<TenantId, Vec<&(DeviceId, Served)>> = HashMap::new();
+    for entry in batch {
+        by_tenant.entry(entry.1.tenant).or_default().push(entry);
+    }
+    for (tenant, entries) in by_tenant {
+        let ids: Vec<DeviceId> = entries.iter().map(|(device, _)| *device).collect();
+        let mut current = device_fields::load_many(conn, tenant, &ids).await?;
+        let mut changed = Vec::new();
+        for (device, served) in &entries {
+            let before = current.remove(device).unwrap_or_default();
+            changed.extend(changed_fields(*device, &served.fields, before, served.at));
+        }
+        device_fields::put(conn, tenant, &changed).await?;
+        device_fields::append_history(conn, tenant, HistoryEvent::Served, &changed).await?;
+        for (device, served) in entries {
+            devices::record_served(conn, tenant, *device, &served.hash, &served.key).await?;
+        }
+    }
+    Ok(())
 }
 
-/// Updates the current state of every field whose value, provenance or lock changed, with a
-/// history entry each.
-async fn record_fields(
-    conn: &impl ConnectionTrait,
-    tenant: TenantId,
+/// The new current state of every field whose value, provenance or lock changed (each is
+/// also a history entry).
+fn changed_fields(
     device: DeviceId,
     served: &BTreeMap<String, ServedField>,
+    mut current: BTreeMap<String, FieldRecord>,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    let mut current = device_fields::load(conn, tenant, device).await?;
-    let unset = ServedField {
-        fingerprint: None,
-        source: "unset",
-        policy_id: None,
-        policy_version: None,
-        locked: false,
-    };
+) -> Vec<FieldRecord> {
     let paths: BTreeSet<String> = served.keys().chain(current.keys()).cloned().collect();
+    let mut changed = Vec::new();
     for path in paths {
-        let now_served = served.get(&path).cloned().unwrap_or_else(|| unset.clone());
+        let now_served = served.get(&path).cloned().unwrap_or_else(ServedField::unset);
         let record = match current.remove(&path) {
             Some(record) if record.served == now_served => continue,
             Some(mut record) => {
@@ -166,20 +177,19 @@ async fn record_fields(
             }
             None => FieldRecord {
                 device_id: device,
-                path: path.clone(),
+                path,
                 served: now_served,
                 served_since: now,
                 reported: None,
                 violation: false,
             },
         };
-        device_fields::put(conn, tenant, &record).await?;
-        device_fields::append_history(conn, tenant, "served", &record, now).await?;
+        changed.push(record);
     }
-    Ok(())
+    changed
 }
 
 /// A local override of a field the device is told is locked.
 pub fn is_violation(served: &ServedField, reported: Option<&ReportedRecord>) -> bool {
-    served.locked && reported.is_some_and(|r| r.state == "overridden")
+    served.locked && reported.is_some_and(|r| r.state == ReportedKind::Overridden)
 }

@@ -5,7 +5,8 @@
 use super::devices::{local_value, reported_label, when};
 use super::policies::TreeRow;
 use crate::domain::catalog::Catalog;
-use crate::domain::field_audit::HistoryEntry;
+use crate::domain::device::{ReportedKind, ServedSource};
+use crate::domain::field_audit::{HistoryEntry, HistoryEvent};
 use crate::domain::{DeviceId, TenantId};
 use crate::error::ApiError;
 use crate::services::PageRequest;
@@ -35,8 +36,8 @@ pub struct Timeline {
 
 fn row(entry: HistoryEntry, policies: &[TreeRow]) -> HistoryRow {
     let record = &entry.record;
-    let (event, detail) = match (entry.event.as_str(), record.reported.as_ref()) {
-        ("reported", Some(reported)) => {
+    let (event, detail) = match (entry.event, record.reported.as_ref()) {
+        (HistoryEvent::Reported, Some(reported)) => {
             let local = local_value(&record.path, Some(reported));
             let detail = if local.is_empty() {
                 reported_label(reported)
@@ -45,10 +46,10 @@ fn row(entry: HistoryEntry, policies: &[TreeRow]) -> HistoryRow {
             };
             ("Reported", detail)
         }
-        ("reported", None) => ("Reported", "nothing".to_owned()),
+        (HistoryEvent::Reported, None) => ("Reported", "nothing".to_owned()),
         _ => {
             let from = match (record.served.source, record.served.policy_id) {
-                ("policy", Some(policy)) => {
+                (ServedSource::Policy, Some(policy)) => {
                     let name = policies
                         .iter()
                         .find(|p| p.id.0 == policy)
@@ -58,7 +59,7 @@ fn row(entry: HistoryEntry, policies: &[TreeRow]) -> HistoryRow {
                         record.served.policy_version.unwrap_or_default()
                     )
                 }
-                ("device", _) => "this device's own value".to_owned(),
+                (ServedSource::Device, _) => "this device's own value".to_owned(),
                 _ => "unset".to_owned(),
             };
             let lock = if entry.locked == Some(true) {
@@ -69,8 +70,11 @@ fn row(entry: HistoryEntry, policies: &[TreeRow]) -> HistoryRow {
             ("Served", format!("{from}{lock}"))
         }
     };
-    let violation =
-        entry.locked == Some(true) && record.reported.as_ref().is_some_and(|r| r.state == "overridden");
+    let violation = entry.locked == Some(true)
+        && record
+            .reported
+            .as_ref()
+            .is_some_and(|r| r.state == ReportedKind::Overridden);
     HistoryRow {
         at: when(Some(entry.recorded_at)),
         label: Catalog::get()

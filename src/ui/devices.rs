@@ -7,7 +7,7 @@ use super::page::{self, Layout, Problem, Ui, field, redirect, render};
 use super::policies::{TreeRow, fill, id_of, tree};
 use super::policy_form::{Control, parse_reference, reference_value};
 use crate::domain::catalog::Catalog;
-use crate::domain::device::ReportedRecord;
+use crate::domain::device::{ReportedKind, ReportedRecord};
 use crate::domain::resolve::Source;
 use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, PolicyId, Role};
@@ -100,11 +100,11 @@ pub(super) fn shown_value(value: Option<&Value>) -> String {
 
 /// What a device reported for a field, in words.
 pub(super) fn reported_label(reported: &ReportedRecord) -> String {
-    match reported.state.as_str() {
-        "inherited" => "In sync".into(),
-        "overridden" => "Overridden locally".into(),
-        "failed" => format!("Failed: {}", reported.error.as_deref().unwrap_or_default()),
-        other => other.to_owned(),
+    match reported.state {
+        ReportedKind::Inherited => "In sync".into(),
+        ReportedKind::Overridden => "Overridden locally".into(),
+        ReportedKind::Failed => format!("Failed: {}", reported.error.as_deref().unwrap_or_default()),
+        ReportedKind::Unsupported => "unsupported".into(),
     }
 }
 
@@ -121,7 +121,6 @@ pub(super) fn local_value(path: &str, reported: Option<&ReportedRecord>) -> Stri
 fn field_row(f: FieldView) -> FieldRow {
     let record = f.record.as_ref();
     let reported = record.and_then(|r| r.reported.as_ref());
-    let state = reported.map(|r| r.state.as_str()).unwrap_or_default();
     FieldRow {
         label: Catalog::get()
             .field(&f.path)
@@ -141,7 +140,7 @@ fn field_row(f: FieldView) -> FieldRow {
         },
         local: local_value(&f.path, reported),
         violation: record.is_some_and(|r| r.violation),
-        overridden: state == "overridden",
+        overridden: reported.is_some_and(|r| r.state == ReportedKind::Overridden),
         path: f.path,
     }
 }

@@ -6,7 +6,7 @@ use super::devices::{local_value, shown_value, when};
 use super::page::{self, Layout, render};
 use super::policies::{TreeRow, tree};
 use crate::domain::catalog::Catalog;
-use crate::domain::device::{FieldRecord, value_fingerprint};
+use crate::domain::device::{FieldRecord, ServedSource, value_fingerprint};
 use crate::domain::field_audit::{InheritedState, OverrideKind};
 use crate::domain::policy::PolicyTree;
 use crate::domain::{PolicyId, TenantId};
@@ -165,13 +165,13 @@ fn served_from(tree: &PolicyTree, record: &FieldRecord) -> String {
         record.served.policy_id,
         record.served.policy_version,
     ) {
-        ("policy", Some(policy), Some(version)) => {
+        (ServedSource::Policy, Some(policy), Some(version)) => {
             let name = tree
                 .get(PolicyId(policy))
                 .map_or("(deleted policy)", |n| n.content.name.as_str());
             format!("{name} · v{version}")
         }
-        ("device", _, _) => "this device".into(),
+        (ServedSource::Device, _, _) => "this device".into(),
         _ => "—".into(),
     }
 }

@@ -17,6 +17,7 @@ use gmp::db::repo::{
 };
 use gmp::domain::billing::Usage;
 use gmp::domain::device::Connectivity;
+use gmp::domain::field_audit::HistoryEvent;
 use gmp::services::served_audit;
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
@@ -235,8 +236,9 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .values()
         .next()
         .expect("the pulled device has served fields");
-    device_fields::put(&conn, tenant, record).await.unwrap();
-    device_fields::append_history(&conn, tenant, "served", record, now)
+    let records = [record.clone()];
+    device_fields::put(&conn, tenant, &records).await.unwrap();
+    device_fields::append_history(&conn, tenant, HistoryEvent::Served, &records)
         .await
         .unwrap();
     let reassert = BTreeSet::new();

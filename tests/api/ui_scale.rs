@@ -12,7 +12,7 @@ use gmp::db::repo::devices::DeviceFilter;
 use gmp::db::repo::{device_fields, devices, policies};
 use gmp::domain::Role;
 use gmp::domain::audit::Actor;
-use gmp::domain::device::{FieldRecord, ReportedRecord, ServedField};
+use gmp::domain::device::{FieldRecord, ReportedKind, ReportedRecord, ServedField, ServedSource};
 use gmp::services::operators::{self, NewOperatorInput};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -74,7 +74,7 @@ async fn every_page_renders_within_budget_at_ten_thousand_devices() {
     assert_eq!(all.len(), 10_000);
     let tree = policies::load_tree(&app.state.db, tenant).await.unwrap();
     let now = Utc::now();
-    let txn = db::begin_write(&app.state.db).await.unwrap();
+    let mut records = Vec::with_capacity(all.len());
     for (index, device) in all.iter().enumerate() {
         let node = tree.get(device.policy_id).unwrap();
         let violating = index % 10 == 0;
@@ -83,22 +83,28 @@ async fn every_page_renders_within_budget_at_ten_thousand_devices() {
             path: SITE.into(),
             served: ServedField {
                 fingerprint: Some("f".repeat(16)),
-                source: "policy",
+                source: ServedSource::Policy,
                 policy_id: Some(node.id.0),
                 policy_version: Some(node.version),
                 locked: true,
             },
             served_since: now,
             reported: Some(ReportedRecord {
-                state: if violating { "overridden" } else { "inherited" }.into(),
+                state: if violating {
+                    ReportedKind::Overridden
+                } else {
+                    ReportedKind::Inherited
+                },
                 local_value: violating.then(|| json!("rogue.example")),
                 error: None,
                 since: now,
             }),
             violation: violating,
         };
-        device_fields::put(&txn, tenant, &record).await.unwrap();
+        records.push(record);
     }
+    let txn = db::begin_write(&app.state.db).await.unwrap();
+    device_fields::put(&txn, tenant, &records).await.unwrap();
     txn.commit().await.unwrap();
 
     let browser = Browser::sign_in(&app, EMAIL, PASSWORD).await;

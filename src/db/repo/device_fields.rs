@@ -2,12 +2,12 @@
 //! history, written only when something changes.
 
 use crate::db::entities::{device_field_history as history, device_fields as fields, devices};
-use crate::domain::device::{FieldRecord, ReportedRecord, ServedField};
-use crate::domain::field_audit::{HistoryEntry, InheritedState, OverrideKind};
+use crate::domain::device::{FieldRecord, ReportedKind, ReportedRecord, ServedField, ServedSource};
+use crate::domain::field_audit::{HistoryEntry, HistoryEvent, InheritedState, OverrideKind};
 use crate::domain::sync::FieldFlags;
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query, SimpleExpr};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -15,11 +15,55 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-fn source_name(source: &str) -> &'static str {
+// The column strings of the enums: the one mapping between the domain and the database.
+
+fn source_column(source: ServedSource) -> &'static str {
     match source {
-        "policy" => "policy",
-        "device" => "device",
-        _ => "unset",
+        ServedSource::Policy => "policy",
+        ServedSource::Device => "device",
+        ServedSource::Unset => "unset",
+    }
+}
+
+fn source_of(column: &str) -> ServedSource {
+    match column {
+        "policy" => ServedSource::Policy,
+        "device" => ServedSource::Device,
+        _ => ServedSource::Unset,
+    }
+}
+
+pub(super) fn state_column(state: ReportedKind) -> &'static str {
+    match state {
+        ReportedKind::Inherited => "inherited",
+        ReportedKind::Overridden => "overridden",
+        ReportedKind::Failed => "failed",
+        ReportedKind::Unsupported => "unsupported",
+    }
+}
+
+fn state_of(column: &str) -> Result<ReportedKind, DbErr> {
+    match column {
+        "inherited" => Ok(ReportedKind::Inherited),
+        "overridden" => Ok(ReportedKind::Overridden),
+        "failed" => Ok(ReportedKind::Failed),
+        "unsupported" => Ok(ReportedKind::Unsupported),
+        other => Err(DbErr::Type(format!("unknown reported state `{other}`"))),
+    }
+}
+
+fn event_column(event: HistoryEvent) -> &'static str {
+    match event {
+        HistoryEvent::Served => "served",
+        HistoryEvent::Reported => "reported",
+    }
+}
+
+fn event_of(column: &str) -> Result<HistoryEvent, DbErr> {
+    match column {
+        "served" => Ok(HistoryEvent::Served),
+        "reported" => Ok(HistoryEvent::Reported),
+        other => Err(DbErr::Type(format!("unknown field history event `{other}`"))),
     }
 }
 
@@ -27,26 +71,33 @@ fn parse_json(text: Option<String>) -> Option<Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
-fn to_domain(m: fields::Model) -> FieldRecord {
-    FieldRecord {
+fn to_domain(m: fields::Model) -> Result<FieldRecord, DbErr> {
+    Ok(FieldRecord {
         device_id: DeviceId(m.device_id),
         served: ServedField {
             fingerprint: m.served_fingerprint,
-            source: source_name(&m.source),
+            source: source_of(&m.source),
             policy_id: m.policy_id,
             policy_version: m.policy_version,
             locked: m.locked,
         },
         served_since: m.served_since,
-        reported: m.reported_state.map(|state| ReportedRecord {
-            state,
-            local_value: parse_json(m.local_value),
-            error: m.error,
-            since: m.reported_since.unwrap_or(m.served_since),
-        }),
+        reported: match m.reported_state {
+            Some(state) => Some(ReportedRecord {
+                state: state_of(&state)?,
+                local_value: parse_json(m.local_value),
+                error: m.error,
+                since: m.reported_since.unwrap_or(m.served_since),
+            }),
+            None => None,
+        },
         violation: m.violation,
         path: m.path,
-    }
+    })
+}
+
+fn to_domain_all(models: Vec<fields::Model>) -> Result<Vec<FieldRecord>, DbErr> {
+    models.into_iter().map(to_domain).collect()
 }
 
 pub async fn load(
@@ -54,86 +105,140 @@ pub async fn load(
     tenant: TenantId,
     device: DeviceId,
 ) -> Result<BTreeMap<String, FieldRecord>, DbErr> {
-    Ok(fields::Entity::find()
-        .filter(fields::Column::TenantId.eq(tenant.0))
-        .filter(fields::Column::DeviceId.eq(device.0))
-        .all(conn)
+    Ok(load_many(conn, tenant, &[device])
         .await?
-        .into_iter()
-        .map(|m| (m.path.clone(), to_domain(m)))
-        .collect())
+        .remove(&device)
+        .unwrap_or_default())
 }
 
-/// Writes the record, replacing the previous state of that field.
-pub async fn put(conn: &impl ConnectionTrait, tenant: TenantId, record: &FieldRecord) -> Result<(), DbErr> {
-    fields::Entity::delete_many()
-        .filter(fields::Column::TenantId.eq(tenant.0))
-        .filter(fields::Column::DeviceId.eq(record.device_id.0))
-        .filter(fields::Column::Path.eq(record.path.as_str()))
-        .exec(conn)
-        .await?;
-    let reported = record.reported.as_ref();
-    let model = fields::ActiveModel {
-        device_id: Set(record.device_id.0),
-        path: Set(record.path.clone()),
-        tenant_id: Set(tenant.0),
-        served_fingerprint: Set(record.served.fingerprint.clone()),
-        source: Set(record.served.source.to_owned()),
-        policy_id: Set(record.served.policy_id),
-        policy_version: Set(record.served.policy_version),
-        locked: Set(record.served.locked),
-        served_since: Set(record.served_since),
-        reported_state: Set(reported.map(|r| r.state.clone())),
-        local_value: Set(reported
-            .and_then(|r| r.local_value.as_ref())
-            .map(Value::to_string)),
-        error: Set(reported.and_then(|r| r.error.clone())),
-        reported_since: Set(reported.map(|r| r.since)),
-        violation: Set(record.violation),
-    };
-    fields::Entity::insert(model)
-        .exec_without_returning(conn)
-        .await
-        .map(|_| ())
+/// The current records of several devices of a tenant, in one query.
+pub async fn load_many(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    devices: &[DeviceId],
+) -> Result<HashMap<DeviceId, BTreeMap<String, FieldRecord>>, DbErr> {
+    let mut records: HashMap<DeviceId, BTreeMap<String, FieldRecord>> = HashMap::new();
+    // One bound parameter per device, far below both engines' limits.
+    for chunk in devices.chunks(1000) {
+        let rows = fields::Entity::find()
+            .filter(fields::Column::TenantId.eq(tenant.0))
+            .filter(fields::Column::DeviceId.is_in(chunk.iter().map(|d| d.0)))
+            .all(conn)
+            .await?;
+        for record in to_domain_all(rows)? {
+            records
+                .entry(record.device_id)
+                .or_default()
+                .insert(record.path.clone(), record);
+        }
+    }
+    Ok(records)
 }
 
-/// What changed, for the history: `served` or `reported`.
+// 15 columns per row at most: 1,000 rows bind 15,000 parameters (SQLite allows 32,766,
+// PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Writes the records, each replacing the previous state of its field: one statement per
+/// thousand records.
+pub async fn put(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    records: &[FieldRecord],
+) -> Result<(), DbErr> {
+    let columns = [
+        fields::Column::TenantId,
+        fields::Column::ServedFingerprint,
+        fields::Column::Source,
+        fields::Column::PolicyId,
+        fields::Column::PolicyVersion,
+        fields::Column::Locked,
+        fields::Column::ServedSince,
+        fields::Column::ReportedState,
+        fields::Column::LocalValue,
+        fields::Column::Error,
+        fields::Column::ReportedSince,
+        fields::Column::Violation,
+    ];
+    let upsert = OnConflict::columns([fields::Column::DeviceId, fields::Column::Path])
+        .update_columns(columns)
+        .to_owned();
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let models = chunk.iter().map(|record| {
+            let reported = record.reported.as_ref();
+            fields::ActiveModel {
+                device_id: Set(record.device_id.0),
+                path: Set(record.path.clone()),
+                tenant_id: Set(tenant.0),
+                served_fingerprint: Set(record.served.fingerprint.clone()),
+                source: Set(source_column(record.served.source).to_owned()),
+                policy_id: Set(record.served.policy_id),
+                policy_version: Set(record.served.policy_version),
+                locked: Set(record.served.locked),
+                served_since: Set(record.served_since),
+                reported_state: Set(reported.map(|r| state_column(r.state).to_owned())),
+                local_value: Set(reported
+                    .and_then(|r| r.local_value.as_ref())
+                    .map(Value::to_string)),
+                error: Set(reported.and_then(|r| r.error.clone())),
+                reported_since: Set(reported.map(|r| r.since)),
+                violation: Set(record.violation),
+            }
+        });
+        fields::Entity::insert_many(models)
+            .on_conflict(upsert.clone())
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Appends what changed to the history, one entry per record, each at the time the record
+/// says that side changed (`served_since`, or the report's `since`): one statement per
+/// thousand.
 pub async fn append_history(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
-    event: &str,
-    record: &FieldRecord,
-    at: DateTime<Utc>,
+    event: HistoryEvent,
+    records: &[FieldRecord],
 ) -> Result<(), DbErr> {
-    let reported = record.reported.as_ref();
-    let model = history::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(tenant.0),
-        device_id: Set(record.device_id.0),
-        path: Set(record.path.clone()),
-        event: Set(event.to_owned()),
-        served_fingerprint: Set(record.served.fingerprint.clone()),
-        source: Set(record.served.source.to_owned()),
-        policy_id: Set(record.served.policy_id),
-        policy_version: Set(record.served.policy_version),
-        reported_state: Set(reported.map(|r| r.state.clone())),
-        local_value: Set(reported
-            .and_then(|r| r.local_value.as_ref())
-            .map(Value::to_string)),
-        error: Set(reported.and_then(|r| r.error.clone())),
-        recorded_at: Set(at),
-        locked: Set(Some(record.served.locked)),
-    };
-    history::Entity::insert(model)
-        .exec_without_returning(conn)
-        .await
-        .map(|_| ())
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let models = chunk.iter().map(|record| {
+            let reported = record.reported.as_ref();
+            let at = match (event, reported) {
+                (HistoryEvent::Reported, Some(reported)) => reported.since,
+                _ => record.served_since,
+            };
+            history::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                tenant_id: Set(tenant.0),
+                device_id: Set(record.device_id.0),
+                path: Set(record.path.clone()),
+                event: Set(event_column(event).to_owned()),
+                served_fingerprint: Set(record.served.fingerprint.clone()),
+                source: Set(source_column(record.served.source).to_owned()),
+                policy_id: Set(record.served.policy_id),
+                policy_version: Set(record.served.policy_version),
+                reported_state: Set(reported.map(|r| state_column(r.state).to_owned())),
+                local_value: Set(reported
+                    .and_then(|r| r.local_value.as_ref())
+                    .map(Value::to_string)),
+                error: Set(reported.and_then(|r| r.error.clone())),
+                recorded_at: Set(at),
+                locked: Set(Some(record.served.locked)),
+            }
+        });
+        history::Entity::insert_many(models)
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(())
 }
 
-fn history_entry(m: history::Model) -> HistoryEntry {
-    HistoryEntry {
+fn history_entry(m: history::Model) -> Result<HistoryEntry, DbErr> {
+    Ok(HistoryEntry {
         id: m.id,
-        event: m.event,
+        event: event_of(&m.event)?,
         recorded_at: m.recorded_at,
         locked: m.locked,
         record: FieldRecord {
@@ -141,21 +246,24 @@ fn history_entry(m: history::Model) -> HistoryEntry {
             path: m.path,
             served: ServedField {
                 fingerprint: m.served_fingerprint,
-                source: source_name(&m.source),
+                source: source_of(&m.source),
                 policy_id: m.policy_id,
                 policy_version: m.policy_version,
                 locked: m.locked.unwrap_or(false),
             },
             served_since: m.recorded_at,
-            reported: m.reported_state.map(|state| ReportedRecord {
-                state,
-                local_value: parse_json(m.local_value),
-                error: m.error,
-                since: m.recorded_at,
-            }),
+            reported: match m.reported_state {
+                Some(state) => Some(ReportedRecord {
+                    state: state_of(&state)?,
+                    local_value: parse_json(m.local_value),
+                    error: m.error,
+                    since: m.recorded_at,
+                }),
+                None => None,
+            },
             violation: false,
         },
-    }
+    })
 }
 
 /// A device's history, newest first, optionally for one field.
@@ -178,7 +286,7 @@ pub async fn history(
     if let Some(before) = cursor {
         query = query.filter(history::Column::Id.lt(before));
     }
-    Ok(query.all(conn).await?.into_iter().map(history_entry).collect())
+    query.all(conn).await?.into_iter().map(history_entry).collect()
 }
 
 /// A device's whole history up to and including `at`, oldest first (by the time each change
@@ -189,7 +297,7 @@ pub async fn history_until(
     device: DeviceId,
     at: DateTime<Utc>,
 ) -> Result<Vec<HistoryEntry>, DbErr> {
-    Ok(history::Entity::find()
+    history::Entity::find()
         .filter(history::Column::TenantId.eq(tenant.0))
         .filter(history::Column::DeviceId.eq(device.0))
         .filter(history::Column::RecordedAt.lte(at))
@@ -199,7 +307,7 @@ pub async fn history_until(
         .await?
         .into_iter()
         .map(history_entry)
-        .collect())
+        .collect()
 }
 
 /// Rows of active devices only: a decommissioned device no longer runs anything the server
@@ -239,16 +347,17 @@ pub async fn inherited(
     limit: u64,
 ) -> Result<Vec<FieldRecord>, DbErr> {
     let reported = fields::Column::ReportedState;
+    let inherited = state_column(ReportedKind::Inherited);
     let mut query = fields::Entity::find()
         .filter(fields::Column::TenantId.eq(tenant.0))
         .filter(fields::Column::Path.eq(q.path))
-        .filter(fields::Column::Source.eq("policy"))
+        .filter(fields::Column::Source.eq(source_column(ServedSource::Policy)))
         .filter(of_active_device())
         .filter(match q.state {
-            Some(InheritedState::Inherited) => Condition::all().add(reported.eq("inherited")),
+            Some(InheritedState::Inherited) => Condition::all().add(reported.eq(inherited)),
             Some(InheritedState::NotReported) => Condition::all().add(reported.is_null()),
             None => Condition::any()
-                .add(reported.eq("inherited"))
+                .add(reported.eq(inherited))
                 .add(reported.is_null()),
         })
         .order_by_asc(fields::Column::DeviceId)
@@ -262,7 +371,7 @@ pub async fn inherited(
     if let Some(after) = cursor {
         query = query.filter(fields::Column::DeviceId.gt(after));
     }
-    Ok(query.all(conn).await?.into_iter().map(to_domain).collect())
+    to_domain_all(query.all(conn).await?)
 }
 
 /// Fields active devices override locally (optionally only field `path`, only allowed overrides or
@@ -277,7 +386,7 @@ pub async fn overrides(
 ) -> Result<Vec<FieldRecord>, DbErr> {
     let mut query = fields::Entity::find()
         .filter(fields::Column::TenantId.eq(tenant.0))
-        .filter(fields::Column::ReportedState.eq("overridden"))
+        .filter(fields::Column::ReportedState.eq(state_column(ReportedKind::Overridden)))
         .filter(of_active_device())
         .order_by_asc(fields::Column::DeviceId)
         .order_by_asc(fields::Column::Path)
@@ -297,7 +406,7 @@ pub async fn overrides(
             ),
         );
     }
-    Ok(query.all(conn).await?.into_iter().map(to_domain).collect())
+    to_domain_all(query.all(conn).await?)
 }
 
 /// The field flags of the tenant's devices (or only of `devices`) that have an overridden or
@@ -315,7 +424,10 @@ pub async fn flags(
         .filter(fields::Column::TenantId.eq(tenant.0))
         .filter(
             Condition::any()
-                .add(fields::Column::ReportedState.is_in(["overridden", "failed"]))
+                .add(fields::Column::ReportedState.is_in([
+                    state_column(ReportedKind::Overridden),
+                    state_column(ReportedKind::Failed),
+                ]))
                 .add(fields::Column::Violation.eq(true)),
         );
     if let Some(devices) = devices {
@@ -327,7 +439,7 @@ pub async fn flags(
         flags
             .entry(DeviceId(device))
             .or_default()
-            .count(state.as_deref(), violation);
+            .count(state.as_deref().map(state_of).transpose()?, violation);
     }
     Ok(flags)
 }
@@ -344,7 +456,7 @@ pub async fn served_versions(
         .column(fields::Column::PolicyId)
         .column_as(fields::Column::PolicyVersion.max(), "policy_version")
         .filter(fields::Column::TenantId.eq(tenant.0))
-        .filter(fields::Column::Source.eq("policy"))
+        .filter(fields::Column::Source.eq(source_column(ServedSource::Policy)))
         .group_by(fields::Column::DeviceId)
         .group_by(fields::Column::PolicyId)
         .into_tuple()

@@ -5,7 +5,7 @@ use super::{Written, expect_version};
 use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
 use crate::db::entities::{device_fields, device_reregistrations};
-use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, Thresholds};
+use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, ReportedKind, Thresholds};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, Query};
@@ -240,8 +240,11 @@ fn with_field(condition: sea_orm::sea_query::SimpleExpr) -> sea_orm::sea_query::
     )
 }
 
-fn with_reported(state: &'static [&'static str]) -> sea_orm::sea_query::SimpleExpr {
-    with_field(device_fields::Column::ReportedState.is_in(state.iter().copied()))
+fn with_reported(states: &[ReportedKind]) -> sea_orm::sea_query::SimpleExpr {
+    with_field(
+        device_fields::Column::ReportedState
+            .is_in(states.iter().map(|s| super::device_fields::state_column(*s))),
+    )
 }
 
 pub async fn list(
@@ -286,9 +289,12 @@ pub async fn list(
         query = query.filter(if wanted { exists } else { exists.not() });
     }
     for (wanted, states) in [
-        (filter.has_overrides, &["overridden"][..]),
-        (filter.has_failures, &["failed"][..]),
-        (filter.drifted, &["overridden", "failed"][..]),
+        (filter.has_overrides, &[ReportedKind::Overridden][..]),
+        (filter.has_failures, &[ReportedKind::Failed][..]),
+        (
+            filter.drifted,
+            &[ReportedKind::Overridden, ReportedKind::Failed][..],
+        ),
     ] {
         if let Some(wanted) = wanted {
             let exists = with_reported(states);

@@ -4,8 +4,8 @@
 use super::devices::DeviceResponse;
 use super::policies::PolicyRefResponse;
 use crate::auth::Operator;
-use crate::domain::device::ReportedRecord;
-use crate::domain::field_audit::{HistoryEntry, InheritedState, OverrideKind};
+use crate::domain::device::{ReportedKind, ReportedRecord, ServedSource};
+use crate::domain::field_audit::{HistoryEntry, HistoryEvent, InheritedState, OverrideKind};
 use crate::domain::resolve::Source;
 use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, FieldError, PolicyId};
@@ -44,11 +44,76 @@ impl From<SyncState> for SyncStateDto {
     }
 }
 
+/// Where a served field's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServedSourceDto {
+    /// A policy of the device's chain.
+    Policy,
+    /// The device's own value.
+    Device,
+    /// No value (a locked field nobody set).
+    Unset,
+}
+
+impl From<ServedSource> for ServedSourceDto {
+    fn from(s: ServedSource) -> Self {
+        match s {
+            ServedSource::Policy => ServedSourceDto::Policy,
+            ServedSource::Device => ServedSourceDto::Device,
+            ServedSource::Unset => ServedSourceDto::Unset,
+        }
+    }
+}
+
+/// What a device said it did with a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportedStateDto {
+    /// Applies the served value.
+    Inherited,
+    /// Runs a local value instead.
+    Overridden,
+    /// Could not apply the served value.
+    Failed,
+    /// Its software does not know the field.
+    Unsupported,
+}
+
+impl From<ReportedKind> for ReportedStateDto {
+    fn from(s: ReportedKind) -> Self {
+        match s {
+            ReportedKind::Inherited => ReportedStateDto::Inherited,
+            ReportedKind::Overridden => ReportedStateDto::Overridden,
+            ReportedKind::Failed => ReportedStateDto::Failed,
+            ReportedKind::Unsupported => ReportedStateDto::Unsupported,
+        }
+    }
+}
+
+/// What a field history entry records a change of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryEventDto {
+    /// What the server sent changed.
+    Served,
+    /// What the device said changed.
+    Reported,
+}
+
+impl From<HistoryEvent> for HistoryEventDto {
+    fn from(e: HistoryEvent) -> Self {
+        match e {
+            HistoryEvent::Served => HistoryEventDto::Served,
+            HistoryEvent::Reported => HistoryEventDto::Reported,
+        }
+    }
+}
+
 /// What a device reported for a field.
 #[derive(Serialize, ToSchema)]
 pub struct ReportedResponse {
-    /// `inherited`, `overridden`, `failed` or `unsupported`.
-    pub state: String,
+    pub state: ReportedStateDto,
     /// The local value of an override (for secrets, the device's fingerprint of it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_value: Option<Value>,
@@ -60,7 +125,7 @@ pub struct ReportedResponse {
 impl From<ReportedRecord> for ReportedResponse {
     fn from(rep: ReportedRecord) -> Self {
         Self {
-            state: rep.state,
+            state: rep.state.into(),
             local_value: rep.local_value,
             error: rep.error,
             since: rep.since,
@@ -77,8 +142,7 @@ pub struct FieldRecordResponse {
     pub field: String,
     /// Fingerprint of the served value (not the value; secrets stay secret).
     pub served_fingerprint: Option<String>,
-    /// `policy`, `device` or `unset`.
-    pub source: &'static str,
+    pub source: ServedSourceDto,
     pub policy_id: Option<Uuid>,
     pub policy_version: Option<i32>,
     pub locked: bool,
@@ -96,7 +160,7 @@ impl From<NamedRecord> for FieldRecordResponse {
             hostname: named.hostname,
             field: r.path,
             served_fingerprint: r.served.fingerprint,
-            source: r.served.source,
+            source: r.served.source.into(),
             policy_id: r.served.policy_id,
             policy_version: r.served.policy_version,
             locked: r.served.locked,
@@ -117,8 +181,7 @@ pub struct DeviceFieldResponse {
     /// The policy and version it comes from; absent for device values and unset fields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_policy: Option<PolicyRefResponse>,
-    /// `policy`, `device` or `unset`.
-    pub source: &'static str,
+    pub source: ServedSourceDto,
     pub locked: bool,
     /// Fingerprint of the value last served (absent before the device was first served it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,9 +206,9 @@ pub struct DeviceFieldsResponse {
 impl From<FieldView> for DeviceFieldResponse {
     fn from(f: FieldView) -> Self {
         let (source, source_policy) = match f.source {
-            Some(Source::Policy(p)) => ("policy", Some(p.into())),
-            Some(Source::Device) => ("device", None),
-            None => ("unset", None),
+            Some(Source::Policy(p)) => (ServedSourceDto::Policy, Some(p.into())),
+            Some(Source::Device) => (ServedSourceDto::Device, None),
+            None => (ServedSourceDto::Unset, None),
         };
         let record = f.record;
         Self {
@@ -232,11 +295,10 @@ pub struct HistoryQuery {
 #[derive(Serialize, ToSchema)]
 pub struct HistoryEntryResponse {
     pub id: Uuid,
-    /// `served` (what the server sent changed) or `reported` (what the device said changed).
-    pub event: String,
+    pub event: HistoryEventDto,
     pub field: String,
     pub served_fingerprint: Option<String>,
-    pub source: &'static str,
+    pub source: ServedSourceDto,
     pub policy_id: Option<Uuid>,
     pub policy_version: Option<i32>,
     /// Whether the served field was locked; absent on entries from before this was recorded.
@@ -251,10 +313,10 @@ impl From<HistoryEntry> for HistoryEntryResponse {
         let r = e.record;
         Self {
             id: e.id,
-            event: e.event,
+            event: e.event.into(),
             field: r.path,
             served_fingerprint: r.served.fingerprint,
-            source: r.served.source,
+            source: r.served.source.into(),
             policy_id: r.served.policy_id,
             policy_version: r.served.policy_version,
             locked: e.locked,
