@@ -56,7 +56,7 @@ pub struct EngineReport {
 }
 
 /// A child process killed when dropped, so an error never leaves a server running.
-struct Spawned(Child);
+pub(super) struct Spawned(pub(super) Child);
 
 impl Drop for Spawned {
     fn drop(&mut self) {
@@ -65,12 +65,12 @@ impl Drop for Spawned {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Starts `command` with its output in `log` and waits until `url` answers `200`.
-async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, String> {
+pub(super) async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, String> {
     let out = std::fs::File::create(log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let child = command
@@ -100,7 +100,12 @@ async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, S
 }
 
 /// The `GMP_*` settings of the server under test.
-fn server_env(dir: &Path, database_url: &str, port: u16, workers: Option<usize>) -> Vec<(String, String)> {
+pub(super) fn server_env(
+    dir: &Path,
+    database_url: &str,
+    port: u16,
+    workers: Option<usize>,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("GMP_BIND".to_owned(), format!("127.0.0.1:{port}")),
         ("GMP_DATA_DIR".to_owned(), dir.join("data").display().to_string()),
@@ -127,7 +132,7 @@ fn server_env(dir: &Path, database_url: &str, port: u16, workers: Option<usize>)
 }
 
 /// A scratch PostgreSQL database, dropped by `drop_database`.
-async fn create_database(server_url: &str) -> Result<(String, String), String> {
+pub(super) async fn create_database(server_url: &str) -> Result<(String, String), String> {
     let name = format!("gmp_bench_{}", uuid::Uuid::new_v4().simple());
     let admin = Database::connect(server_url).await.map_err(|e| e.to_string())?;
     admin
@@ -150,7 +155,7 @@ async fn create_database(server_url: &str) -> Result<(String, String), String> {
     Ok((url, name))
 }
 
-async fn drop_database(server_url: &str, name: &str) {
+pub(super) async fn drop_database(server_url: &str, name: &str) {
     if let Ok(admin) = Database::connect(server_url).await {
         let _ = admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))

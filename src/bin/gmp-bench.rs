@@ -2,6 +2,7 @@
 //! subcommands are its parts, usable on their own. See README `## Benchmark`.
 
 use clap::{Parser, Subcommand};
+use gmp::bench::impact::{self, ImpactOptions};
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
 use gmp::bench::onboard::{self, OnboardOptions};
 use gmp::bench::run::{self, RunOptions};
@@ -47,6 +48,7 @@ impl Fleet {
             new: self.herd,
             policies: self.policies,
             pull_interval_seconds: self.pull_interval,
+            own_values_every: 0,
         }
     }
 }
@@ -109,6 +111,37 @@ enum Command {
         clients: usize,
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
+    },
+    /// Time the impact preview of a draft on the root policy of a seeded fleet through `gmp
+    /// serve` (SQLite, and PostgreSQL with `--postgres-url`).
+    Impact {
+        #[arg(long, default_value_t = 100_000)]
+        devices: u64,
+        #[arg(long, default_value_t = 10)]
+        policies: u32,
+        /// Every n-th device has values of its own (0: none); every second of those overrides
+        /// the field the draft changes.
+        #[arg(long, default_value_t = 100)]
+        own_values_every: u64,
+        /// Timed requests after the first.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Devices per page of the preview.
+        #[arg(long, default_value_t = 50)]
+        page: u64,
+        #[arg(long, default_value = "target/release/gmp")]
+        gmp_bin: PathBuf,
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        /// A PostgreSQL server where a scratch database is created and dropped.
+        #[arg(long)]
+        postgres_url: Option<String>,
+        /// Only PostgreSQL.
+        #[arg(long)]
+        skip_sqlite: bool,
+        /// HTTP worker threads of the server (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Everything: seed, start `gmp serve` and the baseline, run the scenarios against both,
     /// onboard, print the table (SQLite, and PostgreSQL with `--postgres-url`).
@@ -256,6 +289,38 @@ async fn execute(command: Command) -> Result<(), String> {
             })
             .await?;
             print_json(&report);
+        }
+        Command::Impact {
+            devices,
+            policies,
+            own_values_every,
+            runs,
+            page,
+            gmp_bin,
+            work_dir,
+            postgres_url,
+            skip_sqlite,
+            workers,
+        } => {
+            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let options = ImpactOptions {
+                gmp_bin,
+                work_dir: work_dir.clone(),
+                devices,
+                policies,
+                own_values_every,
+                runs,
+                page,
+                postgres_url,
+                skip_sqlite,
+                workers,
+            };
+            let (reports, table) = impact::run(&options).await?;
+            let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
+            let path = work_dir.join("impact.json");
+            std::fs::write(&path, json).map_err(|e| e.to_string())?;
+            println!("{table}");
+            eprintln!("details: {}", path.display());
         }
         Command::All {
             fleet,

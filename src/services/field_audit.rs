@@ -59,7 +59,7 @@ async fn current_view(
             record.violation,
         );
     }
-    Ok(view(state, &current, device, flags, Utc::now()))
+    Ok(view(state, &current, device, flags, state.clock.now()))
 }
 
 /// Every field of a device: effective value, provenance, lock, and what the device reported.

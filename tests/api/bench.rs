@@ -29,6 +29,7 @@ async fn a_seeded_fleet_pulls_304_and_200_and_its_herd_pulls_once() {
         new: 10,
         policies: 2,
         pull_interval_seconds: 60,
+        own_values_every: 0,
     };
     let seeded = seed::seed(&app.state, &fleet).await.unwrap();
     assert_eq!(seeded.devices.len(), 50);

@@ -152,6 +152,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         new: 20,
         policies: 3,
         pull_interval_seconds: 3600,
+        own_values_every: 0,
     };
     // Other tenants beside the one under test, as on a real server: a query that reads every
     // tenant's rows shows as a scan only when there are several.
