@@ -15,13 +15,14 @@ use crate::domain::operator::Role;
 use crate::services::drafts;
 use crate::services::operators::{self, NewOperatorInput};
 use crate::services::policy_edit::PolicyEdit;
+use crate::state::AppState;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct ImpactOptions {
@@ -60,8 +61,6 @@ pub struct ImpactReport {
     pub max_ms: f64,
 }
 
-const OPERATOR_EMAIL: &str = "bench-impact@bench.test";
-
 /// Runs the scenario on every engine asked for and returns the reports and a printed table.
 pub async fn run(options: &ImpactOptions) -> Result<(Vec<ImpactReport>, String), String> {
     let mut reports = Vec::new();
@@ -81,36 +80,48 @@ pub async fn run(options: &ImpactOptions) -> Result<(Vec<ImpactReport>, String),
     Ok((reports, printed))
 }
 
-/// The seeded fleet's tenant, the root policy, a draft on it and an operator's password.
-struct Prepared {
-    root: uuid::Uuid,
-    draft: uuid::Uuid,
-    password: String,
-    groups: u64,
-    seed_seconds: f64,
+/// The seeded fleet's root policy, a draft on it and the operator who previews it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub root: uuid::Uuid,
+    pub draft: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+    /// Distinct (policy, values of their own) groups under the root.
+    pub groups: u64,
+    pub seed_seconds: f64,
 }
 
-async fn prepare(options: &ImpactOptions, env: &[(String, String)]) -> Result<Prepared, String> {
+/// Seeds the fleet (every device steady, 1 h pull interval), an editor to preview with, and a
+/// draft on the root policy that turns [`OVERRIDDEN`] off.
+pub async fn prepare(
+    state: &AppState,
+    devices: u64,
+    policies: u32,
+    own_values_every: u64,
+) -> Result<Prepared, String> {
     let describe = |e: crate::error::ApiError| seed::describe(&e);
-    let config = Config::load(None, env.to_vec()).map_err(|e| e.to_string())?;
-    let state = seed::open(config).await?;
     let fleet = SeedOptions {
-        steady: options.devices,
+        steady: devices,
         new: 0,
-        policies: options.policies,
+        policies,
         pull_interval_seconds: 3600,
-        own_values_every: options.own_values_every,
+        own_values_every,
     };
-    let seeded = seed::seed(&state, &fleet).await.map_err(describe)?;
+    let seeded = seed::seed(state, &fleet).await.map_err(describe)?;
     let actor = Actor::system(seeded.tenant);
     let password = crate::auth::token::generate("bench-");
+    let email = format!(
+        "bench-impact-{}@bench.test",
+        &seeded.tenant.0.simple().to_string()[..8]
+    );
     let input = NewOperatorInput {
-        email: OPERATOR_EMAIL.to_owned(),
+        email: email.clone(),
         display_name: Some("Impact benchmark".to_owned()),
         role: Role::Editor,
         password: password.clone(),
     };
-    operators::create(&state, &actor, input, false)
+    operators::create(state, &actor, input, false)
         .await
         .map_err(describe)?;
     let root = policy_repo::root_id(&state.db, seeded.tenant)
@@ -122,7 +133,7 @@ async fn prepare(options: &ImpactOptions, env: &[(String, String)]) -> Result<Pr
         comment: Some("no disk tickets".into()),
         ..PolicyEdit::default()
     };
-    let draft = drafts::create(&state, &actor, root, edit)
+    let draft = drafts::create(state, &actor, root, edit)
         .await
         .map_err(describe)?;
     // The groups the preview resolves: the devices under the root per (policy, own values).
@@ -134,10 +145,10 @@ async fn prepare(options: &ImpactOptions, env: &[(String, String)]) -> Result<Pr
         .await
         .map_err(|e| e.to_string())?
         .len() as u64;
-    state.db.close().await.ok();
     Ok(Prepared {
         root: root.0,
         draft: draft.id.0,
+        email,
         password,
         groups,
         seed_seconds: seeded.elapsed.as_secs_f64(),
@@ -157,7 +168,17 @@ async fn run_engine(
     let port = free_port().map_err(|e| e.to_string())?;
     let env = server_env(dir, database_url, port, options.workers);
     eprintln!("[{engine}] seeding {} devices", options.devices);
-    let prepared = prepare(options, &env).await?;
+    let config = Config::load(None, env.clone()).map_err(|e| e.to_string())?;
+    let state = seed::open(config).await?;
+    let prepared = prepare(
+        &state,
+        options.devices,
+        options.policies,
+        options.own_values_every,
+    )
+    .await;
+    state.db.close().await.ok();
+    let prepared = prepared?;
     eprintln!("[{engine}] seeded in {:.1} s", prepared.seed_seconds);
 
     let mut server = Command::new(&options.gmp_bin);
@@ -168,11 +189,47 @@ async fn run_engine(
     server.envs(env.iter().map(|(k, v)| (k, v)));
     let base = format!("http://127.0.0.1:{port}");
     let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    eprintln!("[{engine}] timing the impact preview");
+    let measured = measure(&base, &prepared, options.runs, options.page).await;
+    drop(server);
+    let measured = measured?;
+    let times = &measured.times_ms;
+    Ok(ImpactReport {
+        engine: engine.to_owned(),
+        devices: options.devices,
+        seed_seconds: prepared.seed_seconds,
+        groups: prepared.groups,
+        devices_in_scope: measured.devices_in_scope,
+        devices_changing: measured.devices_changing,
+        hidden_by_override: measured.hidden_by_override,
+        first_ms: measured.first_ms,
+        runs: times.len(),
+        p50_ms: times.get(times.len() / 2).copied().unwrap_or_default(),
+        max_ms: times.last().copied().unwrap_or_default(),
+    })
+}
 
+/// What the preview answered, and how long it took.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub devices_in_scope: u64,
+    pub devices_changing: u64,
+    /// Of [`OVERRIDDEN`].
+    pub hidden_by_override: u64,
+    /// Devices on the first page.
+    pub listed: usize,
+    pub first_ms: f64,
+    /// The other requests, in milliseconds, sorted.
+    pub times_ms: Vec<f64>,
+}
+
+/// Signs in as the prepared operator at `base` and requests the draft's impact (totals and the
+/// first page of `page` devices) `1 + runs` times, one after the other.
+pub async fn measure(base: &str, prepared: &Prepared, runs: usize, page: u64) -> Result<Measured, String> {
     let client = load::http_client(1);
     let login = client
         .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": OPERATOR_EMAIL, "password": prepared.password}))
+        .json(&json!({"email": prepared.email, "password": prepared.password}))
         .send()
         .await
         .map_err(|e| e.to_string())?
@@ -184,10 +241,10 @@ async fn run_engine(
         .ok_or_else(|| format!("no access token: {login}"))?
         .to_owned();
     let url = format!(
-        "{base}/api/v1/policies/{}/drafts/{}/impact?limit={}",
-        prepared.root, prepared.draft, options.page
+        "{base}/api/v1/policies/{}/drafts/{}/impact?limit={page}",
+        prepared.root, prepared.draft
     );
-    let once = async || -> Result<(Duration, Value), String> {
+    let once = async || -> Result<(f64, Value), String> {
         let started = Instant::now();
         let response = client
             .get(&url)
@@ -197,39 +254,31 @@ async fn run_engine(
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let body = response.json::<Value>().await.map_err(|e| e.to_string())?;
-        let took = started.elapsed();
+        let took = started.elapsed().as_secs_f64() * 1000.0;
         if !status.is_success() {
             return Err(format!("{url}: {status} {body}"));
         }
         Ok((took, body))
     };
-    eprintln!("[{engine}] timing the impact preview");
-    let (first, body) = once().await?;
-    let mut times = Vec::with_capacity(options.runs);
-    for _ in 0..options.runs {
-        times.push(once().await?.0);
+    let (first_ms, body) = once().await?;
+    let mut times_ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        times_ms.push(once().await?.0);
     }
-    drop(server);
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    times_ms.sort_by(f64::total_cmp);
     let count = |v: &Value| v.as_u64().unwrap_or_default();
     let field = body["fields"]
         .as_array()
         .and_then(|fields| fields.iter().find(|f| f["path"] == OVERRIDDEN))
         .cloned()
         .unwrap_or_default();
-    Ok(ImpactReport {
-        engine: engine.to_owned(),
-        devices: options.devices,
-        seed_seconds: prepared.seed_seconds,
-        groups: prepared.groups,
+    Ok(Measured {
         devices_in_scope: count(&body["devices_in_scope"]),
         devices_changing: count(&body["devices_changing"]),
         hidden_by_override: count(&field["hidden_by_override"]),
-        first_ms: ms(first),
-        runs: times.len(),
-        p50_ms: times.get(times.len() / 2).copied().map_or(0.0, ms),
-        max_ms: times.last().copied().map_or(0.0, ms),
+        listed: body["devices"].as_array().map_or(0, Vec::len),
+        first_ms,
+        times_ms,
     })
 }
 

@@ -20,7 +20,7 @@ use crate::services::tenants;
 use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -180,6 +180,7 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
             group,
             (&etag, &audit_key),
             options.pull_interval_seconds,
+            state.clock.now(),
         );
         seeded_device.device_values = values;
         batch.push((seeded_device, token::digest(&credential)));
@@ -228,8 +229,8 @@ fn device(
     group: Group,
     (etag, audit_key): (&str, &str),
     interval_seconds: u32,
+    now: DateTime<Utc>,
 ) -> Device {
-    let now = Utc::now();
     let steady = group == Group::Steady;
     let last_pull = steady.then(|| now - chrono::Duration::seconds(i64::from(interval_seconds)));
     Device {

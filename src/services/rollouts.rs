@@ -212,7 +212,7 @@ async fn count(state: &AppState, rollout: &Rollout) -> Result<(u64, WaveFigures)
     if !rollout.state.is_active() {
         return Ok((in_scope, WaveFigures::default()));
     }
-    place_devices(state, tenant).await?;
+    place_devices(state, tenant, &scope).await?;
     // Bands of the scale that are served alike: split at every active rollout's limit below
     // this wave's, since overlapping rollouts (on a policy and one below it) mix their nodes.
     let cutoff = rollout.plan.cutoff(rollout.wave);
@@ -282,10 +282,10 @@ async fn count(state: &AppState, rollout: &Rollout) -> Result<(u64, WaveFigures)
 /// Devices placed on the rollout scale per transaction.
 const PLACE_BATCH: u64 = 1_000;
 
-/// Stores the place on the rollout scale of the tenant's devices that have none yet.
-async fn place_devices(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
+/// Stores the place on the rollout scale of the devices under `scope` that have none yet.
+async fn place_devices(state: &AppState, tenant: TenantId, scope: &[PolicyId]) -> Result<(), ApiError> {
     loop {
-        let missing = device_groups::devices_without_bucket(&state.db, tenant, PLACE_BATCH).await?;
+        let missing = device_groups::devices_without_bucket(&state.db, tenant, scope, PLACE_BATCH).await?;
         let placed: Vec<(Uuid, u32)> = missing.iter().map(|&id| (id, bucket(id))).collect();
         let txn = db::begin_write(&state.db).await?;
         device_groups::insert_buckets(&txn, tenant, &placed).await?;

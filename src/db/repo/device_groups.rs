@@ -102,10 +102,12 @@ pub async fn count_under(
     Ok(count)
 }
 
-/// Up to `limit` of the tenant's devices that have no place on the rollout scale stored yet.
+/// Up to `limit` of the devices under `policies` that have no place on the rollout scale
+/// stored yet (an index-only anti-join: once placed, it returns nothing).
 pub async fn devices_without_bucket(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
+    policies: &[PolicyId],
     limit: u64,
 ) -> Result<Vec<Uuid>, DbErr> {
     #[derive(FromQueryResult)]
@@ -120,6 +122,7 @@ pub async fn devices_without_bucket(
             Expr::col((buckets::Entity, buckets::Column::DeviceId)).equals((Entity, Column::Id)),
         )
         .and_where(Expr::col((Entity, Column::TenantId)).eq(tenant.0))
+        .and_where(Expr::col((Entity, Column::PolicyId)).is_in(policies.iter().map(|p| p.0)))
         .and_where(Expr::col((buckets::Entity, buckets::Column::DeviceId)).is_null())
         .limit(limit)
         .to_owned();
