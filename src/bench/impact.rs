@@ -6,7 +6,7 @@
 //! timed against `gmp serve`, several times, on SQLite and PostgreSQL.
 
 use super::load;
-use super::run::{create_database, drop_database, free_port, server_env, start};
+use super::run::{free_port, on_engines, server_env, start};
 use super::seed::{self, OVERRIDDEN, SeedOptions};
 use crate::config::Config;
 use crate::db::repo::{device_groups, policies as policy_repo};
@@ -63,19 +63,14 @@ pub struct ImpactReport {
 
 /// Runs the scenario on every engine asked for and returns the reports and a printed table.
 pub async fn run(options: &ImpactOptions) -> Result<(Vec<ImpactReport>, String), String> {
-    let mut reports = Vec::new();
-    if !options.skip_sqlite {
-        let dir = options.work_dir.join("impact-sqlite");
-        let url = format!("sqlite://{}?mode=rwc", dir.join("data").join("gmp.db").display());
-        reports.push(run_engine(options, "SQLite", &dir, &url).await?);
-    }
-    if let Some(server_url) = &options.postgres_url {
-        let (url, name) = create_database(server_url).await?;
-        let dir = options.work_dir.join("impact-postgres");
-        let outcome = run_engine(options, "PostgreSQL", &dir, &url).await;
-        drop_database(server_url, &name).await;
-        reports.push(outcome?);
-    }
+    let reports = on_engines(
+        &options.work_dir,
+        "impact-",
+        options.postgres_url.as_deref(),
+        options.skip_sqlite,
+        async |engine, dir, url| run_engine(options, engine, dir, url).await,
+    )
+    .await?;
     let printed = table(&reports);
     Ok((reports, printed))
 }

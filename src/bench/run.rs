@@ -132,7 +132,7 @@ pub(super) fn server_env(
 }
 
 /// A scratch PostgreSQL database, dropped by `drop_database`.
-pub(super) async fn create_database(server_url: &str) -> Result<(String, String), String> {
+async fn create_database(server_url: &str) -> Result<(String, String), String> {
     let name = format!("gmp_bench_{}", uuid::Uuid::new_v4().simple());
     let admin = Database::connect(server_url).await.map_err(|e| e.to_string())?;
     admin
@@ -155,7 +155,7 @@ pub(super) async fn create_database(server_url: &str) -> Result<(String, String)
     Ok((url, name))
 }
 
-pub(super) async fn drop_database(server_url: &str, name: &str) {
+async fn drop_database(server_url: &str, name: &str) {
     if let Ok(admin) = Database::connect(server_url).await {
         let _ = admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -164,21 +164,42 @@ pub(super) async fn drop_database(server_url: &str, name: &str) {
     }
 }
 
-/// Runs the benchmark on every engine asked for and returns the printed table.
-pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), String> {
+/// Runs `each` with `(engine, directory, database URL)` on SQLite unless `skip_sqlite`, then on
+/// a scratch PostgreSQL database on `postgres_url` (dropped afterwards), each in its own
+/// directory `<work_dir>/<prefix>sqlite|postgres`.
+pub(super) async fn on_engines<T>(
+    work_dir: &Path,
+    prefix: &str,
+    postgres_url: Option<&str>,
+    skip_sqlite: bool,
+    mut each: impl AsyncFnMut(&str, &Path, &str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let mut reports = Vec::new();
-    if !options.skip_sqlite {
-        let dir = options.work_dir.join("sqlite");
+    if !skip_sqlite {
+        let dir = work_dir.join(format!("{prefix}sqlite"));
         let url = format!("sqlite://{}?mode=rwc", dir.join("data").join("gmp.db").display());
-        reports.push(run_engine(options, "SQLite", &dir, &url).await?);
+        reports.push(each("SQLite", &dir, &url).await?);
     }
-    if let Some(server_url) = &options.postgres_url {
+    if let Some(server_url) = postgres_url {
         let (url, name) = create_database(server_url).await?;
-        let dir = options.work_dir.join("postgres");
-        let outcome = run_engine(options, "PostgreSQL", &dir, &url).await;
+        let dir = work_dir.join(format!("{prefix}postgres"));
+        let outcome = each("PostgreSQL", &dir, &url).await;
         drop_database(server_url, &name).await;
         reports.push(outcome?);
     }
+    Ok(reports)
+}
+
+/// Runs the benchmark on every engine asked for and returns the printed table.
+pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), String> {
+    let reports = on_engines(
+        &options.work_dir,
+        "",
+        options.postgres_url.as_deref(),
+        options.skip_sqlite,
+        async |engine, dir, url| run_engine(options, engine, dir, url).await,
+    )
+    .await?;
     let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
     std::fs::write(options.work_dir.join("report.json"), json).map_err(|e| e.to_string())?;
     let printed = table(&reports);

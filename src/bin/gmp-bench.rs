@@ -53,6 +53,24 @@ impl Fleet {
     }
 }
 
+/// Where the servers under test come from and on which engines they run.
+#[derive(clap::Args, Clone)]
+struct Engines {
+    #[arg(long, default_value = "target/release/gmp")]
+    gmp_bin: PathBuf,
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    /// A PostgreSQL server where a scratch database is created and dropped.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Only PostgreSQL.
+    #[arg(long)]
+    skip_sqlite: bool,
+    /// HTTP worker threads of the servers (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Seed a tenant, its policy tree and devices into the database the `GMP_*` settings name,
@@ -129,29 +147,14 @@ enum Command {
         /// Devices per page of the preview.
         #[arg(long, default_value_t = 50)]
         page: u64,
-        #[arg(long, default_value = "target/release/gmp")]
-        gmp_bin: PathBuf,
-        #[arg(long, default_value = "target/bench")]
-        work_dir: PathBuf,
-        /// A PostgreSQL server where a scratch database is created and dropped.
-        #[arg(long)]
-        postgres_url: Option<String>,
-        /// Only PostgreSQL.
-        #[arg(long)]
-        skip_sqlite: bool,
-        /// HTTP worker threads of the server (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        engines: Engines,
     },
     /// Everything: seed, start `gmp serve` and the baseline, run the scenarios against both,
     /// onboard, print the table (SQLite, and PostgreSQL with `--postgres-url`).
     All {
         #[command(flatten)]
         fleet: Fleet,
-        #[arg(long, default_value = "target/release/gmp")]
-        gmp_bin: PathBuf,
-        #[arg(long, default_value = "target/bench")]
-        work_dir: PathBuf,
         #[arg(long, default_value_t = 64)]
         connections: usize,
         /// Length of each steady-state scenario (the herd stops at this too).
@@ -164,15 +167,8 @@ enum Command {
         /// Onboarding stops starting devices after this long.
         #[arg(long, default_value_t = 300)]
         onboard_max_seconds: u64,
-        /// A PostgreSQL server where a scratch database is created and dropped.
-        #[arg(long)]
-        postgres_url: Option<String>,
-        /// Only PostgreSQL.
-        #[arg(long)]
-        skip_sqlite: bool,
-        /// HTTP worker threads of both servers (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        engines: Engines,
     },
 }
 
@@ -296,11 +292,14 @@ async fn execute(command: Command) -> Result<(), String> {
             own_values_every,
             runs,
             page,
-            gmp_bin,
-            work_dir,
-            postgres_url,
-            skip_sqlite,
-            workers,
+            engines:
+                Engines {
+                    gmp_bin,
+                    work_dir,
+                    postgres_url,
+                    skip_sqlite,
+                    workers,
+                },
         } => {
             std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
             let options = ImpactOptions {
@@ -324,16 +323,19 @@ async fn execute(command: Command) -> Result<(), String> {
         }
         Command::All {
             fleet,
-            gmp_bin,
-            work_dir,
             connections,
             seconds,
             onboard_devices,
             onboard_clients,
             onboard_max_seconds,
-            postgres_url,
-            skip_sqlite,
-            workers,
+            engines:
+                Engines {
+                    gmp_bin,
+                    work_dir,
+                    postgres_url,
+                    skip_sqlite,
+                    workers,
+                },
         } => {
             std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
             let options = RunOptions {

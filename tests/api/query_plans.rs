@@ -85,6 +85,19 @@ impl ConnectionTrait for Recording<'_> {
     }
 }
 
+/// Readies `txn` for plans as a running server's: statistics taken (so the planner picks as it
+/// would there), and on PostgreSQL sequential scans off (one then means no usable index).
+async fn planning(txn: &DatabaseTransaction) -> DbBackend {
+    let backend = txn.get_database_backend();
+    txn.execute_unprepared("ANALYZE").await.unwrap();
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+            .await
+            .unwrap();
+    }
+    backend
+}
+
 /// The engine's plan of one statement, as lines of text.
 async fn plan(txn: &DatabaseTransaction, statement: &Statement) -> Vec<String> {
     let backend = txn.get_database_backend();
@@ -189,14 +202,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .expect("a seeded device");
 
     let txn = app.state.db.begin().await.unwrap();
-    let backend = txn.get_database_backend();
-    // Statistics as a running server would have them, so the planner picks as it would there.
-    txn.execute_unprepared("ANALYZE").await.unwrap();
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-            .await
-            .unwrap();
-    }
+    let backend = planning(&txn).await;
     let conn = Recording {
         inner: &txn,
         statements: Mutex::new(Vec::new()),
@@ -341,7 +347,6 @@ async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
     let scope: Vec<_> = std::iter::once(root).chain(tree.descendants(root)).collect();
 
     let txn = app.state.db.begin().await.unwrap();
-    let backend = txn.get_database_backend();
     // The tenant's devices placed on the rollout scale, as a rollout's first count does.
     let all = device_groups::devices_without_bucket(&txn, tenant, &scope, 10_000)
         .await
@@ -351,12 +356,7 @@ async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
     device_groups::insert_buckets(&txn, tenant, &placed)
         .await
         .unwrap();
-    txn.execute_unprepared("ANALYZE").await.unwrap();
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-            .await
-            .unwrap();
-    }
+    let backend = planning(&txn).await;
     let conn = Recording {
         inner: &txn,
         statements: Mutex::new(Vec::new()),
