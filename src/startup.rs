@@ -61,7 +61,7 @@ impl Application {
         }
         let db = db::connect(&config.database_url(), config.database_max_connections).await?;
         db::migrate(&db).await?;
-        if let Some(admin) = services::bootstrap::ensure_platform_admin(&db, &config)
+        if let Some(admin) = services::bootstrap::ensure_platform_admin(&db, &config, clock.now())
             .await
             .map_err(StartupError::Bootstrap)?
         {

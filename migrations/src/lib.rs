@@ -15,6 +15,7 @@ mod m20261128_000008_billing_usage;
 mod m20261128_000009_drafts_rollouts;
 mod m20261128_000010_ui_indexes;
 mod m20261128_200001_pull_state_feed;
+mod m20261128_210000_device_buckets;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_drafts_rollouts::Migration),
             Box::new(m20261128_000010_ui_indexes::Migration),
             Box::new(m20261128_200001_pull_state_feed::Migration),
+            Box::new(m20261128_210000_device_buckets::Migration),
         ]
     }
 }

@@ -1,10 +1,12 @@
 //! The device-side benchmark (`gmp-bench`): seed a fleet through the service layer, drive its
 //! credentials at a running server, measure a minimal actix-web baseline in the same run, and
-//! measure onboarding through the real API. See README `## Benchmark`.
+//! measure onboarding through the real API, and time the impact preview of a draft on a large
+//! fleet. See README `## Benchmark`.
 //!
 //! Everything here talks to loopback only and every loop is bounded in count and in time.
 
 pub mod baseline;
+pub mod impact;
 pub mod load;
 pub mod onboard;
 pub mod process;

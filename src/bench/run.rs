@@ -56,7 +56,7 @@ pub struct EngineReport {
 }
 
 /// A child process killed when dropped, so an error never leaves a server running.
-struct Spawned(Child);
+pub(super) struct Spawned(pub(super) Child);
 
 impl Drop for Spawned {
     fn drop(&mut self) {
@@ -65,12 +65,12 @@ impl Drop for Spawned {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Starts `command` with its output in `log` and waits until `url` answers `200`.
-async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, String> {
+pub(super) async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, String> {
     let out = std::fs::File::create(log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let child = command
@@ -100,7 +100,12 @@ async fn start(mut command: Command, log: &Path, url: &str) -> Result<Spawned, S
 }
 
 /// The `GMP_*` settings of the server under test.
-fn server_env(dir: &Path, database_url: &str, port: u16, workers: Option<usize>) -> Vec<(String, String)> {
+pub(super) fn server_env(
+    dir: &Path,
+    database_url: &str,
+    port: u16,
+    workers: Option<usize>,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("GMP_BIND".to_owned(), format!("127.0.0.1:{port}")),
         ("GMP_DATA_DIR".to_owned(), dir.join("data").display().to_string()),
@@ -159,21 +164,42 @@ async fn drop_database(server_url: &str, name: &str) {
     }
 }
 
-/// Runs the benchmark on every engine asked for and returns the printed table.
-pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), String> {
+/// Runs `each` with `(engine, directory, database URL)` on SQLite unless `skip_sqlite`, then on
+/// a scratch PostgreSQL database on `postgres_url` (dropped afterwards), each in its own
+/// directory `<work_dir>/<prefix>sqlite|postgres`.
+pub(super) async fn on_engines<T>(
+    work_dir: &Path,
+    prefix: &str,
+    postgres_url: Option<&str>,
+    skip_sqlite: bool,
+    mut each: impl AsyncFnMut(&str, &Path, &str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     let mut reports = Vec::new();
-    if !options.skip_sqlite {
-        let dir = options.work_dir.join("sqlite");
+    if !skip_sqlite {
+        let dir = work_dir.join(format!("{prefix}sqlite"));
         let url = format!("sqlite://{}?mode=rwc", dir.join("data").join("gmp.db").display());
-        reports.push(run_engine(options, "SQLite", &dir, &url).await?);
+        reports.push(each("SQLite", &dir, &url).await?);
     }
-    if let Some(server_url) = &options.postgres_url {
+    if let Some(server_url) = postgres_url {
         let (url, name) = create_database(server_url).await?;
-        let dir = options.work_dir.join("postgres");
-        let outcome = run_engine(options, "PostgreSQL", &dir, &url).await;
+        let dir = work_dir.join(format!("{prefix}postgres"));
+        let outcome = each("PostgreSQL", &dir, &url).await;
         drop_database(server_url, &name).await;
         reports.push(outcome?);
     }
+    Ok(reports)
+}
+
+/// Runs the benchmark on every engine asked for and returns the printed table.
+pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), String> {
+    let reports = on_engines(
+        &options.work_dir,
+        "",
+        options.postgres_url.as_deref(),
+        options.skip_sqlite,
+        async |engine, dir, url| run_engine(options, engine, dir, url).await,
+    )
+    .await?;
     let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
     std::fs::write(options.work_dir.join("report.json"), json).map_err(|e| e.to_string())?;
     let printed = table(&reports);

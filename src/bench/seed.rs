@@ -8,6 +8,7 @@ use crate::db;
 use crate::db::repo::{devices, policies as policy_repo};
 use crate::domain::audit::Actor;
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, config_hash, served_fields};
+use crate::domain::policy::SettingValue;
 use crate::domain::resolve::resolve;
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId, TenantName};
 use crate::error::ApiError;
@@ -19,7 +20,7 @@ use crate::services::tenants;
 use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -37,7 +38,13 @@ pub struct SeedOptions {
     pub policies: u32,
     /// The tenant's pull interval; a device may pull again after a sixteenth of it.
     pub pull_interval_seconds: u32,
+    /// Every n-th device has values of its own (0: none): its own Service Ticket Company, so a
+    /// group of its own, and every second of those also overrides [`OVERRIDDEN`].
+    pub own_values_every: u64,
 }
+
+/// The field devices with values of their own override (every second of them).
+pub const OVERRIDDEN: &str = "ticketing.events.disk_usage.enabled";
 
 #[derive(Debug)]
 pub struct Seeded {
@@ -91,7 +98,8 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
     let name = TenantName::parse("name", &name).map_err(ApiError::field)?;
     let txn = db::begin_write(&state.db).await?;
     // As at bootstrap: the new tenant's id is not known yet; the system acts.
-    let tenant = tenants::insert_tenant(&txn, &Actor::system(TenantId::new()), &name).await?;
+    let tenant =
+        tenants::insert_tenant(&txn, &Actor::system(TenantId::new()), &name, state.clock.now()).await?;
     txn.commit().await?;
     let actor = Actor::system(tenant.id);
     tenants::set_pull_interval(state, &actor, Expected::Any, options.pull_interval_seconds).await?;
@@ -135,12 +143,16 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
     }
     // The hash each policy's devices are served: the same resolution the pull computes.
     let tree = policy_repo::load_tree(&state.db, tenant.id).await?;
+    let served = |id: PolicyId, values: &BTreeMap<String, SettingValue>| {
+        let resolution = resolve(&tree.chain(id), values);
+        let audit_key = served_digest(&served_fields(&resolution));
+        (config_hash(&resolution, &BTreeSet::new()), audit_key)
+    };
     let etags: Vec<(PolicyId, String, String)> = targets
         .iter()
         .map(|&id| {
-            let resolution = resolve(&tree.chain(id), &BTreeMap::new());
-            let audit_key = served_digest(&served_fields(&resolution));
-            (id, config_hash(&resolution, &BTreeSet::new()), audit_key)
+            let (etag, audit_key) = served(id, &BTreeMap::new());
+            (id, etag, audit_key)
         })
         .collect();
 
@@ -153,22 +165,28 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
         } else {
             Group::New
         };
-        let (policy_id, etag, audit_key) = &etags[(index % etags.len() as u64) as usize];
+        let (policy_id, shared_etag, shared_audit_key) = &etags[(index % etags.len() as u64) as usize];
+        let values = own_values(index, options.own_values_every);
+        let (etag, audit_key) = if values.is_empty() {
+            (shared_etag.clone(), shared_audit_key.clone())
+        } else {
+            served(*policy_id, &values)
+        };
         let credential = token::generate(CREDENTIAL_PREFIX);
-        batch.push((
-            device(
-                tenant.id,
-                index,
-                *policy_id,
-                group,
-                (etag, audit_key),
-                options.pull_interval_seconds,
-            ),
-            token::digest(&credential),
-        ));
+        let mut seeded_device = device(
+            tenant.id,
+            index,
+            *policy_id,
+            group,
+            (&etag, &audit_key),
+            options.pull_interval_seconds,
+            state.clock.now(),
+        );
+        seeded_device.device_values = values;
+        batch.push((seeded_device, token::digest(&credential)));
         seeded.push(BenchDevice {
             credential,
-            etag: etag.clone(),
+            etag,
             group,
         });
         if batch.len() == DEVICES_PER_TRANSACTION || index + 1 == total {
@@ -185,6 +203,22 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
     })
 }
 
+/// The values of its own of device `index` (see [`SeedOptions::own_values_every`]).
+fn own_values(index: u64, every: u64) -> BTreeMap<String, SettingValue> {
+    if every == 0 || !index.is_multiple_of(every) {
+        return BTreeMap::new();
+    }
+    let company = json!({"id": 7000 + index, "name": format!("Customer {index}")});
+    let mut values = BTreeMap::from([(
+        "ticketing.service_ticket_company".to_owned(),
+        SettingValue::Plain(company),
+    )]);
+    if (index / every).is_multiple_of(2) {
+        values.insert(OVERRIDDEN.to_owned(), SettingValue::Plain(json!(true)));
+    }
+    values
+}
+
 /// A registered device; a steady one was last served `etag` one interval ago, and its audit is
 /// marked up to date with `audit_key` (no field-audit rows are written for it: a steady-state
 /// pull does not read them).
@@ -195,8 +229,8 @@ fn device(
     group: Group,
     (etag, audit_key): (&str, &str),
     interval_seconds: u32,
+    now: DateTime<Utc>,
 ) -> Device {
-    let now = Utc::now();
     let steady = group == Group::Steady;
     let last_pull = steady.then(|| now - chrono::Duration::seconds(i64::from(interval_seconds)));
     Device {

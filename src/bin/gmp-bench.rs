@@ -2,6 +2,7 @@
 //! subcommands are its parts, usable on their own. See README `## Benchmark`.
 
 use clap::{Parser, Subcommand};
+use gmp::bench::impact::{self, ImpactOptions};
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
 use gmp::bench::onboard::{self, OnboardOptions};
 use gmp::bench::run::{self, RunOptions};
@@ -47,8 +48,27 @@ impl Fleet {
             new: self.herd,
             policies: self.policies,
             pull_interval_seconds: self.pull_interval,
+            own_values_every: 0,
         }
     }
+}
+
+/// Where the servers under test come from and on which engines they run.
+#[derive(clap::Args, Clone)]
+struct Engines {
+    #[arg(long, default_value = "target/release/gmp")]
+    gmp_bin: PathBuf,
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    /// A PostgreSQL server where a scratch database is created and dropped.
+    #[arg(long)]
+    postgres_url: Option<String>,
+    /// Only PostgreSQL.
+    #[arg(long)]
+    skip_sqlite: bool,
+    /// HTTP worker threads of the servers (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -110,15 +130,31 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
     },
+    /// Time the impact preview of a draft on the root policy of a seeded fleet through `gmp
+    /// serve` (SQLite, and PostgreSQL with `--postgres-url`).
+    Impact {
+        #[arg(long, default_value_t = 100_000)]
+        devices: u64,
+        #[arg(long, default_value_t = 10)]
+        policies: u32,
+        /// Every n-th device has values of its own (0: none); every second of those overrides
+        /// the field the draft changes.
+        #[arg(long, default_value_t = 100)]
+        own_values_every: u64,
+        /// Timed requests after the first.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Devices per page of the preview.
+        #[arg(long, default_value_t = 50)]
+        page: u64,
+        #[command(flatten)]
+        engines: Engines,
+    },
     /// Everything: seed, start `gmp serve` and the baseline, run the scenarios against both,
     /// onboard, print the table (SQLite, and PostgreSQL with `--postgres-url`).
     All {
         #[command(flatten)]
         fleet: Fleet,
-        #[arg(long, default_value = "target/release/gmp")]
-        gmp_bin: PathBuf,
-        #[arg(long, default_value = "target/bench")]
-        work_dir: PathBuf,
         #[arg(long, default_value_t = 64)]
         connections: usize,
         /// Length of each steady-state scenario (the herd stops at this too).
@@ -131,15 +167,8 @@ enum Command {
         /// Onboarding stops starting devices after this long.
         #[arg(long, default_value_t = 300)]
         onboard_max_seconds: u64,
-        /// A PostgreSQL server where a scratch database is created and dropped.
-        #[arg(long)]
-        postgres_url: Option<String>,
-        /// Only PostgreSQL.
-        #[arg(long)]
-        skip_sqlite: bool,
-        /// HTTP worker threads of both servers (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        engines: Engines,
     },
 }
 
@@ -257,18 +286,56 @@ async fn execute(command: Command) -> Result<(), String> {
             .await?;
             print_json(&report);
         }
+        Command::Impact {
+            devices,
+            policies,
+            own_values_every,
+            runs,
+            page,
+            engines:
+                Engines {
+                    gmp_bin,
+                    work_dir,
+                    postgres_url,
+                    skip_sqlite,
+                    workers,
+                },
+        } => {
+            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let options = ImpactOptions {
+                gmp_bin,
+                work_dir: work_dir.clone(),
+                devices,
+                policies,
+                own_values_every,
+                runs,
+                page,
+                postgres_url,
+                skip_sqlite,
+                workers,
+            };
+            let (reports, table) = impact::run(&options).await?;
+            let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
+            let path = work_dir.join("impact.json");
+            std::fs::write(&path, json).map_err(|e| e.to_string())?;
+            println!("{table}");
+            eprintln!("details: {}", path.display());
+        }
         Command::All {
             fleet,
-            gmp_bin,
-            work_dir,
             connections,
             seconds,
             onboard_devices,
             onboard_clients,
             onboard_max_seconds,
-            postgres_url,
-            skip_sqlite,
-            workers,
+            engines:
+                Engines {
+                    gmp_bin,
+                    work_dir,
+                    postgres_url,
+                    skip_sqlite,
+                    workers,
+                },
         } => {
             std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
             let options = RunOptions {

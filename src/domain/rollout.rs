@@ -15,8 +15,7 @@ pub const MAX_HOLD_PULL_CYCLES: u32 = 100;
 pub const MAX_MIN_REPORTS: u32 = 1_000_000;
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RolloutState {
     /// Advancing wave by wave.
     Running,
@@ -61,38 +60,31 @@ impl RolloutState {
 
 /// One wave: the share of the policy's devices that has the new version once it starts
 /// (cumulative), and how many pull intervals it is held before the gate decides.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Wave {
     /// 1–100, rising from wave to wave; the last wave is 100.
-    #[schema(example = 25)]
     pub percent: u32,
     /// Pull intervals (the tenant's) the wave is held before it may advance (default 1).
-    #[serde(default = "one")]
     pub hold_pull_cycles: u32,
 }
 
-fn one() -> u32 {
-    1
-}
+/// A wave's hold when the request gives none.
+pub const DEFAULT_HOLD_PULL_CYCLES: u32 = 1;
 
 /// When a wave is healthy enough to advance.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// Above this share of failed devices (reports of failed fields against the new config,
     /// plus devices that stopped pulling) among those heard from, the rollout rolls back.
-    #[schema(example = 0.02)]
     pub max_failed_ratio: f64,
     /// Reports needed before the gate decides (fewer when the wave has fewer devices).
-    #[serde(default = "default_min_reports")]
-    #[schema(example = 20)]
     pub min_reports: u32,
 }
 
-fn default_min_reports() -> u32 {
-    20
-}
+/// The gate's `min_reports` when the request gives none.
+pub const DEFAULT_MIN_REPORTS: u32 = 20;
 
 /// A rollout's plan as requested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,7 +195,12 @@ impl Rollout {
 
     /// Whether `device` is served the new version now.
     pub fn covers(&self, device: Uuid) -> bool {
-        self.state.is_active() && bucket(device) < self.plan.cutoff(self.wave)
+        self.covers_bucket(bucket(device))
+    }
+
+    /// Whether the devices at `bucket` on the rollout scale are served the new version now.
+    pub fn covers_bucket(&self, bucket: u32) -> bool {
+        self.state.is_active() && bucket < self.plan.cutoff(self.wave)
     }
 }
 
@@ -214,8 +211,10 @@ pub fn bucket(device: Uuid) -> u32 {
     n % BUCKETS
 }
 
-/// What a wave's devices showed, as the gate sees them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// What a wave's devices showed, as the gate sees them. Every device of the wave is in exactly
+/// one of: reported (failed or not), stopped, absent, or still to answer
+/// (`served - reported - stopped - absent`: pulling, but no report on the new version yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaveFigures {
     /// Devices of the wave (served the new version).
     pub served: u64,
@@ -223,14 +222,30 @@ pub struct WaveFigures {
     pub reported: u64,
     /// Of those, devices that reported failed fields.
     pub failed: u64,
-    /// Devices that pulled the new version and then stopped pulling.
+    /// Devices that pulled since the rollout started and then stopped pulling (stale or
+    /// offline), without a report on the new version: counted as failed.
     pub stopped: u64,
+    /// Devices that cannot answer: silent (stale or offline) or never seen, and not seen since
+    /// the rollout started. They are not counted either way; they get the new version whenever
+    /// they pull again, as after any save.
+    #[serde(default)]
+    pub absent: u64,
 }
 
 impl WaveFigures {
+    /// Devices of the wave that can answer: all but the absent ones.
+    pub fn answerable(&self) -> u64 {
+        self.served.saturating_sub(self.absent)
+    }
+
+    /// Devices heard from: reported or stopped.
+    pub fn heard(&self) -> u64 {
+        self.reported + self.stopped
+    }
+
     /// Failed and stopped devices among those heard from (reported or stopped).
     pub fn failed_ratio(&self) -> f64 {
-        let heard = self.reported + self.stopped;
+        let heard = self.heard();
         if heard == 0 {
             0.0
         } else {
@@ -248,12 +263,18 @@ pub enum Verdict {
     RollBack,
 }
 
-/// The gate. A failing wave rolls back as soon as enough devices are heard from, hold or not;
-/// a healthy one advances once its hold is over.
+/// The gate. It decides once `min(min_reports, answerable)` devices are heard from (and at
+/// least one, when any can answer): a wave smaller than `min_reports`, or one whose other
+/// devices are absent, is judged on the devices it has. A failing wave rolls back as soon as it
+/// is judged, hold or not; a healthy one advances once its hold is over. A wave none of whose
+/// devices can answer (empty, or every device absent) has nothing to judge and advances once
+/// its hold is over: it never waits for devices that are not there.
 pub fn judge(health: &Health, figures: &WaveFigures, hold_over: bool) -> Verdict {
-    let needed = u64::from(health.min_reports).min(figures.served);
-    let heard = figures.reported + figures.stopped;
-    if heard < needed || (heard == 0 && figures.served > 0) {
+    let answerable = figures.answerable();
+    let needed = u64::from(health.min_reports)
+        .min(answerable)
+        .max(u64::from(answerable > 0));
+    if figures.heard() < needed {
         return Verdict::Wait;
     }
     if figures.failed_ratio() > health.max_failed_ratio {
@@ -330,6 +351,7 @@ mod tests {
             reported,
             failed,
             stopped,
+            absent: 0,
         };
         assert_eq!(judge(&health, &figures(3, 0, 0), true), Verdict::Wait);
         assert_eq!(judge(&health, &figures(5, 0, 0), false), Verdict::Wait);
@@ -340,10 +362,40 @@ mod tests {
         let small = WaveFigures {
             served: 2,
             reported: 2,
-            failed: 0,
-            stopped: 0,
+            ..WaveFigures::default()
         };
         assert_eq!(judge(&health, &small, true), Verdict::Advance);
+        let one_to_go = WaveFigures { reported: 1, ..small };
+        assert_eq!(judge(&health, &one_to_go, true), Verdict::Wait);
+        // Absent devices are not waited for: 8 of 10 gone before the rollout, 2 answer.
+        let mostly_absent = WaveFigures {
+            served: 10,
+            reported: 2,
+            absent: 8,
+            ..WaveFigures::default()
+        };
+        assert_eq!(judge(&health, &mostly_absent, true), Verdict::Advance);
+        // Every device absent: nothing to judge, the hold decides.
+        let all_absent = WaveFigures {
+            served: 3,
+            absent: 3,
+            ..WaveFigures::default()
+        };
+        assert_eq!(judge(&health, &all_absent, false), Verdict::Wait);
+        assert_eq!(judge(&health, &all_absent, true), Verdict::Advance);
+        // Every device stopped after pulling the new version: failed, rolled back.
+        let all_stopped = WaveFigures {
+            served: 3,
+            stopped: 3,
+            ..WaveFigures::default()
+        };
+        assert_eq!(judge(&health, &all_stopped, false), Verdict::RollBack);
+        // min_reports 0 still waits for one device when any can answer.
+        let eager = Health {
+            min_reports: 0,
+            ..health
+        };
+        assert_eq!(judge(&eager, &figures(0, 0, 0), true), Verdict::Wait);
         // An empty wave has nothing to wait for.
         assert_eq!(judge(&health, &WaveFigures::default(), true), Verdict::Advance);
     }

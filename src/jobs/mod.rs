@@ -69,7 +69,14 @@ pub async fn connectivity_job(state: &AppState, now: DateTime<Utc>) -> Result<Ou
                 target_id: device.id.0,
                 changes,
             };
-            audit::record(&txn, &Actor::system(device.tenant_id), device.tenant_id, entry).await?;
+            audit::record_at(
+                &txn,
+                &Actor::system(device.tenant_id),
+                device.tenant_id,
+                entry,
+                state.clock.now(),
+            )
+            .await?;
             txn.commit().await?;
             outcome.changed += 1;
         }

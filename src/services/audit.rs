@@ -7,15 +7,28 @@ use crate::domain::TenantId;
 use crate::domain::audit::{Actor, Entry, Filter, NewEntry};
 use crate::error::ApiError;
 use crate::state::AppState;
+use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
-/// Files `entry` in `tenant`'s change log (the tenant the change happened in, which for a
-/// platform admin is not its own).
+/// [`record_at`] at the system clock's time: for the device paths (pull, registration) until
+/// they take the time from `AppState::clock` too.
 pub async fn record(
     conn: &impl ConnectionTrait,
     actor: &Actor,
     tenant: TenantId,
     entry: NewEntry,
+) -> Result<(), ApiError> {
+    record_at(conn, actor, tenant, entry, chrono::Utc::now()).await
+}
+
+/// Files `entry` in `tenant`'s change log (the tenant the change happened in, which for a
+/// platform admin is not its own), dated `now` (the caller's clock, `AppState::clock`).
+pub async fn record_at(
+    conn: &impl ConnectionTrait,
+    actor: &Actor,
+    tenant: TenantId,
+    entry: NewEntry,
+    now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     let label = match (actor.operator_id, actor.device_id) {
         (Some(id), _) => match operators::get(conn, actor.tenant_id, id).await? {
@@ -32,6 +45,7 @@ pub async fn record(
         &label,
         actor.request_id.as_deref(),
         entry,
+        now,
     )
     .await?;
     Ok(())

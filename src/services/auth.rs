@@ -100,7 +100,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<TokenPair, Api
     }
 
     let txn = db::begin_write(&state.db).await?;
-    if !refresh_tokens::mark_used(&txn, stored.id).await? {
+    if !refresh_tokens::mark_used(&txn, stored.id, state.clock.now()).await? {
         txn.rollback().await?;
         return Err(reuse_detected(state, &stored).await);
     }
@@ -145,7 +145,8 @@ pub async fn logout(state: &AppState, presented: &str) -> Result<(), ApiError> {
 /// refresh tokens still work). Returns how many refresh tokens were revoked.
 async fn end_session(state: &AppState, stored: &refresh_tokens::StoredRefreshToken) -> Result<u64, ApiError> {
     let txn = db::begin_write(&state.db).await?;
-    let revoked = refresh_tokens::revoke_family(&txn, stored.tenant_id, stored.family_id).await?;
+    let revoked =
+        refresh_tokens::revoke_family(&txn, stored.tenant_id, stored.family_id, state.clock.now()).await?;
     sessions::end_all(&txn, stored.tenant_id, stored.operator_id).await?;
     txn.commit().await?;
     state.sessions.forget(stored.operator_id);
@@ -170,14 +171,15 @@ async fn issue_pair(
         .map_err(ApiError::internal)?;
     let refresh_token = token::generate(REFRESH_TOKEN_PREFIX);
     let refresh_ttl = state.config.refresh_token_ttl();
-    let expires_at = state.clock.now() + refresh_ttl;
+    let now = state.clock.now();
     refresh_tokens::insert(
         conn,
         operator.tenant_id,
         operator.id,
         family_id,
         &token::digest(&refresh_token),
-        expires_at,
+        now + refresh_ttl,
+        now,
     )
     .await?;
     Ok(TokenPair {

@@ -10,6 +10,7 @@ use crate::db::repo::operators;
 use crate::domain::audit::Actor;
 use crate::domain::{Role, TenantId, TenantName};
 use crate::error::ApiError;
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 
 /// Name of the tenant that holds the platform's own operators.
@@ -30,6 +31,7 @@ pub struct BootstrapAdmin {
 pub async fn ensure_platform_admin(
     db: &DatabaseConnection,
     config: &Config,
+    now: DateTime<Utc>,
 ) -> Result<Option<BootstrapAdmin>, ApiError> {
     if operators::any_exists(db).await? {
         return Ok(None);
@@ -57,14 +59,14 @@ pub async fn ensure_platform_admin(
     let name = TenantName::parse("name", PLATFORM_TENANT).map_err(ApiError::field)?;
     // The platform tenant's own id is not known yet; the system acts, and only its id is used.
     let actor = Actor::system(TenantId::new());
-    let tenant = match insert_tenant(&txn, &actor, &name).await {
+    let tenant = match insert_tenant(&txn, &actor, &name, now).await {
         Ok(tenant) => tenant,
         Err(error) if error.code == crate::error::Code::Conflict => return Ok(None),
         Err(error) => return Err(error),
     };
     // Once per database, before the server's own pool exists: a pool of one for this hash.
     let hashing = HashPool::new(1, HashPool::DEFAULT_MAX_WAIT);
-    insert_valid(&txn, &hashing, &actor, tenant.id, valid, true).await?;
+    insert_valid(&txn, &hashing, &actor, tenant.id, valid, true, now).await?;
     txn.commit().await?;
     Ok(Some(BootstrapAdmin {
         email,

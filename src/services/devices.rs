@@ -218,7 +218,7 @@ fn parse_device_values(
         let value = if def.secret {
             SettingValue::Secret(SecretHandle {
                 id: Uuid::now_v7(),
-                changed_at: Utc::now(),
+                changed_at: state.clock.now(),
                 sealed: state
                     .keyring
                     .seal(tenant, path, valid.as_str().unwrap_or_default()),
@@ -355,7 +355,14 @@ async fn change_device(
     devices::save_operator_state(&txn, &after).await?;
     let mut logged = changes.clone();
     logged.extend(recording.notes);
-    audit::record(&txn, actor, tenant, device_entry(recording.action, id, logged)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        tenant,
+        device_entry(recording.action, id, logged),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     let view = get(state, tenant, id).await?;
     Ok(Edited { view, changes })
@@ -543,11 +550,12 @@ pub async fn rotate_credential(
     }
     devices::replace_credential(&txn, &device, &token::digest(&credential), Lifecycle::Active).await?;
     let changes = vec![Change::secret("credential", ChangeKind::Changed)];
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         device_entry("device.credential_rotated", id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -571,11 +579,12 @@ pub async fn decommission(state: &AppState, actor: &Actor, id: DeviceId) -> Resu
             Some("active".into()),
             Some("decommissioned".into()),
         )];
-        audit::record(
+        audit::record_at(
             &txn,
             actor,
             tenant,
             device_entry("device.decommissioned", id, changes),
+            state.clock.now(),
         )
         .await?;
     }

@@ -97,11 +97,12 @@ pub async fn create(
     };
     let txn = db::begin_write(&state.db).await?;
     repo::insert(&txn, tenant, &row).await?;
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         draft_entry("policy.draft_created", policy, row.id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -160,11 +161,12 @@ pub async fn replace(
         repo::replace_edit(&txn, tenant, policy, id, expected, &checked.encode()?, now).await?,
         "draft",
     )?;
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         draft_entry("policy.draft_updated", policy, id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -178,11 +180,12 @@ pub async fn discard(state: &AppState, actor: &Actor, policy: PolicyId, id: Draf
     if !repo::delete(&txn, tenant, id).await? {
         return Err(ApiError::not_found("draft"));
     }
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         draft_entry("policy.draft_discarded", policy, id, Vec::new()),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;

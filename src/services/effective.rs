@@ -16,7 +16,7 @@ use crate::db::repo::{policies, rollouts, tenants};
 use crate::domain::device::{Device, ServedField, ServedSource, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
 use crate::domain::resolve::{Source, resolve};
-use crate::domain::rollout::Rollout;
+use crate::domain::rollout::{Rollout, bucket};
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::secrets::Keyring;
@@ -120,11 +120,16 @@ impl TenantView {
         if self.rollouts.is_empty() {
             return 0;
         }
+        self.mask_at(bucket(device.0), policy)
+    }
+
+    /// The mask of the devices of `policy` at `bucket` on the rollout scale.
+    pub fn mask_at(&self, bucket: u32, policy: PolicyId) -> u32 {
         let chain = self.published.chain(policy);
         self.rollouts
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.covers(device.0) && chain.iter().any(|n| n.id == r.policy_id))
+            .filter(|(_, r)| r.covers_bucket(bucket) && chain.iter().any(|n| n.id == r.policy_id))
             .fold(0, |mask, (i, _)| mask | (1 << i))
     }
 
@@ -268,7 +273,18 @@ fn config_key(device: &Device, revision: i64, mask: u32) -> String {
 /// The config hash of the devices of `policy` that have no config of their own (no values of
 /// their own, nothing to reassert): what [`build`] hashes for them.
 pub fn shared_hash(tree: &PolicyTree, policy: PolicyId) -> String {
-    config_hash(&resolve(&tree.chain(policy), &BTreeMap::new()), &BTreeSet::new())
+    hash_of(tree, policy, &BTreeMap::new(), &BTreeSet::new())
+}
+
+/// The config hash served under `tree` to a device of `policy` with these values of its own and
+/// fields to reassert: what [`build`] hashes, without opening secrets.
+pub fn hash_of(
+    tree: &PolicyTree,
+    policy: PolicyId,
+    values: &BTreeMap<String, SettingValue>,
+    reassert: &BTreeSet<String>,
+) -> String {
+    config_hash(&resolve(&tree.chain(policy), values), reassert)
 }
 
 /// Resolves, hashes and serialises a device's effective config; secrets are decrypted here.

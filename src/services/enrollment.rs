@@ -112,11 +112,12 @@ pub async fn create(
         ),
         Change::secret("token", ChangeKind::Added),
     ];
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         entry("enrollment_token.created", created.id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -147,17 +148,18 @@ pub async fn revoke(state: &AppState, actor: &Actor, id: EnrollmentTokenId) -> R
     let tenant = actor.tenant_id;
     get(state, tenant, id).await?;
     let txn = db::begin_write(&state.db).await?;
-    if enrollment_tokens::revoke(&txn, tenant, id).await? {
+    if enrollment_tokens::revoke(&txn, tenant, id, state.clock.now()).await? {
         let changes = vec![Change::of(
             "revoked",
             Some(Value::Bool(false)),
             Some(Value::Bool(true)),
         )];
-        audit::record(
+        audit::record_at(
             &txn,
             actor,
             tenant,
             entry("enrollment_token.revoked", id, changes),
+            state.clock.now(),
         )
         .await?;
     }

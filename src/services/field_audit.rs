@@ -56,7 +56,7 @@ async fn current_view(
     for record in records.values() {
         flags.count(record.reported.as_ref().map(|r| r.state), record.violation);
     }
-    Ok(view(state, &current, device, flags, Utc::now()))
+    Ok(view(state, &current, device, flags, state.clock.now()))
 }
 
 /// Every field of a device: effective value, provenance, lock, and what the device reported.

@@ -13,6 +13,7 @@ use crate::domain::validation::Validator;
 use crate::domain::{Email, Expected, FieldError, NewPassword, Operator, OperatorId, Role, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
+use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
 
@@ -108,6 +109,7 @@ pub async fn insert_valid(
     tenant: TenantId,
     valid: ValidOperator,
     platform_admin: bool,
+    now: DateTime<Utc>,
 ) -> Result<Operator, ApiError> {
     // Checked before hashing, so a taken email costs no argon2 computation.
     if let Some((existing, _)) = operators::find_for_login(conn, valid.email.as_str()).await? {
@@ -130,6 +132,7 @@ pub async fn insert_valid(
             role: valid.role,
             platform_admin,
         },
+        now,
     )
     .await
     .map_err(|error| {
@@ -151,11 +154,12 @@ pub async fn insert_valid(
         Change::of("platform_admin", None, Some(Value::Bool(platform_admin))),
         Change::of("role", None, Some(Value::from(operator.role.as_str()))),
     ];
-    audit::record(
+    audit::record_at(
         conn,
         actor,
         tenant,
         operator_entry("operator.created", operator.id, changes),
+        now,
     )
     .await?;
     Ok(operator)
@@ -192,6 +196,7 @@ pub async fn create(
             actor.tenant_id,
             valid,
             platform_admin,
+            state.clock.now(),
         )
         .await?;
         txn.commit().await?;
@@ -262,14 +267,14 @@ pub async fn update(
         password_hash: password_hash.as_deref(),
     };
     let after = written(
-        operators::update(&txn, tenant, id, expected, changes).await?,
+        operators::update(&txn, tenant, id, expected, changes, state.clock.now()).await?,
         "operator",
     )?;
     ensure_an_admin_remains(&txn, tenant).await?;
     // A new password or role must not ride on sessions issued before the change.
     let end_sessions = password_hash.is_some() || update.role.is_some();
     if end_sessions {
-        refresh_tokens::revoke_operator(&txn, tenant, id).await?;
+        refresh_tokens::revoke_operator(&txn, tenant, id, state.clock.now()).await?;
         sessions::end_all(&txn, tenant, id).await?;
     }
     let mut log = Vec::new();
@@ -290,7 +295,14 @@ pub async fn update(
             Some(after.role.as_str().into()),
         ));
     }
-    audit::record(&txn, actor, tenant, operator_entry("operator.updated", id, log)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        tenant,
+        operator_entry("operator.updated", id, log),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     if end_sessions {
         state.sessions.forget(id);
@@ -316,11 +328,12 @@ pub async fn delete(
         Change::of("email", Some(before.email.as_str().into()), None),
         Change::of("role", Some(before.role.as_str().into()), None),
     ];
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         operator_entry("operator.deleted", id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -364,17 +377,18 @@ pub async fn change_own_password(
         ..Default::default()
     };
     written(
-        operators::update(&txn, tenant, id, Expected::Any, changes).await?,
+        operators::update(&txn, tenant, id, Expected::Any, changes, state.clock.now()).await?,
         "operator",
     )?;
-    refresh_tokens::revoke_operator(&txn, tenant, id).await?;
+    refresh_tokens::revoke_operator(&txn, tenant, id, state.clock.now()).await?;
     sessions::end_all(&txn, tenant, id).await?;
     let log = vec![Change::secret("password", ChangeKind::Changed)];
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         operator_entry("operator.password_changed", id, log),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;

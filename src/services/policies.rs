@@ -113,6 +113,7 @@ pub async fn create_root(
     conn: &impl Announce,
     actor: &Actor,
     tenant: TenantId,
+    now: DateTime<Utc>,
 ) -> Result<PolicyId, ApiError> {
     let node = PolicyNode {
         id: PolicyId::new(),
@@ -130,14 +131,16 @@ pub async fn create_root(
         &node,
         actor.operator_id,
         Some("created with the tenant"),
+        now,
     )
     .await?;
     let changes = diff(&PolicyContent::default(), &node.content);
-    audit::record(
+    audit::record_at(
         conn,
         actor,
         tenant,
         policy_entry("policy.created", node.id, changes),
+        now,
     )
     .await?;
     Ok(node.id)
@@ -177,14 +180,28 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    repo::insert(&txn, tenant, &node, actor.operator_id, edit.comment.as_deref())
-        .await
-        .map_err(conflict_if_duplicate(format!(
-            "a policy named “{}” already exists",
-            node.content.name
-        )))?;
+    repo::insert(
+        &txn,
+        tenant,
+        &node,
+        actor.operator_id,
+        edit.comment.as_deref(),
+        state.clock.now(),
+    )
+    .await
+    .map_err(conflict_if_duplicate(format!(
+        "a policy named “{}” already exists",
+        node.content.name
+    )))?;
     let changes = diff(&PolicyContent::default(), &node.content);
-    audit::record(&txn, actor, tenant, policy_entry("policy.created", id, changes)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        tenant,
+        policy_entry("policy.created", id, changes),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     get(state, tenant, id).await
 }
@@ -333,15 +350,29 @@ pub(super) async fn save(
             warnings: Vec::new(),
         });
     }
-    repo::save_version(&txn, tenant, &node, actor.operator_id, kind.comment)
-        .await
-        .map_err(conflict_if_duplicate(format!(
-            "a policy named “{}” already exists",
-            node.content.name
-        )))?;
+    repo::save_version(
+        &txn,
+        tenant,
+        &node,
+        actor.operator_id,
+        kind.comment,
+        state.clock.now(),
+    )
+    .await
+    .map_err(conflict_if_duplicate(format!(
+        "a policy named “{}” already exists",
+        node.content.name
+    )))?;
     let mut logged = changes.clone();
     logged.extend(warnings.iter().map(|w| references::warning_change(w)));
-    audit::record(&txn, actor, tenant, policy_entry(kind.action, id, logged)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        tenant,
+        policy_entry(kind.action, id, logged),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(Saved {
         detail: get(state, tenant, id).await?,
@@ -507,7 +538,14 @@ pub async fn delete(
     }
     repo::delete(&txn, tenant, id).await?;
     let changes = diff(&node.content, &PolicyContent::default());
-    audit::record(&txn, actor, tenant, policy_entry("policy.deleted", id, changes)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        tenant,
+        policy_entry("policy.deleted", id, changes),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(())
 }

@@ -11,7 +11,6 @@ use crate::domain::sync::{FieldFlags, SyncState, sync_state};
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
-use chrono::Utc;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A filter of the devices of a policy.
@@ -45,7 +44,7 @@ async fn views(
     };
     let devices = devices::list(&state.db, tenant, &filter, cursor, None).await?;
     let flags = device_fields::flags(&state.db, tenant, None).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut views = Vec::with_capacity(devices.len());
     for device in devices {
         let current = effective::built(state, tree, &device, revision)?;
@@ -217,7 +216,7 @@ async fn standings(
     }
     // Devices of one policy share a config unless a rollout's wave covers some of them.
     let mut shared: HashMap<(PolicyId, u32), String> = HashMap::new();
-    let now = Utc::now();
+    let now = state.clock.now();
     Ok(rows
         .into_iter()
         .map(|row| {

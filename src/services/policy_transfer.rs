@@ -108,11 +108,12 @@ pub async fn export(
                 .keys()
                 .map(|p| Change::secret(format!("values.{p}"), ChangeKind::Changed))
                 .collect();
-            audit::record(
+            audit::record_at(
                 &txn,
                 actor,
                 tenant,
                 policy_entry("policy.exported_with_secrets", id, changes),
+                state.clock.now(),
             )
             .await?;
             txn.commit().await?;

@@ -67,11 +67,12 @@ pub(super) async fn request(
         Change::secret("pending_credential", ChangeKind::Added),
     ];
     let actor = Actor::device(device.tenant_id, device.id, request_id);
-    audit::record(
+    audit::record_at(
         txn,
         &actor,
         device.tenant_id,
         device_entry("device.reregistration_requested", device.id, changes),
+        request.requested_at,
     )
     .await?;
     Ok(())
@@ -128,11 +129,12 @@ pub async fn approve(state: &AppState, actor: &Actor, id: DeviceId) -> Result<De
     device.software_version = request.software_version;
     device_reregistrations::delete(&txn, tenant, request.id).await?;
     device_repo::replace_credential(&txn, &device, &credential_hash, Lifecycle::Active).await?;
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         device_entry("device.reregistration_approved", id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -155,11 +157,12 @@ pub async fn reject(state: &AppState, actor: &Actor, id: DeviceId) -> Result<(),
         ),
         Change::secret("pending_credential", ChangeKind::Removed),
     ];
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         tenant,
         device_entry("device.reregistration_rejected", id, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;

@@ -5,25 +5,26 @@
 //! the same waves and a restart resumes where the rollout stood.
 
 use super::drafts;
-use super::effective::{self, TenantView};
+use super::effective;
 use super::policies::{self, Build, Publishes, SaveKind};
 use super::references::References;
-use super::{Page, PageRequest, audit, conflict_if_duplicate, written};
+use super::{Page, PageRequest, audit, checkins, conflict_if_duplicate, written};
 use crate::db;
-use crate::db::repo::{device_groups, policies as policies_repo, rollouts as repo};
+use crate::db::repo::device_groups::{self, WaveQuery};
+use crate::db::repo::policies::decode_values;
+use crate::db::repo::{policies as policies_repo, rollouts as repo};
 use crate::domain::audit::{Actor, NewEntry};
-use crate::domain::device::{Connectivity, connectivity};
 use crate::domain::diff::Change;
 use crate::domain::policy::PolicyNode;
-use crate::domain::rollout::{Plan, Rollout, RolloutState, Verdict, WaveFigures, hold_over, judge};
-use crate::domain::{DeviceId, DraftId, Expected, PolicyId, RolloutId, TenantId};
+use crate::domain::rollout::{Plan, Rollout, RolloutState, Verdict, WaveFigures, bucket, hold_over, judge};
+use crate::domain::{DraftId, Expected, PolicyId, RolloutId, TenantId};
 use crate::error::{ApiError, Code};
 use crate::jobs::Outcome;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-
-const PAGE: u64 = 500;
+use std::collections::{BTreeSet, HashMap};
+use uuid::Uuid;
 
 /// A rollout with its live figures.
 #[derive(Debug, Clone)]
@@ -83,6 +84,7 @@ fn figures_json(figures: &WaveFigures) -> Value {
         "reported": figures.reported,
         "failed": figures.failed,
         "stopped": figures.stopped,
+        "absent": figures.absent,
         "failed_ratio": figures.failed_ratio(),
     })
 }
@@ -145,7 +147,14 @@ pub async fn start(
         Change::of("plan", None, Some(plan_json(&rollout.plan))),
     ];
     logged.extend(changes);
-    audit::record(&txn, actor, tenant, entry(&rollout, "rollout.started", logged)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        tenant,
+        entry(&rollout, "rollout.started", logged),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(rollout)
 }
@@ -185,64 +194,110 @@ pub async fn get(state: &AppState, tenant: TenantId, id: RolloutId) -> Result<Ro
     })
 }
 
-/// The devices under the rollout's policy, and the figures of those its current wave covers.
+/// The devices under the rollout's policy, and the figures of those its current wave covers
+/// (zero when the rollout has stopped: no device is served its version).
+///
+/// Bounded work: buffered check-ins are written first, devices without a stored place on the
+/// rollout scale get one (new devices only, after the first count), then the wave is counted
+/// by one grouped query; the served hash is computed once per group (policy, values of their
+/// own, fields to reassert, band of the scale), not per device.
 async fn count(state: &AppState, rollout: &Rollout) -> Result<(u64, WaveFigures), ApiError> {
     let tenant = rollout.tenant_id;
-    let (revision, _, view) = effective::current_tree(state, tenant).await?;
+    checkins::flush(state).await?;
+    let (_, _, view) = effective::current_tree(state, tenant).await?;
     let scope: Vec<PolicyId> = std::iter::once(rollout.policy_id)
         .chain(view.descendants(rollout.policy_id))
         .collect();
+    let in_scope = device_groups::count_under(&state.db, tenant, &scope).await?;
+    if !rollout.state.is_active() {
+        return Ok((in_scope, WaveFigures::default()));
+    }
+    place_devices(state, tenant, &scope).await?;
+    // Bands of the scale that are served alike: split at every active rollout's limit below
+    // this wave's, since overlapping rollouts (on a policy and one below it) mix their nodes.
+    let cutoff = rollout.plan.cutoff(rollout.wave);
+    let mut bands: Vec<u32> = view
+        .rollouts()
+        .iter()
+        .filter(|r| r.state.is_active())
+        .map(|r| r.plan.cutoff(r.wave))
+        .filter(|&c| c < cutoff)
+        .chain([cutoff])
+        .collect();
+    bands.sort_unstable();
+    bands.dedup();
     let now = state.clock.now();
     let thresholds = state.config.thresholds();
-    let (mut in_scope, mut figures) = (0, WaveFigures::default());
-    let mut cursor: Option<DeviceId> = None;
-    loop {
-        let page = device_groups::devices_under(&state.db, tenant, &scope, cursor, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        cursor = Some(last.id);
-        for device in page {
-            in_scope += 1;
-            if !rollout.covers(device.id.0) {
-                continue;
+    let query = WaveQuery {
+        tenant,
+        policies: &scope,
+        bands: &bands,
+        offline_before: now - thresholds.offline_after,
+        overdue_before: now - thresholds.grace,
+        since: rollout.created_at,
+    };
+    let mut hashes: HashMap<(Uuid, String, String, i32), String> = HashMap::new();
+    let mut figures = WaveFigures::default();
+    for group in device_groups::wave_groups(&state.db, &query).await? {
+        let key = (
+            group.policy_id,
+            group.device_values.clone(),
+            group.reassert.clone(),
+            group.band,
+        );
+        let hash = match hashes.get(&key) {
+            Some(hash) => hash.clone(),
+            None => {
+                let lowest = usize::try_from(group.band - 1)
+                    .ok()
+                    .and_then(|i| bands.get(i).copied())
+                    .unwrap_or(0);
+                let policy = PolicyId(group.policy_id);
+                let tree = view.tree(view.mask_at(lowest, policy));
+                let reassert: BTreeSet<String> = serde_json::from_str(&group.reassert)
+                    .map_err(|e| ApiError::internal(format!("a device's reassert list: {e}")))?;
+                let hash =
+                    effective::hash_of(&tree, policy, &decode_values(&group.device_values)?, &reassert);
+                hashes.insert(key, hash.clone());
+                hash
             }
-            figures.served += 1;
-            let hash = served_hash(state, &view, &device, revision)?;
-            if device.failed_hash.as_deref() == Some(hash.as_str()) {
-                figures.reported += 1;
-                figures.failed += 1;
-            } else if device.applied_hash.as_deref() == Some(hash.as_str()) {
-                figures.reported += 1;
-            } else {
-                let (seen, next) = match state.checkins.pending(device.id) {
-                    Some((seen, next)) => (Some(seen), Some(next)),
-                    None => (device.last_seen_at, device.next_pull_after),
-                };
-                let silent = matches!(
-                    connectivity(seen, next, now, thresholds),
-                    Connectivity::Stale | Connectivity::Offline
-                );
-                if silent && seen.is_some_and(|seen| seen >= rollout.created_at) {
-                    figures.stopped += 1;
-                }
-            }
+        };
+        let n = u64::try_from(group.devices).unwrap_or_default();
+        figures.served += n;
+        let since_start = group.since_start == 1;
+        if group.failed_hash.as_deref() == Some(hash.as_str()) {
+            figures.reported += n;
+            figures.failed += n;
+        } else if group.applied_hash.as_deref() == Some(hash.as_str()) {
+            figures.reported += n;
+        } else if group.heard == device_groups::SILENT && since_start {
+            figures.stopped += n;
+        } else if group.heard != device_groups::PULLING && !since_start {
+            figures.absent += n;
         }
     }
     Ok((in_scope, figures))
 }
 
-/// The hash of what `device` is served now.
-fn served_hash(
-    state: &AppState,
-    view: &TenantView,
-    device: &crate::domain::device::Device,
-    revision: i64,
-) -> Result<String, ApiError> {
-    Ok(effective::built(state, view, device, revision)?.hash.clone())
+/// Devices placed on the rollout scale per transaction.
+const PLACE_BATCH: u64 = 1_000;
+
+/// Stores the place on the rollout scale of the devices under `scope` that have none yet.
+async fn place_devices(state: &AppState, tenant: TenantId, scope: &[PolicyId]) -> Result<(), ApiError> {
+    loop {
+        let missing = device_groups::devices_without_bucket(&state.db, tenant, scope, PLACE_BATCH).await?;
+        let placed: Vec<(Uuid, u32)> = missing.iter().map(|&id| (id, bucket(id))).collect();
+        let txn = db::begin_write(&state.db).await?;
+        device_groups::insert_buckets(&txn, tenant, &placed).await?;
+        txn.commit().await?;
+        if (missing.len() as u64) < PLACE_BATCH {
+            return Ok(());
+        }
+    }
 }
 
 /// What an operator asks of a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Pause,
     Resume,
@@ -356,7 +411,14 @@ async fn move_to(
         RolloutState::Completed => "rollout.completed",
     };
     repo::save_progress(&txn, &rollout, !to.is_active()).await?;
-    audit::record(&txn, actor, rollout.tenant_id, entry(&rollout, action, changes)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        rollout.tenant_id,
+        entry(&rollout, action, changes),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(())
 }
@@ -388,11 +450,12 @@ async fn complete(state: &AppState, actor: &Actor, rollout: &Rollout, why: &str)
         Change::of("reason", None, Some(why.into())),
     ];
     let txn = db::begin_write(&state.db).await?;
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         rollout.tenant_id,
         entry(rollout, "rollout.completed", changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;
@@ -486,7 +549,14 @@ async fn step(state: &AppState, mut rollout: Rollout, now: DateTime<Utc>) -> Res
                 Change::of("figures", None, Some(figures_json(&figures))),
             ];
             repo::save_progress(&txn, &locked, true).await?;
-            audit::record(&txn, &system, tenant, entry(&locked, "rollout.advanced", changes)).await?;
+            audit::record_at(
+                &txn,
+                &system,
+                tenant,
+                entry(&locked, "rollout.advanced", changes),
+                state.clock.now(),
+            )
+            .await?;
             txn.commit().await?;
             Ok(true)
         }

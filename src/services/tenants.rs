@@ -11,6 +11,7 @@ use crate::domain::validation::Validator;
 use crate::domain::{Expected, FieldError, Operator, Role, Tenant, TenantId, TenantName};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
+use chrono::{DateTime, Utc};
 
 /// A new tenant, its root policy and its first admin, created together or not at all.
 pub async fn create(
@@ -35,8 +36,9 @@ pub async fn create(
     admin.role = Role::Admin;
 
     let txn = db::begin_write(&state.db).await?;
-    let tenant = insert_tenant(&txn, actor, &name).await?;
-    let operator = insert_valid(&txn, &state.hashing, actor, tenant.id, admin, false)
+    let now = state.clock.now();
+    let tenant = insert_tenant(&txn, actor, &name, now).await?;
+    let operator = insert_valid(&txn, &state.hashing, actor, tenant.id, admin, false, now)
         .await
         .map_err(|mut error| {
             // The admin is part of this request: name its fields as the request does.
@@ -64,19 +66,21 @@ pub async fn insert_tenant(
     conn: &impl Announce,
     actor: &Actor,
     name: &TenantName,
+    now: DateTime<Utc>,
 ) -> Result<Tenant, ApiError> {
     let tenant = tenants::insert(conn, TenantId::new(), name.as_str())
         .await
         .map_err(conflict_if_duplicate(name_taken(name)))?;
     let changes = vec![Change::of("name", None, Some(name.as_str().into()))];
-    audit::record(
+    audit::record_at(
         conn,
         actor,
         tenant.id,
         tenant_entry("tenant.created", &tenant, changes),
+        now,
     )
     .await?;
-    policies::create_root(conn, actor, tenant.id).await?;
+    policies::create_root(conn, actor, tenant.id, now).await?;
     Ok(tenant)
 }
 
@@ -125,7 +129,14 @@ pub async fn rename(
         Some(before.name.as_str().into()),
         Some(tenant.name.as_str().into()),
     )];
-    audit::record(&txn, actor, id, tenant_entry("tenant.renamed", &tenant, changes)).await?;
+    audit::record_at(
+        &txn,
+        actor,
+        id,
+        tenant_entry("tenant.renamed", &tenant, changes),
+        state.clock.now(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(tenant)
 }
@@ -154,11 +165,12 @@ pub async fn set_pull_interval(
         Some(before.pull_interval_seconds.into()),
         Some(tenant.pull_interval_seconds.into()),
     )];
-    audit::record(
+    audit::record_at(
         &txn,
         actor,
         id,
         tenant_entry("tenant.pull_interval_changed", &tenant, changes),
+        state.clock.now(),
     )
     .await?;
     txn.commit().await?;

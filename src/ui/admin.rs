@@ -13,7 +13,6 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::Utc;
 use uuid::Uuid;
 
 type Form = web::Form<Vec<(String, String)>>;
@@ -81,7 +80,7 @@ async fn admin_page(
         cursor: None,
         limit: PageRequest::MAX_LIMIT,
     };
-    let now = Utc::now();
+    let now = state.clock.now();
     let tokens = enrollment::list(state, tenant, page_of)
         .await?
         .items

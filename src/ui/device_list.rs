@@ -16,7 +16,6 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -203,7 +202,7 @@ async fn list_page(
         },
         connectivity: connectivity.clone().map(|states| ConnectivityFilter {
             states,
-            now: Utc::now(),
+            now: state.clock.now(),
             thresholds: state.config.thresholds(),
         }),
         hostname: Some(query.q.trim().to_owned()).filter(|q| !q.is_empty()),

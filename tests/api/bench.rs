@@ -4,6 +4,7 @@
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
 use gmp::auth::token;
 use gmp::bench::baseline::{self, Baseline};
+use gmp::bench::impact;
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
 use gmp::bench::onboard::{self, OnboardOptions};
 use gmp::bench::seed::{self, SeedOptions};
@@ -29,6 +30,7 @@ async fn a_seeded_fleet_pulls_304_and_200_and_its_herd_pulls_once() {
         new: 10,
         policies: 2,
         pull_interval_seconds: 60,
+        own_values_every: 0,
     };
     let seeded = seed::seed(&app.state, &fleet).await.unwrap();
     assert_eq!(seeded.devices.len(), 50);
@@ -130,4 +132,24 @@ async fn onboarding_registers_and_first_pulls_through_the_api() {
     assert_eq!(report.register_statuses.get(&201), Some(&12));
     assert_eq!(report.pull_statuses.get(&200), Some(&12));
     assert!(report.devices_per_second > 0.0);
+}
+
+#[tokio::test]
+async fn the_impact_scenario_previews_a_draft_over_a_seeded_fleet() {
+    let app = TestApp::spawn().await;
+    // 60 devices over 2 policies; every 5th has values of its own, every 10th overrides the
+    // field the draft changes.
+    let prepared = impact::prepare(&app.state, 60, 2, 5).await.unwrap();
+    assert_eq!(
+        prepared.groups,
+        2 + 12,
+        "two shared groups, one per device with values"
+    );
+    let measured = impact::measure(&app.address, &prepared, 3, 10).await.unwrap();
+    assert_eq!(measured.devices_in_scope, 60);
+    assert_eq!(measured.hidden_by_override, 6);
+    assert_eq!(measured.devices_changing, 54);
+    assert_eq!(measured.listed, 10);
+    assert_eq!(measured.times_ms.len(), 3);
+    assert!(measured.times_ms.windows(2).all(|w| w[0] <= w[1]));
 }

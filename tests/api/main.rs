@@ -29,6 +29,7 @@ mod pull;
 mod query_plans;
 mod readme;
 mod replicas;
+mod rollout_gate;
 mod rollouts;
 mod rotation;
 mod saves;

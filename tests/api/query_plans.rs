@@ -13,11 +13,13 @@ use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
 use gmp::db::changes::{Announce, Change};
 use gmp::db::repo::{
-    billing_usage, device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants,
+    billing_usage, device_fields, device_groups, device_reregistrations, devices, enrollment_tokens,
+    policies, tenants,
 };
 use gmp::domain::billing::Usage;
 use gmp::domain::device::Connectivity;
 use gmp::domain::field_audit::HistoryEvent;
+use gmp::domain::rollout::bucket;
 use gmp::services::served_audit;
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
@@ -91,6 +93,19 @@ impl ConnectionTrait for Recording<'_> {
     }
 }
 
+/// Readies `txn` for plans as a running server's: statistics taken (so the planner picks as it
+/// would there), and on PostgreSQL sequential scans off (one then means no usable index).
+async fn planning(txn: &DatabaseTransaction) -> DbBackend {
+    let backend = txn.get_database_backend();
+    txn.execute_unprepared("ANALYZE").await.unwrap();
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+            .await
+            .unwrap();
+    }
+    backend
+}
+
 /// The engine's plan of one statement, as lines of text.
 async fn plan(txn: &DatabaseTransaction, statement: &Statement) -> Vec<String> {
     let backend = txn.get_database_backend();
@@ -160,6 +175,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         new: 20,
         policies: 3,
         pull_interval_seconds: 3600,
+        own_values_every: 0,
     };
     // Other tenants beside the one under test, as on a real server: a query that reads every
     // tenant's rows shows as a scan only when there are several.
@@ -194,14 +210,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .expect("a seeded device");
 
     let txn = app.state.db.begin().await.unwrap();
-    let backend = txn.get_database_backend();
-    // Statistics as a running server would have them, so the planner picks as it would there.
-    txn.execute_unprepared("ANALYZE").await.unwrap();
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-            .await
-            .unwrap();
-    }
+    let backend = planning(&txn).await;
     let conn = Recording {
         inner: &txn,
         statements: Mutex::new(Vec::new()),
@@ -324,5 +333,92 @@ fn a_full_scan_is_told_from_an_index_search() {
             "      Index Cond: ((tenant_id = 'x'::uuid) AND (policy_id = 'y'::uuid))"
         ]),
         0
+    );
+}
+
+#[tokio::test]
+async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 300,
+        new: 20,
+        policies: 3,
+        pull_interval_seconds: 3600,
+        own_values_every: 10,
+    };
+    for _ in 0..4 {
+        seed::seed(&app.state, &fleet).await.unwrap();
+    }
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    let tenant = seeded.tenant;
+    let tree = policies::load_tree(&app.state.db, tenant).await.unwrap();
+    let root = policies::root_id(&app.state.db, tenant).await.unwrap().unwrap();
+    let scope: Vec<_> = std::iter::once(root).chain(tree.descendants(root)).collect();
+
+    let txn = app.state.db.begin().await.unwrap();
+    // The tenant's devices placed on the rollout scale, as a rollout's first count does.
+    let all = device_groups::devices_without_bucket(&txn, tenant, &scope, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 320);
+    let placed: Vec<_> = all.iter().map(|&id| (id, bucket(id))).collect();
+    device_groups::insert_buckets(&txn, tenant, &placed)
+        .await
+        .unwrap();
+    let backend = planning(&txn).await;
+    let conn = Recording {
+        inner: &txn,
+        statements: Mutex::new(Vec::new()),
+    };
+    let now = chrono::Utc::now();
+    let bands = [2_500, 5_000];
+    let query = device_groups::WaveQuery {
+        tenant,
+        policies: &scope,
+        bands: &bands,
+        offline_before: now - chrono::Duration::hours(24),
+        overdue_before: now - chrono::Duration::hours(1),
+        since: now - chrono::Duration::hours(2),
+    };
+    let groups = device_groups::wave_groups(&conn, &query).await.unwrap();
+    // About half the fleet, in far fewer rows than devices: one per group.
+    let counted: i64 = groups.iter().map(|g| g.devices).sum();
+    assert!(
+        (100..=220).contains(&counted),
+        "{counted} of 320 below half the scale"
+    );
+    assert!(groups.len() < 60, "{} groups", groups.len());
+    assert_eq!(
+        device_groups::count_under(&conn, tenant, &scope).await.unwrap(),
+        320
+    );
+    assert!(
+        device_groups::devices_without_bucket(&conn, tenant, &scope, 1_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let statements = conn.statements.into_inner().unwrap();
+    assert_eq!(statements.len(), 3);
+    let mut failures = Vec::new();
+    for statement in &statements {
+        let lines = plan(&txn, statement).await;
+        let whole_buckets = lines.iter().any(|l| {
+            let l = l.trim();
+            l == "SCAN device_buckets"
+                || l.starts_with("SCAN device_buckets ")
+                || l.contains("Seq Scan on device_buckets")
+        });
+        let scans = full_scans(backend, &lines);
+        if whole_buckets || !scans.is_empty() {
+            failures.push(format!("{}\n  {}", statement.sql, lines.join("\n  ")));
+        }
+    }
+    txn.rollback().await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{backend:?}: full scans:\n{}",
+        failures.join("\n\n")
     );
 }

@@ -12,21 +12,21 @@ use gmp::state::AppState;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const BOARD: &str = "ticketing.events.failed_backup.service_board";
+pub(crate) const BOARD: &str = "ticketing.events.failed_backup.service_board";
 const NEW_STATUS: &str = "ticketing.events.failed_backup.new_status";
 const CLOSED_STATUS: &str = "ticketing.events.failed_backup.closed_status";
-const DISK: &str = "ticketing.events.disk_usage.enabled";
+pub(crate) const DISK: &str = "ticketing.events.disk_usage.enabled";
 /// The tenant's pull interval (see `fast_tenant`).
-const INTERVAL: i64 = 60;
+pub(crate) const INTERVAL: i64 = 60;
 
 /// A replica: where it listens and its state (to run its jobs).
-struct Replica {
+pub(crate) struct Replica {
     address: String,
     state: AppState,
 }
 
 impl Replica {
-    fn of(app: &TestApp) -> Self {
+    pub(crate) fn of(app: &TestApp) -> Self {
         Self {
             address: app.address.clone(),
             state: app.state.clone(),
@@ -47,7 +47,7 @@ impl Replica {
     }
 }
 
-async fn spawn() -> (TestApp, Clock) {
+pub(crate) async fn spawn() -> (TestApp, Clock) {
     let clock = Clock::manual(Utc::now());
     let app = TestApp::spawn_with_clock(clock.clone(), |_| {}).await;
     (app, clock)
@@ -71,7 +71,7 @@ async fn fleet(app: &TestApp, admin: &Session, n: usize) -> Vec<TestDevice> {
 }
 
 /// A seeded tenant with `n` devices on its root policy; the root's id and ETag.
-async fn seeded(app: &TestApp, n: usize) -> (TenantFixture, Vec<TestDevice>, String, String) {
+pub(crate) async fn seeded(app: &TestApp, n: usize) -> (TenantFixture, Vec<TestDevice>, String, String) {
     let tenant = fast_tenant(app, "Acme").await;
     let (root, etag) = root_policy(app, &tenant.admin).await;
     let (_, etag) = save_ok(app, &tenant.admin, &root, &etag, seed_settings()).await;
@@ -79,7 +79,7 @@ async fn seeded(app: &TestApp, n: usize) -> (TenantFixture, Vec<TestDevice>, Str
     (tenant, devices, root, etag)
 }
 
-async fn pull_from(app: &TestApp, replica: &Replica, device: &TestDevice) -> Value {
+pub(crate) async fn pull_from(app: &TestApp, replica: &Replica, device: &TestDevice) -> Value {
     let response = app
         .client
         .get(format!("{}/device/v1/config", replica.address))
@@ -93,7 +93,7 @@ async fn pull_from(app: &TestApp, replica: &Replica, device: &TestDevice) -> Val
 
 /// One pull cycle: the clock moves one interval on, every device pulls and reports. A device
 /// for which `fails` says so reports the failed-backup board as failed.
-async fn cycle(
+pub(crate) async fn cycle(
     app: &TestApp,
     replica: &Replica,
     clock: &Clock,
@@ -127,12 +127,12 @@ async fn cycle(
     configs
 }
 
-fn board_id(config: &Value) -> i64 {
+pub(crate) fn board_id(config: &Value) -> i64 {
     config["settings"][BOARD]["id"].as_i64().unwrap()
 }
 
 /// The edit that moves failed-backup tickets to board 7.
-fn board_edit() -> Value {
+pub(crate) fn board_edit() -> Value {
     json!({"set": {
         BOARD: {"id": 7, "name": "Board 7"},
         NEW_STATUS: {"id": 107, "name": "New"},
@@ -140,7 +140,7 @@ fn board_edit() -> Value {
     }, "comment": "failed backups to board 7"})
 }
 
-async fn create_draft(app: &TestApp, admin: &Session, policy: &str, body: &Value) -> Value {
+pub(crate) async fn create_draft(app: &TestApp, admin: &Session, policy: &str, body: &Value) -> Value {
     let response = app
         .post(
             &format!("/api/v1/policies/{policy}/drafts"),
@@ -173,12 +173,12 @@ async fn start_rollout(app: &TestApp, admin: &Session, policy: &str, draft: &str
 }
 
 /// The member of a list of fields or changes with this `path`.
-fn by_path(list: &Value, path: &str) -> Value {
+pub(crate) fn by_path(list: &Value, path: &str) -> Value {
     let found = list.as_array().unwrap().iter().find(|f| f["path"] == path);
     found.cloned().unwrap_or_else(|| panic!("no `{path}` in {list}"))
 }
 
-async fn rollout(app: &TestApp, admin: &Session, id: &str) -> Value {
+pub(crate) async fn rollout(app: &TestApp, admin: &Session, id: &str) -> Value {
     app.get(&format!("/api/v1/rollouts/{id}"), &admin.access)
         .await
         .json()
@@ -186,7 +186,7 @@ async fn rollout(app: &TestApp, admin: &Session, id: &str) -> Value {
         .unwrap()
 }
 
-async fn actions(app: &TestApp, admin: &Session, query: &str) -> Vec<Value> {
+pub(crate) async fn actions(app: &TestApp, admin: &Session, query: &str) -> Vec<Value> {
     let page: Value = app
         .get(&format!("/api/v1/audit/changes?limit=200{query}"), &admin.access)
         .await

@@ -53,6 +53,7 @@ async fn every_page_renders_within_budget_at_ten_thousand_devices() {
         new: 1_000,
         policies: 4,
         pull_interval_seconds: 3600,
+        own_values_every: 0,
     };
     let seeded = seed::seed(&app.state, &fleet).await.unwrap();
     let tenant = seeded.tenant;

@@ -3,7 +3,7 @@
 use crate::db::entities::audit_changes::{ActiveModel, Column, Entity, Model};
 use crate::domain::audit::{Entry, Filter, NewEntry};
 use crate::domain::{OperatorId, TenantId};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -31,6 +31,7 @@ pub async fn insert(
     actor_label: &str,
     request_id: Option<&str>,
     entry: NewEntry,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let model = ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -42,7 +43,7 @@ pub async fn insert(
         target_id: Set(entry.target_id.to_string()),
         changes: Set(serde_json::to_string(&entry.changes).map_err(|e| DbErr::Json(e.to_string()))?),
         request_id: Set(request_id.map(str::to_owned)),
-        created_at: Set(Utc::now()),
+        created_at: Set(now),
     };
     Entity::insert(model)
         .exec_without_returning(conn)

@@ -119,9 +119,10 @@ pub async fn revoke(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     id: EnrollmentTokenId,
+    now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     let result = Entity::update_many()
-        .col_expr(Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(Column::RevokedAt, Expr::value(now))
         .filter(Column::Id.eq(id.0))
         .filter(Column::TenantId.eq(tenant.0))
         .filter(Column::RevokedAt.is_null())

@@ -3,7 +3,7 @@
 use super::{Expected, Written};
 use crate::db::entities::operators::{ActiveModel, Column, Entity, Model};
 use crate::domain::{Operator, OperatorId, Role, TenantId};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
@@ -39,8 +39,8 @@ pub async fn insert(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     new: NewOperator<'_>,
+    now: DateTime<Utc>,
 ) -> Result<Operator, DbErr> {
-    let now = Utc::now();
     let model = ActiveModel {
         id: Set(new.id.0),
         tenant_id: Set(tenant.0),
@@ -186,10 +186,11 @@ pub async fn update(
     id: OperatorId,
     expected: Expected,
     changes: OperatorChanges<'_>,
+    now: DateTime<Utc>,
 ) -> Result<Written<Operator>, DbErr> {
     let mut update = Entity::update_many()
         .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()));
+        .col_expr(Column::UpdatedAt, Expr::value(now));
     if let Some(name) = changes.display_name {
         update = update.col_expr(Column::DisplayName, Expr::value(name));
     }

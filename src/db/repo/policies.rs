@@ -235,8 +235,8 @@ pub async fn insert(
     node: &PolicyNode,
     author: Option<OperatorId>,
     comment: Option<&str>,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let now = Utc::now();
     let policy = policies::ActiveModel {
         id: Set(node.id.0),
         tenant_id: Set(tenant.0),
@@ -263,8 +263,8 @@ pub async fn save_version(
     node: &PolicyNode,
     author: Option<OperatorId>,
     comment: Option<&str>,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let now = Utc::now();
     policies::Entity::update_many()
         .col_expr(policies::Column::CurrentVersion, Expr::value(node.version))
         .col_expr(policies::Column::Name, Expr::value(node.content.name.clone()))

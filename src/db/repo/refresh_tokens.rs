@@ -41,6 +41,7 @@ pub async fn insert(
     family_id: Uuid,
     token_hash: &str,
     expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let model = ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -48,7 +49,7 @@ pub async fn insert(
         operator_id: Set(operator.0),
         tenant_id: Set(tenant.0),
         token_hash: Set(token_hash.to_owned()),
-        created_at: Set(Utc::now()),
+        created_at: Set(now),
         expires_at: Set(expires_at),
         used_at: Set(None),
         revoked_at: Set(None),
@@ -73,9 +74,9 @@ pub async fn find_by_hash(
 
 /// Marks the token used; `false` when it already was (or was revoked) — a concurrent second
 /// use of the same token loses here even if both read it as fresh.
-pub async fn mark_used(conn: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+pub async fn mark_used(conn: &impl ConnectionTrait, id: Uuid, now: DateTime<Utc>) -> Result<bool, DbErr> {
     let result = Entity::update_many()
-        .col_expr(Column::UsedAt, Expr::value(Utc::now()))
+        .col_expr(Column::UsedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .filter(Column::UsedAt.is_null())
         .filter(Column::RevokedAt.is_null())
@@ -88,9 +89,10 @@ pub async fn revoke_family(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     family_id: Uuid,
+    now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
     let result = Entity::update_many()
-        .col_expr(Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(Column::RevokedAt, Expr::value(now))
         .filter(Column::TenantId.eq(tenant.0))
         .filter(Column::FamilyId.eq(family_id))
         .filter(Column::RevokedAt.is_null())
@@ -104,9 +106,10 @@ pub async fn revoke_operator(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     operator: OperatorId,
+    now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
     let result = Entity::update_many()
-        .col_expr(Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(Column::RevokedAt, Expr::value(now))
         .filter(Column::TenantId.eq(tenant.0))
         .filter(Column::OperatorId.eq(operator.0))
         .filter(Column::RevokedAt.is_null())

@@ -46,9 +46,10 @@ pub struct EnrollmentTokenResponse {
     pub token: Option<String>,
 }
 
-fn token_response(t: EnrollmentToken, secret: Option<String>) -> EnrollmentTokenResponse {
+/// The token as answered; `now` decides its status.
+fn token_response(t: EnrollmentToken, secret: Option<String>, now: DateTime<Utc>) -> EnrollmentTokenResponse {
     EnrollmentTokenResponse {
-        status: t.unusable_because(Utc::now()).unwrap_or("usable"),
+        status: t.unusable_because(now).unwrap_or("usable"),
         id: t.id.0,
         label: t.label,
         policy_id: t.policy_id.map(|p| p.0),
@@ -90,7 +91,7 @@ pub async fn create_enrollment_token(
         policy_id: body.policy_id.map(PolicyId),
     };
     let (token, secret) = enrollment::create(&state, &caller.actor(), input).await?;
-    Ok(HttpResponse::Created().json(token_response(token, Some(secret))))
+    Ok(HttpResponse::Created().json(token_response(token, Some(secret), state.clock.now())))
 }
 
 /// List enrollment tokens (never the tokens themselves).
@@ -107,7 +108,8 @@ pub async fn list_enrollment_tokens(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = enrollment::list(&state, caller.tenant_id, query.to_request()?).await?;
-    Ok(HttpResponse::Ok().json(PageResponse::from_page(page, |t| token_response(t, None))))
+    let now = state.clock.now();
+    Ok(HttpResponse::Ok().json(PageResponse::from_page(page, |t| token_response(t, None, now))))
 }
 
 /// Get one enrollment token.
@@ -124,7 +126,7 @@ pub async fn get_enrollment_token(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let token = enrollment::get(&state, caller.tenant_id, EnrollmentTokenId(*path)).await?;
-    Ok(HttpResponse::Ok().json(token_response(token, None)))
+    Ok(HttpResponse::Ok().json(token_response(token, None, state.clock.now())))
 }
 
 /// Revoke an enrollment token: no device can register with it any more.

@@ -2,7 +2,9 @@
 //! Everyone reads; editors act.
 
 use crate::auth::{Editor, Operator};
-use crate::domain::rollout::{Health, Plan, RolloutState, Wave, WaveFigures};
+use crate::domain::rollout::{
+    DEFAULT_HOLD_PULL_CYCLES, DEFAULT_MIN_REPORTS, Health, Plan, RolloutState, Wave, WaveFigures,
+};
 use crate::domain::{DraftId, PolicyId, RolloutId};
 use crate::error::ApiError;
 use crate::http::json::ApiJson;
@@ -18,6 +20,121 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+/// Where a rollout stands.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RolloutState)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStateDto {
+    /// Advancing wave by wave.
+    Running,
+    /// Held at its wave by an operator; the wave keeps the new version.
+    Paused,
+    /// Every device got the new version, which is now the policy's current version.
+    Completed,
+    /// The health gate failed: every device is served the previous version again.
+    RolledBack,
+    /// Stopped by an operator: every device is served the previous version again.
+    Aborted,
+}
+
+impl From<RolloutState> for RolloutStateDto {
+    fn from(state: RolloutState) -> Self {
+        match state {
+            RolloutState::Running => Self::Running,
+            RolloutState::Paused => Self::Paused,
+            RolloutState::Completed => Self::Completed,
+            RolloutState::RolledBack => Self::RolledBack,
+            RolloutState::Aborted => Self::Aborted,
+        }
+    }
+}
+
+/// One wave: the share of the policy's devices that has the new version once it starts
+/// (cumulative), and how many pull intervals it is held before the gate decides.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Wave)]
+#[serde(deny_unknown_fields)]
+pub struct WaveDto {
+    /// 1–100, rising from wave to wave; the last wave is 100.
+    #[schema(example = 25)]
+    pub percent: u32,
+    /// Pull intervals (the tenant's) the wave is held before it may advance (default 1).
+    #[serde(default = "default_hold")]
+    pub hold_pull_cycles: u32,
+}
+
+const fn default_hold() -> u32 {
+    DEFAULT_HOLD_PULL_CYCLES
+}
+
+const fn default_min_reports() -> u32 {
+    DEFAULT_MIN_REPORTS
+}
+
+impl From<WaveDto> for Wave {
+    fn from(w: WaveDto) -> Self {
+        Self {
+            percent: w.percent,
+            hold_pull_cycles: w.hold_pull_cycles,
+        }
+    }
+}
+
+/// When a wave is healthy enough to advance.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(as = Health)]
+#[serde(deny_unknown_fields)]
+pub struct HealthDto {
+    /// Above this share of failed devices (reports of failed fields against the new config,
+    /// plus devices that stopped pulling) among those heard from, the rollout rolls back.
+    #[schema(example = 0.02)]
+    pub max_failed_ratio: f64,
+    /// Devices heard from before the gate decides: fewer when the wave has fewer devices
+    /// that can answer (see `GET /api/v1/rollouts/{id}`).
+    #[serde(default = "default_min_reports")]
+    #[schema(example = 20)]
+    pub min_reports: u32,
+}
+
+impl From<HealthDto> for Health {
+    fn from(h: HealthDto) -> Self {
+        Self {
+            max_failed_ratio: h.max_failed_ratio,
+            min_reports: h.min_reports,
+        }
+    }
+}
+
+impl From<Health> for HealthDto {
+    fn from(h: Health) -> Self {
+        Self {
+            max_failed_ratio: h.max_failed_ratio,
+            min_reports: h.min_reports,
+        }
+    }
+}
+
+/// What an operator asks of a rollout.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl From<RolloutAction> for Command {
+    fn from(action: RolloutAction) -> Self {
+        match action {
+            RolloutAction::Pause => Self::Pause,
+            RolloutAction::Resume => Self::Resume,
+            RolloutAction::Promote => Self::Promote,
+            RolloutAction::Abort => Self::Abort,
+        }
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -29,8 +146,8 @@ pub struct StartRolloutRequest {
     /// The draft to roll out; it stays a draft until the rollout completes.
     pub draft_id: Uuid,
     /// Cumulative shares of the policy's devices, rising to 100.
-    pub waves: Vec<Wave>,
-    pub health: Health,
+    pub waves: Vec<WaveDto>,
+    pub health: HealthDto,
 }
 
 /// One wave: its plan and, once reached, what its devices showed.
@@ -51,8 +168,12 @@ pub struct WaveFiguresResponse {
     pub reported: u64,
     /// Devices that reported failed fields on it.
     pub failed: u64,
-    /// Devices that pulled it and then stopped pulling.
+    /// Devices that pulled since the rollout started and then stopped pulling (stale or
+    /// offline) without a report on it: counted as failed.
     pub stopped: u64,
+    /// Devices that cannot answer: silent or never seen, and not seen since the rollout
+    /// started. Not counted either way; the gate does not wait for them.
+    pub absent: u64,
     /// (failed + stopped) / (reported + stopped).
     pub failed_ratio: f64,
 }
@@ -64,6 +185,7 @@ impl From<WaveFigures> for WaveFiguresResponse {
             reported: f.reported,
             failed: f.failed,
             stopped: f.stopped,
+            absent: f.absent,
             failed_ratio: f.failed_ratio(),
         }
     }
@@ -74,7 +196,7 @@ pub struct RolloutResponse {
     pub id: Uuid,
     pub policy_id: Uuid,
     pub draft_id: Uuid,
-    pub state: RolloutState,
+    pub state: RolloutStateDto,
     /// The version devices outside the waves are served.
     pub from_version: i32,
     /// The version the rollout publishes when it completes.
@@ -82,7 +204,7 @@ pub struct RolloutResponse {
     /// The current wave, from 1.
     pub wave: usize,
     pub waves: Vec<WaveResponse>,
-    pub health: Health,
+    pub health: HealthDto,
     /// Why it stopped, with the figures.
     pub reason: Option<String>,
     /// Active devices under the policy, by the policy version they are served now (absent in
@@ -121,12 +243,12 @@ impl From<RolloutStatus> for RolloutResponse {
             id: r.id.0,
             policy_id: r.policy_id.0,
             draft_id: r.draft_id.0,
-            state: r.state,
+            state: r.state.into(),
             from_version: r.base_version,
             to_version: r.base_version + 1,
             wave: r.wave + 1,
             waves,
-            health: r.plan.health,
+            health: r.plan.health.into(),
             reason: r.reason,
             devices_per_version,
             created_by: r.created_by.map(|o| o.0),
@@ -168,8 +290,8 @@ pub async fn start_rollout(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let plan = Plan {
-        waves: body.waves,
-        health: body.health,
+        waves: body.waves.into_iter().map(Wave::from).collect(),
+        health: body.health.into(),
     };
     let rollout = rollouts::start(
         &state,
@@ -254,7 +376,7 @@ pub async fn get_rollout(
 #[utoipa::path(
     tag = "rollouts",
     security(("operator_jwt" = [])),
-    params(("rollout_id" = Uuid, Path), ("action" = inline(Command), Path)),
+    params(("rollout_id" = Uuid, Path), ("action" = inline(RolloutAction), Path)),
     responses(
         (status = 200, body = RolloutResponse),
         (status = 401, response = ProblemDetails),
@@ -267,9 +389,9 @@ pub async fn get_rollout(
 pub async fn steer_rollout(
     state: web::Data<AppState>,
     caller: Operator<Editor>,
-    path: web::Path<(Uuid, Command)>,
+    path: web::Path<(Uuid, RolloutAction)>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, command) = path.into_inner();
-    let status = rollouts::command(&state, &caller.actor(), RolloutId(id), command).await?;
+    let (id, action) = path.into_inner();
+    let status = rollouts::command(&state, &caller.actor(), RolloutId(id), action.into()).await?;
     Ok(HttpResponse::Ok().json(RolloutResponse::from(status)))
 }

@@ -1,0 +1,305 @@
+//! `gmp-bench impact`: how long the impact preview of a draft takes on a large fleet, through
+//! the real server. A fleet is seeded (some devices with values of their own, some of those
+//! overriding the changed field, so the preview has many groups to resolve), a draft on the
+//! root policy changes a field every other device inherits, and
+//! `GET /api/v1/policies/{id}/drafts/{draft_id}/impact` (the totals and the first page) is
+//! timed against `gmp serve`, several times, on SQLite and PostgreSQL.
+
+use super::load;
+use super::run::{free_port, on_engines, server_env, start};
+use super::seed::{self, OVERRIDDEN, SeedOptions};
+use crate::config::Config;
+use crate::db::repo::{device_groups, policies as policy_repo};
+use crate::domain::audit::Actor;
+use crate::domain::operator::Role;
+use crate::services::drafts;
+use crate::services::operators::{self, NewOperatorInput};
+use crate::services::policy_edit::PolicyEdit;
+use crate::state::AppState;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct ImpactOptions {
+    /// The server binary (`target/release/gmp`).
+    pub gmp_bin: PathBuf,
+    /// Data directories and logs go here (emptied per engine).
+    pub work_dir: PathBuf,
+    pub devices: u64,
+    pub policies: u32,
+    /// Every n-th device has values of its own (see [`SeedOptions::own_values_every`]).
+    pub own_values_every: u64,
+    /// Timed requests after the first (which is reported on its own).
+    pub runs: usize,
+    /// Devices per page of the preview.
+    pub page: u64,
+    pub postgres_url: Option<String>,
+    pub skip_sqlite: bool,
+    pub workers: Option<usize>,
+}
+
+/// One engine's results. Times in milliseconds, measured by the client (the whole request).
+#[derive(Debug, Serialize)]
+pub struct ImpactReport {
+    pub engine: String,
+    pub devices: u64,
+    pub seed_seconds: f64,
+    /// Distinct (policy, values of their own) groups the preview resolves.
+    pub groups: u64,
+    pub devices_in_scope: u64,
+    pub devices_changing: u64,
+    pub hidden_by_override: u64,
+    /// The first request after the server started (its caches cold).
+    pub first_ms: f64,
+    pub runs: usize,
+    pub p50_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Runs the scenario on every engine asked for and returns the reports and a printed table.
+pub async fn run(options: &ImpactOptions) -> Result<(Vec<ImpactReport>, String), String> {
+    let reports = on_engines(
+        &options.work_dir,
+        "impact-",
+        options.postgres_url.as_deref(),
+        options.skip_sqlite,
+        async |engine, dir, url| run_engine(options, engine, dir, url).await,
+    )
+    .await?;
+    let printed = table(&reports);
+    Ok((reports, printed))
+}
+
+/// The seeded fleet's root policy, a draft on it and the operator who previews it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub root: uuid::Uuid,
+    pub draft: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+    /// Distinct (policy, values of their own) groups under the root.
+    pub groups: u64,
+    pub seed_seconds: f64,
+}
+
+/// Seeds the fleet (every device steady, 1 h pull interval), an editor to preview with, and a
+/// draft on the root policy that turns [`OVERRIDDEN`] off.
+pub async fn prepare(
+    state: &AppState,
+    devices: u64,
+    policies: u32,
+    own_values_every: u64,
+) -> Result<Prepared, String> {
+    let describe = |e: crate::error::ApiError| seed::describe(&e);
+    let fleet = SeedOptions {
+        steady: devices,
+        new: 0,
+        policies,
+        pull_interval_seconds: 3600,
+        own_values_every,
+    };
+    let seeded = seed::seed(state, &fleet).await.map_err(describe)?;
+    let actor = Actor::system(seeded.tenant);
+    let password = crate::auth::token::generate("bench-");
+    let email = format!(
+        "bench-impact-{}@bench.test",
+        &seeded.tenant.0.simple().to_string()[..8]
+    );
+    let input = NewOperatorInput {
+        email: email.clone(),
+        display_name: Some("Impact benchmark".to_owned()),
+        role: Role::Editor,
+        password: password.clone(),
+    };
+    operators::create(state, &actor, input, false)
+        .await
+        .map_err(describe)?;
+    let root = policy_repo::root_id(&state.db, seeded.tenant)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the seeded tenant has no root policy")?;
+    let edit = PolicyEdit {
+        set: BTreeMap::from([(OVERRIDDEN.to_owned(), json!(false))]),
+        comment: Some("no disk tickets".into()),
+        ..PolicyEdit::default()
+    };
+    let draft = drafts::create(state, &actor, root, edit)
+        .await
+        .map_err(describe)?;
+    // The groups the preview resolves: the devices under the root per (policy, own values).
+    let tree = policy_repo::load_tree(&state.db, seeded.tenant)
+        .await
+        .map_err(|e| e.to_string())?;
+    let scope: Vec<_> = std::iter::once(root).chain(tree.descendants(root)).collect();
+    let groups = device_groups::value_groups(&state.db, seeded.tenant, &scope)
+        .await
+        .map_err(|e| e.to_string())?
+        .len() as u64;
+    Ok(Prepared {
+        root: root.0,
+        draft: draft.id.0,
+        email,
+        password,
+        groups,
+        seed_seconds: seeded.elapsed.as_secs_f64(),
+    })
+}
+
+async fn run_engine(
+    options: &ImpactOptions,
+    engine: &str,
+    dir: &Path,
+    database_url: &str,
+) -> Result<ImpactReport, String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+    let port = free_port().map_err(|e| e.to_string())?;
+    let env = server_env(dir, database_url, port, options.workers);
+    eprintln!("[{engine}] seeding {} devices", options.devices);
+    let config = Config::load(None, env.clone()).map_err(|e| e.to_string())?;
+    let state = seed::open(config).await?;
+    let prepared = prepare(
+        &state,
+        options.devices,
+        options.policies,
+        options.own_values_every,
+    )
+    .await;
+    state.db.close().await.ok();
+    let prepared = prepared?;
+    eprintln!("[{engine}] seeded in {:.1} s", prepared.seed_seconds);
+
+    let mut server = Command::new(&options.gmp_bin);
+    server.arg("serve");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GMP_")) {
+        server.env_remove(key);
+    }
+    server.envs(env.iter().map(|(k, v)| (k, v)));
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    eprintln!("[{engine}] timing the impact preview");
+    let measured = measure(&base, &prepared, options.runs, options.page).await;
+    drop(server);
+    let measured = measured?;
+    let times = &measured.times_ms;
+    Ok(ImpactReport {
+        engine: engine.to_owned(),
+        devices: options.devices,
+        seed_seconds: prepared.seed_seconds,
+        groups: prepared.groups,
+        devices_in_scope: measured.devices_in_scope,
+        devices_changing: measured.devices_changing,
+        hidden_by_override: measured.hidden_by_override,
+        first_ms: measured.first_ms,
+        runs: times.len(),
+        p50_ms: times.get(times.len() / 2).copied().unwrap_or_default(),
+        max_ms: times.last().copied().unwrap_or_default(),
+    })
+}
+
+/// What the preview answered, and how long it took.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub devices_in_scope: u64,
+    pub devices_changing: u64,
+    /// Of [`OVERRIDDEN`].
+    pub hidden_by_override: u64,
+    /// Devices on the first page.
+    pub listed: usize,
+    pub first_ms: f64,
+    /// The other requests, in milliseconds, sorted.
+    pub times_ms: Vec<f64>,
+}
+
+/// Signs in as the prepared operator at `base` and requests the draft's impact (totals and the
+/// first page of `page` devices) `1 + runs` times, one after the other.
+pub async fn measure(base: &str, prepared: &Prepared, runs: usize, page: u64) -> Result<Measured, String> {
+    let client = load::http_client(1);
+    let login = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": prepared.email, "password": prepared.password}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json::<Value>()
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = login["access_token"]
+        .as_str()
+        .ok_or_else(|| format!("no access token: {login}"))?
+        .to_owned();
+    let url = format!(
+        "{base}/api/v1/policies/{}/drafts/{}/impact?limit={page}",
+        prepared.root, prepared.draft
+    );
+    let once = async || -> Result<(f64, Value), String> {
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.json::<Value>().await.map_err(|e| e.to_string())?;
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        if !status.is_success() {
+            return Err(format!("{url}: {status} {body}"));
+        }
+        Ok((took, body))
+    };
+    let (first_ms, body) = once().await?;
+    let mut times_ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        times_ms.push(once().await?.0);
+    }
+    times_ms.sort_by(f64::total_cmp);
+    let count = |v: &Value| v.as_u64().unwrap_or_default();
+    let field = body["fields"]
+        .as_array()
+        .and_then(|fields| fields.iter().find(|f| f["path"] == OVERRIDDEN))
+        .cloned()
+        .unwrap_or_default();
+    Ok(Measured {
+        devices_in_scope: count(&body["devices_in_scope"]),
+        devices_changing: count(&body["devices_changing"]),
+        hidden_by_override: count(&field["hidden_by_override"]),
+        listed: body["devices"].as_array().map_or(0, Vec::len),
+        first_ms,
+        times_ms,
+    })
+}
+
+/// The results as a Markdown table.
+pub fn table(reports: &[ImpactReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| engine | devices | groups | in scope | changing | hidden by override | first ms | runs | p50 ms | max ms |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.0} | {:.0} |",
+            r.engine,
+            r.devices,
+            r.groups,
+            r.devices_in_scope,
+            r.devices_changing,
+            r.hidden_by_override,
+            r.first_ms,
+            r.runs,
+            r.p50_ms,
+            r.max_ms
+        );
+    }
+    out
+}
