@@ -14,6 +14,7 @@ mod m20261128_000007_field_history_locked;
 mod m20261128_000008_billing_usage;
 mod m20261128_000009_drafts_rollouts;
 mod m20261128_000010_ui_indexes;
+mod m20261128_220001_ui_sessions;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000008_billing_usage::Migration),
             Box::new(m20261128_000009_drafts_rollouts::Migration),
             Box::new(m20261128_000010_ui_indexes::Migration),
+            Box::new(m20261128_220001_ui_sessions::Migration),
         ]
     }
 }

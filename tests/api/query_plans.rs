@@ -2,17 +2,20 @@
 //! report) finds its rows through an index, on both engines: its cost must not grow with the
 //! fleet. The repository functions those paths call run on a connection that records each
 //! statement; each recorded statement is then explained by the engine itself, with the same
-//! parameters. A plan that reads a whole table of the fleet fails the test.
+//! parameters. A plan that reads a whole table of the fleet fails the test. Likewise the web
+//! UI's read of its session on every page goes by primary keys only.
 //!
 //! PostgreSQL may prefer a sequential scan on a small table even when an index exists, so its
 //! plans are taken with `enable_seqscan = off`: a sequential scan then means no usable index.
 
-use crate::helpers::TestApp;
+use crate::helpers::{PASSWORD, TestApp};
+use crate::ui_client::Browser;
 use gmp::auth::token;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
 use gmp::db::repo::{
     billing_usage, device_fields, device_reregistrations, devices, enrollment_tokens, policies, tenants,
+    ui_sessions,
 };
 use gmp::domain::billing::Usage;
 use gmp::domain::device::Connectivity;
@@ -316,4 +319,58 @@ fn a_full_scan_is_told_from_an_index_search() {
         ]),
         0
     );
+}
+
+/// A page's one read of its session: by the primary key of `ui_sessions`, joined to the operator
+/// and the tenant by theirs, so it costs the same at any number of sessions.
+#[tokio::test]
+async fn the_web_ui_reads_a_session_by_primary_keys_only() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let mut cookies = Vec::new();
+    for _ in 0..5 {
+        let browser = Browser::sign_in(&app, &tenant.admin.email, PASSWORD).await;
+        cookies.push(browser.cookie);
+    }
+    let id = cookies[2].strip_prefix("gmp_session=").unwrap();
+
+    let txn = app.state.db.begin().await.unwrap();
+    let backend = txn.get_database_backend();
+    // No `ANALYZE`: with statistics of these few rows SQLite rightly scans them; without, it
+    // plans as for tables of any size.
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+            .await
+            .unwrap();
+    }
+    let conn = Recording {
+        inner: &txn,
+        statements: Mutex::new(Vec::new()),
+    };
+    let found = ui_sessions::find(&conn, &token::digest(id)).await.unwrap();
+    assert_eq!(found.map(|s| s.email), Some(tenant.admin.email.clone()));
+    let statements = conn.statements.into_inner().unwrap();
+    assert_eq!(statements.len(), 1, "one statement");
+    let lines = plan(&txn, &statements[0]).await;
+    txn.rollback().await.unwrap();
+    // Each table is searched with its key column among the conditions: a unique row.
+    let by_key = |table: &str, key: &str| match backend {
+        DbBackend::Sqlite => lines.iter().any(|line| {
+            line.starts_with(&format!("SEARCH {table} USING "))
+                && (line.contains(&format!("({key}=?")) || line.contains(&format!(" {key}=?")))
+        }),
+        _ => lines.windows(2).any(|pair| {
+            pair[0].contains("Index")
+                && pair[0].contains(&format!(" on {table} "))
+                && pair[1].contains("Index Cond:")
+                && (pair[1].contains(&format!("({key} = ")) || pair[1].contains(&format!("({key})::")))
+        }),
+    };
+    for (table, key) in [("ui_sessions", "id_hash"), ("operators", "id"), ("tenants", "id")] {
+        assert!(
+            by_key(table, key),
+            "{backend:?}: {table} by its key:\n{}",
+            lines.join("\n")
+        );
+    }
 }
