@@ -49,7 +49,14 @@ struct Recording<'a> {
     statements: Mutex<Vec<Statement>>,
 }
 
-impl Recording<'_> {
+impl<'a> Recording<'a> {
+    fn on(inner: &'a DatabaseTransaction) -> Self {
+        Self {
+            inner,
+            statements: Mutex::new(Vec::new()),
+        }
+    }
+
     fn record(&self, statement: &Statement) {
         self.statements.lock().unwrap().push(statement.clone());
     }
@@ -84,6 +91,18 @@ impl ConnectionTrait for Recording<'_> {
     fn support_returning(&self) -> bool {
         self.inner.support_returning()
     }
+}
+
+/// A transaction whose plans show whether a usable index exists: on PostgreSQL, which may
+/// prefer a sequential scan of a small table, sequential scans are off.
+async fn planning_transaction(app: &TestApp) -> DatabaseTransaction {
+    let txn = app.state.db.begin().await.unwrap();
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+            .await
+            .unwrap();
+    }
+    txn
 }
 
 /// The engine's plan of one statement, as lines of text.
@@ -188,19 +207,11 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .unwrap()
         .expect("a seeded device");
 
-    let txn = app.state.db.begin().await.unwrap();
+    let txn = planning_transaction(&app).await;
     let backend = txn.get_database_backend();
     // Statistics as a running server would have them, so the planner picks as it would there.
     txn.execute_unprepared("ANALYZE").await.unwrap();
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-            .await
-            .unwrap();
-    }
-    let conn = Recording {
-        inner: &txn,
-        statements: Mutex::new(Vec::new()),
-    };
+    let conn = Recording::on(&txn);
     let now = chrono::Utc::now();
 
     // Register.
@@ -334,19 +345,11 @@ async fn the_web_ui_reads_a_session_by_primary_keys_only() {
     }
     let id = cookies[2].strip_prefix("gmp_session=").unwrap();
 
-    let txn = app.state.db.begin().await.unwrap();
-    let backend = txn.get_database_backend();
     // No `ANALYZE`: with statistics of these few rows SQLite rightly scans them; without, it
     // plans as for tables of any size.
-    if backend == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-            .await
-            .unwrap();
-    }
-    let conn = Recording {
-        inner: &txn,
-        statements: Mutex::new(Vec::new()),
-    };
+    let txn = planning_transaction(&app).await;
+    let backend = txn.get_database_backend();
+    let conn = Recording::on(&txn);
     let found = ui_sessions::find(&conn, &token::digest(id)).await.unwrap();
     assert_eq!(found.map(|s| s.email), Some(tenant.admin.email.clone()));
     let statements = conn.statements.into_inner().unwrap();
