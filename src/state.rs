@@ -54,8 +54,6 @@ pub struct AppState {
     pub password_throttle: Arc<PasswordThrottle>,
     /// Operator creations refused for an unavailable email, per tenant.
     pub email_probes: Arc<Throttle>,
-    /// Sessions of the web UI on this replica.
-    pub ui_sessions: Arc<crate::ui::session::UiSessions>,
 }
 
 impl AppState {
@@ -104,7 +102,6 @@ impl AppState {
                 throttle::CAPACITY,
                 Arc::new(SystemClock),
             )),
-            ui_sessions: Arc::default(),
             db,
             clock,
             config: Arc::new(config),

@@ -16,6 +16,7 @@ mod m20261128_000009_drafts_rollouts;
 mod m20261128_000010_ui_indexes;
 mod m20261128_200001_pull_state_feed;
 mod m20261128_210000_device_buckets;
+mod m20261128_220001_ui_sessions;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_ui_indexes::Migration),
             Box::new(m20261128_200001_pull_state_feed::Migration),
             Box::new(m20261128_210000_device_buckets::Migration),
+            Box::new(m20261128_220001_ui_sessions::Migration),
         ]
     }
 }

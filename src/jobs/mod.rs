@@ -9,7 +9,7 @@ use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::device::{Connectivity, connectivity};
 use crate::domain::diff::Change;
 use crate::error::ApiError;
-use crate::services::{audit, checkins, rollouts, served_audit};
+use crate::services::{audit, checkins, rollouts, served_audit, ui_sessions};
 use crate::state::AppState;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -103,10 +103,11 @@ pub async fn retention_job(state: &AppState, now: DateTime<Utc>, batch: u64) -> 
 }
 
 /// Deletes tokens long past their use: refresh tokens a day after they expired or were
-/// revoked, enrollment tokens 30 days after they expired.
+/// revoked, enrollment tokens 30 days after they expired, web UI sessions once they ended.
 pub async fn expiry_job(state: &AppState, now: DateTime<Utc>) -> Result<Outcome, ApiError> {
     Ok(Outcome {
-        changed: maintenance::delete_expired_tokens(&state.db, now).await?,
+        changed: maintenance::delete_expired_tokens(&state.db, now).await?
+            + ui_sessions::prune(state, now).await?,
     })
 }
 

@@ -43,15 +43,28 @@ fn invalid_refresh(detail: &str) -> ApiError {
     ApiError::new(Code::InvalidRefreshToken, detail.to_owned())
 }
 
-/// Checks an email and password, throttled per account and per client `address`: after a
-/// few failures further tries wait (`429` with `Retry-After`), whether the password is right
-/// or not, so the answer never confirms a guess made while waiting.
+/// Signs in with an email and password (see [`authenticate`]) and issues a token pair.
 pub async fn login(
     state: &AppState,
     email: &str,
     password: &str,
     address: Option<IpAddr>,
 ) -> Result<TokenPair, ApiError> {
+    let operator = authenticate(state, email, password, address).await?;
+    let pair = issue_pair(state, &state.db, operator, Uuid::now_v7()).await?;
+    tracing::info!(operator_id = %pair.operator.id, tenant_id = %pair.operator.tenant_id, "signed in");
+    Ok(pair)
+}
+
+/// Checks an email and password, throttled per account and per client `address`: after a
+/// few failures further tries wait (`429` with `Retry-After`), whether the password is right
+/// or not, so the answer never confirms a guess made while waiting.
+pub async fn authenticate(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    address: Option<IpAddr>,
+) -> Result<Operator, ApiError> {
     // The same normalisation as `Email::parse`, also for emails that do not parse, so unknown
     // and malformed emails are throttled exactly like real ones.
     let account = email.trim().to_lowercase();
@@ -77,9 +90,7 @@ pub async fn login(
         }
     };
     attempt.succeeded();
-    let pair = issue_pair(state, &state.db, operator, Uuid::now_v7()).await?;
-    tracing::info!(operator_id = %pair.operator.id, tenant_id = %pair.operator.tenant_id, "signed in");
-    Ok(pair)
+    Ok(operator)
 }
 
 /// Exchanges a refresh token for a new pair. Each refresh token works once: presenting a used
@@ -142,12 +153,13 @@ pub async fn logout(state: &AppState, presented: &str) -> Result<(), ApiError> {
 
 /// Revokes the sign-in's refresh-token family and ends the operator's access tokens at once.
 /// Access tokens of the operator's other sign-ins end too; their clients refresh them (their
-/// refresh tokens still work). Returns how many refresh tokens were revoked.
+/// refresh tokens still work). Web UI sessions go on. Returns how many refresh tokens were
+/// revoked.
 async fn end_session(state: &AppState, stored: &refresh_tokens::StoredRefreshToken) -> Result<u64, ApiError> {
     let txn = db::begin_write(&state.db).await?;
     let revoked =
         refresh_tokens::revoke_family(&txn, stored.tenant_id, stored.family_id, state.clock.now()).await?;
-    sessions::end_all(&txn, stored.tenant_id, stored.operator_id).await?;
+    sessions::end_access_tokens(&txn, stored.tenant_id, stored.operator_id).await?;
     txn.commit().await?;
     state.sessions.forget(stored.operator_id);
     Ok(revoked)

@@ -32,6 +32,7 @@ pub mod rollouts;
 pub mod served_audit;
 pub mod sessions;
 pub mod tenants;
+pub mod ui_sessions;
 
 use crate::db::repo::Written;
 use crate::error::{ApiError, Code};

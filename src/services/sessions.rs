@@ -7,7 +7,7 @@
 //! entry at once; another replica notices within [`CACHE_TTL`]. The cost: one indexed read per
 //! active operator per `CACHE_TTL` per replica.
 
-use crate::db::repo::operators;
+use crate::db::repo::{operators, ui_sessions};
 use crate::domain::{OperatorId, TenantId};
 use crate::error::ApiError;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -66,9 +66,21 @@ impl SessionEpochs {
     }
 }
 
-/// Ends every access token of the operator, inside the caller's transaction. Call
-/// [`SessionEpochs::forget`] after the commit.
-pub async fn end_all(conn: &impl ConnectionTrait, tenant: TenantId, id: OperatorId) -> Result<(), ApiError> {
+/// Ends every access token of the operator, inside the caller's transaction (a sign-out: the
+/// operator's web UI sessions go on). Call [`SessionEpochs::forget`] after the commit.
+pub async fn end_access_tokens(
+    conn: &impl ConnectionTrait,
+    tenant: TenantId,
+    id: OperatorId,
+) -> Result<(), ApiError> {
     operators::bump_session_epoch(conn, tenant, id).await?;
+    Ok(())
+}
+
+/// Ends every session of the operator, access tokens and web UI sessions, inside the caller's
+/// transaction (a password or role change). Call [`SessionEpochs::forget`] after the commit.
+pub async fn end_all(conn: &impl ConnectionTrait, tenant: TenantId, id: OperatorId) -> Result<(), ApiError> {
+    end_access_tokens(conn, tenant, id).await?;
+    ui_sessions::delete_for_operator(conn, tenant, id).await?;
     Ok(())
 }

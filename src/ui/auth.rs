@@ -1,9 +1,10 @@
 //! Sign-in and sign-out pages.
 
 use super::page::{self, CSRF_FIELD, field, redirect, render};
-use super::session::{SESSION_COOKIE, cookie, same_token, set_cookie};
+use super::session::{self, SESSION_COOKIE, cookie, same_token, set_cookie};
 use crate::auth::token;
 use crate::http::client_address::client_address;
+use crate::services::{auth, ui_sessions};
 use crate::state::AppState;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -27,10 +28,16 @@ fn tls(state: &AppState) -> bool {
 
 /// `/`: the dashboard, or the sign-in page when signed out.
 pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match cookie(&req, SESSION_COOKIE) {
-        Some(id) if state.ui_sessions.check(&state, id).await.is_some() => redirect("/dashboard"),
-        _ => redirect("/login"),
+    if has_session(&req, &state).await {
+        redirect("/dashboard")
+    } else {
+        redirect("/login")
     }
+}
+
+/// Whether the request carries a live session (a failed check counts as none: sign in again).
+async fn has_session(req: &HttpRequest, state: &AppState) -> bool {
+    matches!(session::current(req, state).await, Ok(Some(_)))
 }
 
 fn login_page(state: &AppState, status: StatusCode, email: &str, error: Option<String>) -> HttpResponse {
@@ -51,9 +58,7 @@ fn login_page(state: &AppState, status: StatusCode, email: &str, error: Option<S
 }
 
 pub async fn login_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Some(id) = cookie(&req, SESSION_COOKIE)
-        && state.ui_sessions.check(&state, id).await.is_some()
-    {
+    if has_session(&req, &state).await {
         return redirect("/dashboard");
     }
     login_page(&state, StatusCode::OK, "", None)
@@ -78,9 +83,12 @@ pub async fn login(
     let email = field(&form, "email").unwrap_or_default();
     let password = field(&form, "password").unwrap_or_default();
     let address = client_address(&req, &state.config.trusted_proxies);
-    match crate::services::auth::login(&state, email, password, address).await {
-        Ok(pair) => {
-            let id = state.ui_sessions.start(pair);
+    let started = match auth::authenticate(&state, email, password, address).await {
+        Ok(operator) => ui_sessions::start(&state, &operator).await,
+        Err(error) => Err(error),
+    };
+    match started {
+        Ok(id) => {
             let mut response = redirect("/dashboard");
             let cookies = [
                 set_cookie(SESSION_COOKIE, &id, tls(&state), None),
@@ -100,7 +108,7 @@ pub async fn login(
     }
 }
 
-/// Ends the session (its refresh tokens are revoked) and clears the cookie.
+/// Ends the session (its row is deleted, for every replica) and clears the cookie.
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -113,8 +121,10 @@ pub async fn logout(
     if let Err(refused) = page::check_csrf(&ui, &req, &form) {
         return refused;
     }
-    if let Some(id) = cookie(&req, SESSION_COOKIE) {
-        state.ui_sessions.end(&state, id).await;
+    if let Some(id) = cookie(&req, SESSION_COOKIE)
+        && let Err(error) = ui_sessions::end(&state, id).await
+    {
+        return page::error_page(&ui.layout, &error);
     }
     let mut response = redirect("/login");
     if let Ok(value) = header::HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", tls(&state), Some(0))) {

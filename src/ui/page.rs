@@ -1,12 +1,11 @@
 //! What every UI page shares: the signed-in check, the CSRF check, the layout, the headers and
 //! how a service error is shown.
 
-use super::session::{SESSION_COOKIE, SignedIn, cookie, same_token};
+use super::session::{self, SignedIn, same_token};
 use crate::domain::audit::Actor;
 use crate::domain::{Expected, Role};
 use crate::error::ApiError;
 use crate::http::request_context::RequestId;
-use crate::services;
 use crate::state::AppState;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
@@ -82,21 +81,24 @@ pub async fn signed_in(
     title: &str,
     section: &'static str,
 ) -> Result<Ui, HttpResponse> {
-    let user = match cookie(req, SESSION_COOKIE) {
-        Some(id) => state.ui_sessions.check(state, id).await,
-        None => None,
+    let user = match session::current(req, state).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(to_login(req)),
+        Err(error) => {
+            tracing::error!(%error, "the UI session could not be checked");
+            let status = StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return Err(html(
+                status,
+                "<!doctype html><title>Unavailable</title><p>The server could not check your sign-in. \
+                 <a href=\"/\">Try again</a> in a moment.</p>"
+                    .to_owned(),
+            ));
+        }
     };
-    let Some(user) = user else {
-        return Err(to_login(req));
-    };
-    let tenant_name = services::tenants::get(state, user.tenant_id)
-        .await
-        .map(|t| t.name)
-        .unwrap_or_default();
     let layout = Layout {
         title: title.to_owned(),
         section,
-        tenant_name,
+        tenant_name: user.tenant_name.clone(),
         email: user.email.clone(),
         role: user.role,
         csrf: user.csrf.clone(),

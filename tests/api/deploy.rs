@@ -100,6 +100,8 @@ fn kubernetes_runs_three_probed_replicas_after_a_migration_job() {
     );
     let service = &yaml_documents(&root().join("deploy/k8s/service.yaml"))[0];
     assert_eq!(service["spec"]["ports"].as_sequence().unwrap().len(), 1);
+    // Sessions live in the database: no replica needs to see a client again.
+    assert_eq!(service["spec"]["sessionAffinity"], "None");
     assert!(container["resources"]["requests"]["cpu"].is_string());
     let refs: Vec<&str> = container["envFrom"]
         .as_sequence()
@@ -169,6 +171,10 @@ fn compose_runs_postgres_two_replicas_and_a_balancer() {
     assert_eq!(compose["x-gmp"]["build"]["dockerfile"], "deploy/Dockerfile");
     let nginx = std::fs::read_to_string(root().join("deploy/nginx.conf")).unwrap();
     assert!(nginx.contains("server gmp1:8080") && nginx.contains("server gmp2:8080"));
+    assert!(
+        !["ip_hash", "hash ", "sticky"].iter().any(|s| nginx.contains(s)),
+        "no sticky balancing: the web UI's sessions live in the database"
+    );
 
     // Prometheus scrapes each replica's metrics listener, which is not published.
     let metrics_bind = compose["x-gmp"]["environment"]["GMP_METRICS_BIND"]

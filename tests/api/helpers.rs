@@ -232,6 +232,17 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// Starts another replica of this app: a second server on the same database and clock,
+    /// with caches of its own. Returns its address.
+    pub async fn start_replica(&self) -> String {
+        let replica = Application::build_with_clock(test_config(&self.db), self.state.clock.clone())
+            .await
+            .expect("the second replica starts");
+        let address = format!("http://127.0.0.1:{}", replica.port());
+        tokio::spawn(replica.run_until(std::future::pending()));
+        address
+    }
+
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         let request = self.client.request(method, self.url(path));
         match token {

@@ -45,6 +45,7 @@ mod ui_browser;
 mod ui_client;
 mod ui_pages;
 mod ui_scale;
+mod ui_sessions;
 mod webdriver;
 
 mod helpers;

@@ -2,19 +2,21 @@
 //! report) finds its rows through an index, on both engines: its cost must not grow with the
 //! fleet. The repository functions those paths call run on a connection that records each
 //! statement; each recorded statement is then explained by the engine itself, with the same
-//! parameters. A plan that reads a whole table of the fleet fails the test.
+//! parameters. A plan that reads a whole table of the fleet fails the test. Likewise the web
+//! UI's read of its session on every page goes by primary keys only.
 //!
 //! PostgreSQL may prefer a sequential scan on a small table even when an index exists, so its
 //! plans are taken with `enable_seqscan = off`: a sequential scan then means no usable index.
 
-use crate::helpers::TestApp;
+use crate::helpers::{PASSWORD, TestApp};
+use crate::ui_client::Browser;
 use gmp::auth::token;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
 use gmp::db::changes::{Announce, Change};
 use gmp::db::repo::{
     billing_usage, device_fields, device_groups, device_reregistrations, devices, enrollment_tokens,
-    policies, tenants,
+    policies, tenants, ui_sessions,
 };
 use gmp::domain::billing::Usage;
 use gmp::domain::device::Connectivity;
@@ -50,7 +52,14 @@ struct Recording<'a> {
     statements: Mutex<Vec<Statement>>,
 }
 
-impl Recording<'_> {
+impl<'a> Recording<'a> {
+    fn on(inner: &'a DatabaseTransaction) -> Self {
+        Self {
+            inner,
+            statements: Mutex::new(Vec::new()),
+        }
+    }
+
     fn record(&self, statement: &Statement) {
         self.statements.lock().unwrap().push(statement.clone());
     }
@@ -93,17 +102,16 @@ impl ConnectionTrait for Recording<'_> {
     }
 }
 
-/// Readies `txn` for plans as a running server's: statistics taken (so the planner picks as it
-/// would there), and on PostgreSQL sequential scans off (one then means no usable index).
-async fn planning(txn: &DatabaseTransaction) -> DbBackend {
-    let backend = txn.get_database_backend();
-    txn.execute_unprepared("ANALYZE").await.unwrap();
-    if backend == DbBackend::Postgres {
+/// A transaction whose plans show whether a usable index exists: on PostgreSQL, which may
+/// prefer a sequential scan of a small table, sequential scans are off.
+async fn planning_transaction(app: &TestApp) -> DatabaseTransaction {
+    let txn = app.state.db.begin().await.unwrap();
+    if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared("SET LOCAL enable_seqscan = off")
             .await
             .unwrap();
     }
-    backend
+    txn
 }
 
 /// The engine's plan of one statement, as lines of text.
@@ -209,12 +217,11 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .unwrap()
         .expect("a seeded device");
 
-    let txn = app.state.db.begin().await.unwrap();
-    let backend = planning(&txn).await;
-    let conn = Recording {
-        inner: &txn,
-        statements: Mutex::new(Vec::new()),
-    };
+    let txn = planning_transaction(&app).await;
+    let backend = txn.get_database_backend();
+    // Statistics as a running server would have them, so the planner picks as it would there.
+    txn.execute_unprepared("ANALYZE").await.unwrap();
+    let conn = Recording::on(&txn);
     let now = chrono::Utc::now();
 
     // Register.
@@ -355,7 +362,7 @@ async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
     let root = policies::root_id(&app.state.db, tenant).await.unwrap().unwrap();
     let scope: Vec<_> = std::iter::once(root).chain(tree.descendants(root)).collect();
 
-    let txn = app.state.db.begin().await.unwrap();
+    let txn = planning_transaction(&app).await;
     // The tenant's devices placed on the rollout scale, as a rollout's first count does.
     let all = device_groups::devices_without_bucket(&txn, tenant, &scope, 10_000)
         .await
@@ -365,11 +372,10 @@ async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
     device_groups::insert_buckets(&txn, tenant, &placed)
         .await
         .unwrap();
-    let backend = planning(&txn).await;
-    let conn = Recording {
-        inner: &txn,
-        statements: Mutex::new(Vec::new()),
-    };
+    // Statistics as a running server would have them, so the planner picks as it would there.
+    txn.execute_unprepared("ANALYZE").await.unwrap();
+    let backend = txn.get_database_backend();
+    let conn = Recording::on(&txn);
     let now = chrono::Utc::now();
     let bands = [2_500, 5_000];
     let query = device_groups::WaveQuery {
@@ -421,4 +427,50 @@ async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
         "{backend:?}: full scans:\n{}",
         failures.join("\n\n")
     );
+}
+
+/// A page's one read of its session: by the primary key of `ui_sessions`, joined to the operator
+/// and the tenant by theirs, so it costs the same at any number of sessions.
+#[tokio::test]
+async fn the_web_ui_reads_a_session_by_primary_keys_only() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let mut cookies = Vec::new();
+    for _ in 0..5 {
+        let browser = Browser::sign_in(&app, &tenant.admin.email, PASSWORD).await;
+        cookies.push(browser.cookie);
+    }
+    let id = cookies[2].strip_prefix("gmp_session=").unwrap();
+
+    // No `ANALYZE`: with statistics of these few rows SQLite rightly scans them; without, it
+    // plans as for tables of any size.
+    let txn = planning_transaction(&app).await;
+    let backend = txn.get_database_backend();
+    let conn = Recording::on(&txn);
+    let found = ui_sessions::find(&conn, &token::digest(id)).await.unwrap();
+    assert_eq!(found.map(|s| s.email), Some(tenant.admin.email.clone()));
+    let statements = conn.statements.into_inner().unwrap();
+    assert_eq!(statements.len(), 1, "one statement");
+    let lines = plan(&txn, &statements[0]).await;
+    txn.rollback().await.unwrap();
+    // Each table is searched with its key column among the conditions: a unique row.
+    let by_key = |table: &str, key: &str| match backend {
+        DbBackend::Sqlite => lines.iter().any(|line| {
+            line.starts_with(&format!("SEARCH {table} USING "))
+                && (line.contains(&format!("({key}=?")) || line.contains(&format!(" {key}=?")))
+        }),
+        _ => lines.windows(2).any(|pair| {
+            pair[0].contains("Index")
+                && pair[0].contains(&format!(" on {table} "))
+                && pair[1].contains("Index Cond:")
+                && (pair[1].contains(&format!("({key} = ")) || pair[1].contains(&format!("({key})::")))
+        }),
+    };
+    for (table, key) in [("ui_sessions", "id_hash"), ("operators", "id"), ("tenants", "id")] {
+        assert!(
+            by_key(table, key),
+            "{backend:?}: {table} by its key:\n{}",
+            lines.join("\n")
+        );
+    }
 }

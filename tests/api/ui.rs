@@ -59,6 +59,7 @@ async fn the_session_cookie_is_http_only_strict_and_pages_carry_a_strict_csp() {
 
     let browser = Browser {
         app: &app,
+        address: app.address.clone(),
         cookie: cookie_value(&session).to_owned(),
     };
     let page = browser.get("/policies").await;

@@ -7,6 +7,8 @@ use reqwest::{Response, StatusCode};
 /// A browser as far as the tests need one: the session cookie and the page's CSRF token.
 pub struct Browser<'a> {
     pub app: &'a TestApp,
+    /// Where requests go: the app's address, or another replica's (see [`Browser::on`]).
+    pub address: String,
     pub cookie: String,
 }
 
@@ -57,8 +59,22 @@ impl<'a> Browser<'a> {
             .expect("a session cookie");
         Self {
             app,
+            address: app.address.clone(),
             cookie: cookie_value(&session).to_owned(),
         }
+    }
+
+    /// The same browser session, sending its requests to the replica at `address`.
+    pub fn on(&self, address: &str) -> Self {
+        Self {
+            app: self.app,
+            address: address.to_owned(),
+            cookie: self.cookie.clone(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
     }
 
     pub async fn post_login(app: &TestApp, email: &str, password: &str) -> (Response, Vec<String>) {
@@ -86,7 +102,7 @@ impl<'a> Browser<'a> {
     pub async fn get(&self, path: &str) -> Response {
         self.app
             .client
-            .get(self.app.url(path))
+            .get(self.url(path))
             .header("cookie", &self.cookie)
             .send()
             .await
@@ -102,7 +118,7 @@ impl<'a> Browser<'a> {
     pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
         self.app
             .client
-            .post(self.app.url(path))
+            .post(self.url(path))
             .header("cookie", &self.cookie)
             .header("content-type", FORM)
             .body(encode(form))

@@ -17,3 +17,4 @@ pub mod policy_versions;
 pub mod refresh_tokens;
 pub mod rollouts;
 pub mod tenants;
+pub mod ui_sessions;

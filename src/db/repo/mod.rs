@@ -19,6 +19,7 @@ pub mod policy_drafts;
 pub mod refresh_tokens;
 pub mod rollouts;
 pub mod tenants;
+pub mod ui_sessions;
 
 pub use crate::domain::Expected;
 use sea_orm::{DbErr, SqlErr};
