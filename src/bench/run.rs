@@ -288,6 +288,21 @@ async fn run_engine(
     let interval = options.seed.pull_interval_seconds;
     // A device pulls again only after interval/16 (the server's floor) plus a margin.
     let rest = Duration::from_millis(u64::from((interval / 16).max(1)) * 1000 + 500);
+
+    // The steady state is that of a replica that has served every device before: two unmeasured
+    // pulls per steady device, a rest apart. The first writes the device's served audit (which
+    // changes its row), the second finds the row again and keeps it in the device directory.
+    for pass in 1..=2 {
+        eprintln!("[{engine}] warm-up pass {pass}: one pull per steady device");
+        let warm = LoadOptions {
+            base_url: base.clone(),
+            connections: options.connections,
+            duration: Duration::from_secs(300),
+            server_pid: None,
+        };
+        load::run(Scenario::Full, Arc::new(DevicePool::once(steady.clone())), &warm).await;
+        tokio::time::sleep(rest).await;
+    }
     let real_pool = Arc::new(DevicePool::cycling(steady.clone(), rest));
     let baseline_pool = Arc::new(DevicePool::cycling(steady, Duration::ZERO));
     let target = |base: &str, pid: u32| LoadOptions {

@@ -10,17 +10,6 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
-/// [`record_at`] at the system clock's time: for the device paths (pull, registration) until
-/// they take the time from `AppState::clock` too.
-pub async fn record(
-    conn: &impl ConnectionTrait,
-    actor: &Actor,
-    tenant: TenantId,
-    entry: NewEntry,
-) -> Result<(), ApiError> {
-    record_at(conn, actor, tenant, entry, chrono::Utc::now()).await
-}
-
 /// Files `entry` in `tenant`'s change log (the tenant the change happened in, which for a
 /// platform admin is not its own), dated `now` (the caller's clock, `AppState::clock`).
 pub async fn record_at(

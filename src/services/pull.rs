@@ -87,7 +87,7 @@ pub async fn pull(
         device.recorded_connectivity,
         Connectivity::Stale | Connectivity::Offline
     ) {
-        record_back_online(state, &device).await?;
+        record_back_online(state, &device, now).await?;
     }
 
     let hash = built.hash.clone();
@@ -114,7 +114,7 @@ pub async fn pull(
 }
 
 /// A stale or offline device pulled again: the transition is recorded once.
-async fn record_back_online(state: &AppState, device: &Device) -> Result<(), ApiError> {
+async fn record_back_online(state: &AppState, device: &Device, now: DateTime<Utc>) -> Result<(), ApiError> {
     let tenant = device.tenant_id;
     let txn = db::begin_write(&state.db).await?;
     devices::set_connectivity(&txn, device, Connectivity::Online).await?;
@@ -123,11 +123,12 @@ async fn record_back_online(state: &AppState, device: &Device) -> Result<(), Api
         Some(device.recorded_connectivity.as_str().into()),
         Some("online".into()),
     )];
-    audit::record(
+    audit::record_at(
         &txn,
         &Actor::system(tenant),
         tenant,
         device_entry("device.online", device.id, changes),
+        now,
     )
     .await?;
     txn.commit().await?;

@@ -230,11 +230,12 @@ pub(super) async fn write(txn: &impl ConnectionTrait, p: &Prepared) -> Result<Wr
         ),
         Change::secret("credential", ChangeKind::Added),
     ];
-    audit::record(
+    audit::record_at(
         txn,
         &actor,
         tenant,
         device_entry("device.registered", device.id, changes),
+        p.now,
     )
     .await?;
     Ok(Written::Registered(
