@@ -191,7 +191,7 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
         });
         if batch.len() == DEVICES_PER_TRANSACTION || index + 1 == total {
             let txn = db::begin_write(&state.db).await?;
-            devices::insert_many(&txn, &batch).await?;
+            devices::insert_many(&txn, &batch, state.clock.now()).await?;
             txn.commit().await?;
             batch.clear();
         }

@@ -352,7 +352,7 @@ async fn change_device(
         let view = get(state, tenant, id).await?;
         return Ok(Edited { view, changes });
     }
-    devices::save_operator_state(&txn, &after).await?;
+    devices::save_operator_state(&txn, &after, state.clock.now()).await?;
     let mut logged = changes.clone();
     logged.extend(recording.notes);
     audit::record_at(
@@ -548,7 +548,14 @@ pub async fn rotate_credential(
             "the device is decommissioned; it must register again",
         ));
     }
-    devices::replace_credential(&txn, &device, &token::digest(&credential), Lifecycle::Active).await?;
+    devices::replace_credential(
+        &txn,
+        &device,
+        &token::digest(&credential),
+        Lifecycle::Active,
+        state.clock.now(),
+    )
+    .await?;
     let changes = vec![Change::secret("credential", ChangeKind::Changed)];
     audit::record_at(
         &txn,
@@ -573,7 +580,14 @@ pub async fn decommission(state: &AppState, actor: &Actor, id: DeviceId) -> Resu
     if device.lifecycle == Lifecycle::Active {
         // A fresh random credential nobody knows, so even a leaked old one is useless.
         let unusable = token::digest(&token::generate(CREDENTIAL_PREFIX));
-        devices::replace_credential(&txn, &device, &unusable, Lifecycle::Decommissioned).await?;
+        devices::replace_credential(
+            &txn,
+            &device,
+            &unusable,
+            Lifecycle::Decommissioned,
+            state.clock.now(),
+        )
+        .await?;
         let changes = vec![Change::of(
             "status",
             Some("active".into()),

@@ -212,7 +212,7 @@ pub(super) async fn write(txn: &impl ConnectionTrait, p: &Prepared) -> Result<Wr
         ));
     }
     let device = &p.device;
-    devices::insert(txn, device, &p.credential_hash)
+    devices::insert(txn, device, &p.credential_hash, p.now)
         .await
         .map_err(super::conflict_if_duplicate(
             "this hardware id is registering right now on another request; try again".into(),

@@ -128,7 +128,14 @@ pub async fn approve(state: &AppState, actor: &Actor, id: DeviceId) -> Result<De
     device.hostname = request.hostname;
     device.software_version = request.software_version;
     device_reregistrations::delete(&txn, tenant, request.id).await?;
-    device_repo::replace_credential(&txn, &device, &credential_hash, Lifecycle::Active).await?;
+    device_repo::replace_credential(
+        &txn,
+        &device,
+        &credential_hash,
+        Lifecycle::Active,
+        state.clock.now(),
+    )
+    .await?;
     audit::record_at(
         &txn,
         actor,

@@ -68,7 +68,7 @@ pub async fn insert_tenant(
     name: &TenantName,
     now: DateTime<Utc>,
 ) -> Result<Tenant, ApiError> {
-    let tenant = tenants::insert(conn, TenantId::new(), name.as_str())
+    let tenant = tenants::insert(conn, TenantId::new(), name.as_str(), now)
         .await
         .map_err(conflict_if_duplicate(name_taken(name)))?;
     let changes = vec![Change::of("name", None, Some(name.as_str().into()))];
@@ -120,7 +120,7 @@ pub async fn rename(
     let txn = db::begin_write(&state.db).await?;
     let found = tenants::get_for_update(&txn, id).await?;
     let before = written(expect_version(found, |t| t.version, expected), "tenant")?;
-    let outcome = tenants::rename(&txn, id, expected, name.as_str())
+    let outcome = tenants::rename(&txn, id, expected, name.as_str(), state.clock.now())
         .await
         .map_err(conflict_if_duplicate(name_taken(&name)))?;
     let tenant = written(outcome, "tenant")?;
@@ -159,7 +159,7 @@ pub async fn set_pull_interval(
     let txn = db::begin_write(&state.db).await?;
     let found = tenants::get_for_update(&txn, id).await?;
     let before = written(expect_version(found, |t| t.version, expected), "tenant")?;
-    let tenant = tenants::set_pull_interval(&txn, id, seconds).await?;
+    let tenant = tenants::set_pull_interval(&txn, id, seconds, state.clock.now()).await?;
     let changes = vec![Change::of(
         "pull_interval_seconds",
         Some(before.pull_interval_seconds.into()),

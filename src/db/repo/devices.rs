@@ -88,8 +88,9 @@ pub async fn insert(
     conn: &impl ConnectionTrait,
     device: &Device,
     credential_hash: &str,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    Entity::insert(row(device, credential_hash, Utc::now())?)
+    Entity::insert(row(device, credential_hash, now)?)
         .exec_without_returning(conn)
         .await
         .map(|_| ())
@@ -420,7 +421,11 @@ pub async fn count_for_policy(
 
 /// Stores what operators change on a device (assignment, device values, reassert) and bumps
 /// its version.
-pub async fn save_operator_state(conn: &impl Announce, device: &Device) -> Result<(), DbErr> {
+pub async fn save_operator_state(
+    conn: &impl Announce,
+    device: &Device,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     Entity::update_many()
         .col_expr(Column::PolicyId, Expr::value(device.policy_id.0))
         .col_expr(
@@ -429,7 +434,7 @@ pub async fn save_operator_state(conn: &impl Announce, device: &Device) -> Resul
         )
         .col_expr(Column::Reassert, Expr::value(reassert_json(&device.reassert)?))
         .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(device.id.0))
         .filter(Column::TenantId.eq(device.tenant_id.0))
         .exec(conn)
@@ -447,8 +452,8 @@ pub async fn replace_credential(
     device: &Device,
     credential_hash: &str,
     lifecycle: Lifecycle,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let now = Utc::now();
     Entity::update_many()
         .col_expr(Column::CredentialHash, Expr::value(credential_hash))
         .col_expr(Column::CredentialRotatedAt, Expr::value(now))
@@ -609,10 +614,13 @@ pub async fn replace_device_values(conn: &impl Announce, id: Uuid, values: &str)
 /// Inserts devices exactly as given (schedule, served hash and all), many rows per statement:
 /// the benchmark seeds a fleet with it. Each item is a device and its credential hash. Rows go
 /// in chunks that stay under SQLite's and PostgreSQL's bound-parameter limits.
-pub async fn insert_many(conn: &impl ConnectionTrait, batch: &[(Device, String)]) -> Result<(), DbErr> {
+pub async fn insert_many(
+    conn: &impl ConnectionTrait,
+    batch: &[(Device, String)],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     // 26 columns: 500 rows bind 13 000 parameters (SQLite allows 32 766, PostgreSQL 65 535).
     const ROWS_PER_STATEMENT: usize = 500;
-    let now = Utc::now();
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk
             .iter()

@@ -4,7 +4,7 @@ use super::{Expected, Written};
 use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::tenants::{ActiveModel, Column, Entity, Model};
 use crate::domain::{Tenant, TenantId};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -28,8 +28,12 @@ impl From<Model> for Tenant {
     }
 }
 
-pub async fn insert(conn: &impl ConnectionTrait, id: TenantId, name: &str) -> Result<Tenant, DbErr> {
-    let now = Utc::now();
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    id: TenantId,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Tenant, DbErr> {
     let model = ActiveModel {
         id: Set(id.0),
         name: Set(name.to_owned()),
@@ -87,11 +91,12 @@ pub async fn rename(
     tenant: TenantId,
     expected: Expected,
     name: &str,
+    now: DateTime<Utc>,
 ) -> Result<Written<Tenant>, DbErr> {
     let mut update = Entity::update_many()
         .col_expr(Column::Name, Expr::value(name))
         .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(tenant.0));
     if let Expected::Version(version) = expected {
         update = update.filter(Column::Version.eq(version));
@@ -138,11 +143,12 @@ pub async fn set_pull_interval(
     conn: &impl Announce,
     tenant: TenantId,
     seconds: u32,
+    now: DateTime<Utc>,
 ) -> Result<Tenant, DbErr> {
     Entity::update_many()
         .col_expr(Column::PullIntervalSeconds, Expr::value(seconds as i32))
         .col_expr(Column::Version, Expr::col(Column::Version).add(1))
-        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(tenant.0))
         .exec(conn)
         .await?;
