@@ -75,7 +75,7 @@ pub async fn record(
     next_pull_after: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     if state.config.checkin_flush_interval_ms == 0 {
-        devices::record_checkin(&state.db, tenant, device, seen_at, next_pull_after).await?;
+        devices::record_checkins(&state.db, &[(tenant, device, seen_at, next_pull_after)]).await?;
         return Ok(());
     }
     let checkin = Checkin {
@@ -105,9 +105,11 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
         let chunk: Vec<_> = batch.drain(..batch.len().min(db::WRITE_CHUNK)).collect();
         let stored = async {
             let txn = db::begin_write(conn).await?;
-            for (device, c) in &chunk {
-                devices::record_checkin(&txn, c.tenant, *device, c.seen_at, c.next_pull_after).await?;
-            }
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(device, c)| (c.tenant, *device, c.seen_at, c.next_pull_after))
+                .collect();
+            devices::record_checkins(&txn, &rows).await?;
             txn.commit().await
         }
         .await;

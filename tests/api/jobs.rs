@@ -346,3 +346,51 @@ async fn check_ins_are_buffered_and_flushed_in_batches() {
     assert!(stored(&app).await.is_some());
     assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 0);
 }
+
+/// The check-in batch is one statement per chunk; a batch from a slower replica that carries an
+/// older check-in never moves a device's times back.
+#[tokio::test]
+async fn batched_check_ins_never_move_a_device_back_in_time() {
+    use gmp::db::repo::devices as device_repo;
+    use gmp::domain::{DeviceId, TenantId};
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("Acme").await;
+    let first = register(&app, &tenant.admin, "HW-CI-1", "vault").await;
+    let second = register(&app, &tenant.admin, "HW-CI-2", "vault").await;
+    let tenant_id = TenantId(tenant.id.parse().unwrap());
+    let [a, b] = [&first, &second].map(|d| DeviceId(d.id.parse().unwrap()));
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let later = now + Duration::minutes(5);
+    let next = now + Duration::hours(4);
+    device_repo::record_checkins(
+        &app.state.db,
+        &[(tenant_id, a, later, next), (tenant_id, b, now, next)],
+    )
+    .await
+    .unwrap();
+    // An older check-in of `a` lands after the newer one; `b` moves forward.
+    device_repo::record_checkins(
+        &app.state.db,
+        &[(tenant_id, a, now, next), (tenant_id, b, later, next)],
+    )
+    .await
+    .unwrap();
+    let db = &app.state.db;
+    let seen = |id| async move {
+        device_repo::get(db, tenant_id, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at
+    };
+    assert_eq!(seen(a).await, Some(later));
+    assert_eq!(seen(b).await, Some(later));
+    // Another tenant's id never matches.
+    let other = TenantId(uuid::Uuid::new_v4());
+    device_repo::record_checkins(&app.state.db, &[(other, a, later + Duration::hours(1), next)])
+        .await
+        .unwrap();
+    assert_eq!(seen(a).await, Some(later));
+}

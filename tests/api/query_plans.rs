@@ -237,7 +237,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
     device_reregistrations::is_pending(&conn, &digest).await.unwrap();
     tenants::pull_facts(&conn, tenant).await.unwrap();
     policies::load_tree(&conn, tenant).await.unwrap();
-    devices::record_checkin(&conn, tenant, device.id, now, now)
+    devices::record_checkins(&conn, &[(tenant, device.id, now, now)])
         .await
         .unwrap();
     devices::set_connectivity(&conn, &device, Connectivity::Online)

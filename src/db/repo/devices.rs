@@ -10,8 +10,8 @@ use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
@@ -472,23 +472,49 @@ pub async fn replace_credential(
     changes::announce(conn, Change::Device(device.id)).await
 }
 
-/// A device's check-in: when it pulled and when it should come back. Never moves time
-/// backwards, so batches from several replicas can land in any order.
-pub async fn record_checkin(
+/// Devices' check-ins, when each pulled and when it should come back, in one statement
+/// (`UPDATE … FROM (VALUES …)`, on both engines). Never moves time backwards, so batches from
+/// several replicas can land in any order. Each item is (tenant, device, seen at, next pull
+/// after), one per device.
+pub async fn record_checkins(
     conn: &impl ConnectionTrait,
-    tenant: TenantId,
-    device: DeviceId,
-    seen_at: DateTime<Utc>,
-    next_pull_after: DateTime<Utc>,
+    checkins: &[(TenantId, DeviceId, DateTime<Utc>, DateTime<Utc>)],
 ) -> Result<(), DbErr> {
-    Entity::update_many()
-        .col_expr(Column::LastSeenAt, Expr::value(seen_at))
-        .col_expr(Column::LastPullAt, Expr::value(seen_at))
-        .col_expr(Column::NextPullAfter, Expr::value(next_pull_after))
-        .filter(Column::Id.eq(device.0))
-        .filter(Column::TenantId.eq(tenant.0))
-        .filter(Column::LastSeenAt.is_null().or(Column::LastSeenAt.lt(seen_at)))
-        .exec(conn)
+    if checkins.is_empty() {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
+    let placeholder = |n: usize| match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    };
+    let rows: Vec<String> = (0..checkins.len())
+        .map(|i| {
+            let at = 4 * i;
+            format!(
+                "({}, {}, {}, {})",
+                placeholder(at + 1),
+                placeholder(at + 2),
+                placeholder(at + 3),
+                placeholder(at + 4)
+            )
+        })
+        .collect();
+    // VALUES columns are `column1`… on both engines.
+    let sql = format!(
+        "UPDATE devices SET last_seen_at = v.column3, last_pull_at = v.column3, \
+         next_pull_after = v.column4 FROM (VALUES {}) AS v \
+         WHERE devices.id = v.column1 AND devices.tenant_id = v.column2 \
+         AND (devices.last_seen_at IS NULL OR devices.last_seen_at < v.column3)",
+        rows.join(", ")
+    );
+    let values = checkins
+        .iter()
+        .flat_map(|(tenant, device, seen, next)| {
+            [device.0.into(), tenant.0.into(), (*seen).into(), (*next).into()]
+        })
+        .collect::<Vec<sea_orm::Value>>();
+    conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await
         .map(|_| ())
 }
