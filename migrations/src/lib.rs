@@ -17,6 +17,7 @@ mod m20261128_000010_ui_indexes;
 mod m20261128_200001_pull_state_feed;
 mod m20261128_210000_device_buckets;
 mod m20261128_220001_ui_sessions;
+mod m20261129_000001_override_indexes;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_200001_pull_state_feed::Migration),
             Box::new(m20261128_210000_device_buckets::Migration),
             Box::new(m20261128_220001_ui_sessions::Migration),
+            Box::new(m20261129_000001_override_indexes::Migration),
         ]
     }
 }

@@ -19,7 +19,7 @@ use gmp::db::repo::{
     policies, tenants, ui_sessions,
 };
 use gmp::domain::billing::Usage;
-use gmp::domain::device::Connectivity;
+use gmp::domain::device::{Connectivity, ReportedKind, ReportedRecord};
 use gmp::domain::field_audit::HistoryEvent;
 use gmp::domain::rollout::bucket;
 use gmp::services::served_audit;
@@ -473,4 +473,114 @@ async fn the_web_ui_reads_a_session_by_primary_keys_only() {
             lines.join("\n")
         );
     }
+}
+
+/// "Who overrides field F?" reads the overridden rows only, in device order, through the partial
+/// indexes: not every device's row of the field (one per device of the tenant), sorted.
+#[tokio::test]
+async fn who_overrides_a_field_reads_only_the_overridden_rows_on_both_engines() {
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 0,
+        new: 60,
+        policies: 2,
+        pull_interval_seconds: 3600,
+        own_values_every: 0,
+    };
+    seed::seed(&app.state, &fleet).await.unwrap();
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    let tenant = seeded.tenant;
+    let new = of_group(&seeded.devices, Group::New);
+    for device in &new {
+        let pulled = app
+            .client
+            .get(app.url("/device/v1/config"))
+            .bearer_auth(&device.credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pulled.status(), 200);
+    }
+    served_audit::flush(&app.state).await.unwrap();
+    // Every sixth device reports a local override of the field.
+    let mut overriders = Vec::new();
+    for device in new.iter().step_by(6) {
+        let found = devices::find_by_credential(&app.state.db, &token::digest(&device.credential))
+            .await
+            .unwrap()
+            .expect("a seeded device");
+        let mut record = device_fields::load(&app.state.db, tenant, found.id)
+            .await
+            .unwrap()
+            .remove(seed::OVERRIDDEN)
+            .expect("the field was served");
+        record.reported = Some(ReportedRecord {
+            state: ReportedKind::Overridden,
+            local_value: Some(serde_json::json!(false)),
+            error: None,
+            since: chrono::Utc::now(),
+        });
+        device_fields::put(&app.state.db, tenant, &[record]).await.unwrap();
+        overriders.push(found.id);
+    }
+    overriders.sort();
+
+    let txn = planning_transaction(&app).await;
+    txn.execute_unprepared("ANALYZE").await.unwrap();
+    let backend = txn.get_database_backend();
+    let conn = Recording::on(&txn);
+    let by_field = device_fields::overrides(&conn, tenant, Some(seed::OVERRIDDEN), None, None, 100)
+        .await
+        .unwrap();
+    let ids: Vec<_> = by_field.iter().map(|r| r.device_id).collect();
+    assert_eq!(ids, overriders, "every overrider, in device order");
+    let any = device_fields::overrides(&conn, tenant, None, None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(any.len(), overriders.len());
+    let after = (overriders[1], seed::OVERRIDDEN);
+    let page = device_fields::overrides(&conn, tenant, Some(seed::OVERRIDDEN), None, Some(after), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.device_id).collect::<Vec<_>>(),
+        overriders[2..4].to_vec()
+    );
+
+    let statements = conn.statements.into_inner().unwrap();
+    assert_eq!(statements.len(), 3);
+    let mut failures = Vec::new();
+    for (statement, index) in statements.iter().zip([
+        "idx_device_fields_overridden_by_field",
+        "idx_device_fields_overridden_by_device",
+        "idx_device_fields_overridden_by_field",
+    ]) {
+        let lines = plan(&txn, statement).await;
+        // The field rows come through the partial index only (which holds nothing but
+        // overridden rows, so searching it by tenant alone is the aim, not a full scan).
+        let field_reads: Vec<_> = lines
+            .iter()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("SEARCH device_fields ")
+                    || l.starts_with("SCAN device_fields")
+                    || l.contains(" on device_fields ")
+                    || l.ends_with(" on device_fields")
+            })
+            .collect();
+        let through_index = !field_reads.is_empty() && field_reads.iter().all(|l| l.contains(index));
+        // A sort of the rows read means they were not read in order through the index.
+        let sorted = lines
+            .iter()
+            .any(|l| l.contains("TEMP B-TREE FOR ORDER BY") || l.trim_start().starts_with("Sort"));
+        if !through_index || sorted {
+            failures.push(format!("{}\n  {}", statement.sql, lines.join("\n  ")));
+        }
+    }
+    txn.rollback().await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{backend:?}: overrides not read through the partial indexes:\n{}",
+        failures.join("\n\n")
+    );
 }

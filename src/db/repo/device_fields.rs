@@ -312,6 +312,16 @@ pub async fn history_until(
 
 /// Rows of active devices only: a decommissioned device no longer runs anything the server
 /// serves, so it neither inherits nor overrides.
+/// `reported_state = 'overridden'` with the state as a literal, not a bound parameter, so the
+/// partial indexes that hold just the overridden rows (migration
+/// `m20261129_000001_override_indexes`) serve every plan: PostgreSQL's generic plans cannot use
+/// a partial index for a parameter, and SQLite would re-prepare the statement per value. The
+/// literal is a constant of ours, never client input.
+fn is_overridden() -> SimpleExpr {
+    let literal = format!("'{}'", state_column(ReportedKind::Overridden));
+    Expr::col((fields::Entity, fields::Column::ReportedState)).eq(Expr::cust(literal))
+}
+
 fn of_active_device() -> SimpleExpr {
     Expr::exists(
         Query::select()
@@ -386,7 +396,7 @@ pub async fn overrides(
 ) -> Result<Vec<FieldRecord>, DbErr> {
     let mut query = fields::Entity::find()
         .filter(fields::Column::TenantId.eq(tenant.0))
-        .filter(fields::Column::ReportedState.eq(state_column(ReportedKind::Overridden)))
+        .filter(is_overridden())
         .filter(of_active_device())
         .order_by_asc(fields::Column::DeviceId)
         .order_by_asc(fields::Column::Path)
