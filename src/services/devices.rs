@@ -1,12 +1,12 @@
 //! Devices as operators manage them: views and lists, assignment and device values, adopting
 //! and reasserting fields, credential rotation and decommissioning.
 
-use super::effective::{self, Built};
+use super::effective::{self, Built, Freshness};
 use super::{Page, PageRequest, audit, written};
 use crate::auth::token;
 use crate::db;
 use crate::db::repo::devices::DeviceFilter;
-use crate::db::repo::{device_fields, device_reregistrations, devices, policies};
+use crate::db::repo::{device_fields, device_reregistrations, devices};
 use crate::domain::audit::{Actor, NewEntry};
 use crate::domain::catalog::{Catalog, Scope};
 use crate::domain::device::{Connectivity, Device, Lifecycle, ReportedKind, Reregistration, connectivity};
@@ -100,7 +100,7 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<Page<DeviceView>, ApiError> {
     let rows = devices::list(&state.db, tenant, &filter, page.cursor, Some(page.fetch_limit())).await?;
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let policies = effective::current(state, tenant, Freshness::Database).await?;
     let now = state.clock.now();
     let page = page.page(rows, |d| d.id.0);
     let ids: Vec<DeviceId> = page.items.iter().map(|d| d.id).collect();
@@ -113,7 +113,7 @@ pub async fn list(
     let flags = device_fields::flags(&state.db, tenant, Some(&ids)).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for device in page.items {
-        let current = effective::built(state, &tree, &device, revision)?;
+        let current = effective::built(state, &policies.view, &device, policies.revision)?;
         let device_flags = flags.get(&device.id).copied().unwrap_or_default();
         items.push(DeviceView {
             reregistration: waiting.remove(&device.id),
@@ -164,8 +164,8 @@ pub async fn get(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Dev
     let device = devices::get(&state.db, tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("device"))?;
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    let current = effective::built(state, &tree, &device, revision)?;
+    let policies = effective::current(state, tenant, Freshness::Database).await?;
+    let current = effective::built(state, &policies.view, &device, policies.revision)?;
     let reregistration = device_reregistrations::for_device(&state.db, tenant, id).await?;
     let flags = device_fields::flags(&state.db, tenant, Some(&[id])).await?;
     let flags = flags.get(&id).copied().unwrap_or_default();
@@ -327,7 +327,7 @@ async fn change_device(
     if !vault_billing.is_empty() {
         return Err(ApiError::validation(vault_billing));
     }
-    let tree = policies::load_tree(&txn, tenant).await?;
+    let tree = effective::tree_for_write(&txn, tenant).await?;
     check_device(&tree, &after)?;
     let mut changes = diff_values(&before.device_values, &after.device_values);
     if before.policy_id != after.policy_id {

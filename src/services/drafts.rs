@@ -2,6 +2,7 @@
 //! sealed), listed, read, replaced, discarded, and published later behind `If-Match` like any
 //! save, or rolled out in waves. A draft never reaches a device.
 
+use super::effective::{self, Freshness};
 use super::policies::{self, Publishes, SaveKind, Saved, edit_build, propose};
 use super::policy_edit::{CheckedEdit, PolicyEdit};
 use super::references::References;
@@ -67,7 +68,17 @@ pub(super) async fn propose_edit(
     policy: PolicyId,
     edit: &CheckedEdit,
 ) -> Result<(PolicyTree, PolicyNode, Vec<Change>), ApiError> {
-    let mut tree = policies_repo::load_tree(&state.db, tenant).await?;
+    let current = effective::current(state, tenant, Freshness::Database).await?;
+    propose_on(&current.view, policy, edit)
+}
+
+/// [`propose_edit`] on `tree`, the current tree the caller already holds.
+pub(super) fn propose_on(
+    tree: &PolicyTree,
+    policy: PolicyId,
+    edit: &CheckedEdit,
+) -> Result<(PolicyTree, PolicyNode, Vec<Change>), ApiError> {
+    let mut tree = tree.clone();
     let proposal = propose(&mut tree, policy, "set.", &edit_build(policy, edit.clone()))?;
     Ok((tree, proposal.node, proposal.changes))
 }

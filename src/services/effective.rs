@@ -1,17 +1,24 @@
-//! Effective configs computed once, not per pull.
+//! Effective configs computed once, not per pull, and the tenant's policy state they come from.
+//!
+//! Every service reads a tenant's policy tree here, in one of two ways: [`current`] outside a
+//! write transaction (the [`TenantView`] cached per policy revision; the revision comes from the
+//! device directory for pulls and from the database for operators, see [`Freshness`]), and
+//! [`tree_for_write`] inside one (read under the writer's locks, never cached).
 //!
 //! A device's effective config depends only on its tenant's policy tree (identified by the
 //! tenant's *policy revision*, bumped by every policy write) and, when the device has values of
 //! its own or fields to reassert, on the device's version. So the config is resolved, hashed and
 //! serialised once per such key and kept here; a pull looks it up after finding the device and
-//! the revision (in the device directory, `device_directory`). Devices without values of their own share one entry per policy, so what
-//! is cached per device is nothing for most devices, and one entry for the others.
+//! the revision (in the device directory, `device_directory`). Devices without values of their
+//! own share one entry per policy, so what is cached per device is nothing for most devices, and
+//! one entry for the others.
 //!
 //! Entries hold the body fragment with secrets in clear: memory only, never logged (`Built`'s
 //! `Debug` hides it), bounded in bytes (`pull_cache_bytes`), least recently used evicted first.
 
 use super::device_directory::PullFacts;
 use crate::cache::{BoundedCache, Bounds};
+use crate::db::changes::Announce;
 use crate::db::repo::{policies, rollouts, tenants};
 use crate::domain::device::{Device, ServedField, ServedSource, config_hash, served_fields};
 use crate::domain::policy::{PolicyTree, SettingValue};
@@ -21,6 +28,7 @@ use crate::domain::{DeviceId, PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::secrets::Keyring;
 use crate::state::AppState;
+use sea_orm::DbErr;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -209,33 +217,76 @@ fn tree_size(tree: &PolicyTree) -> usize {
         .sum()
 }
 
-/// The tenant's policy revision, pull interval and current view (cached per revision).
-pub async fn current_tree(
-    state: &AppState,
-    tenant: TenantId,
-) -> Result<(i64, u32, Arc<TenantView>), ApiError> {
-    let PullFacts { revision, interval } = match state.directory.tenant(tenant) {
-        Some(facts) => facts,
-        None => {
-            let since = state.directory.since();
-            let (revision, interval) = tenants::pull_facts(&state.db, tenant)
-                .await?
-                .ok_or_else(|| ApiError::internal("a device of a tenant that does not exist"))?;
-            let facts = PullFacts { revision, interval };
-            state.directory.keep_tenant(tenant, facts, since);
-            facts
-        }
+/// How current the policy revision behind a read of a tenant's view must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The device side: the revision as this replica's device directory knows it, so a
+    /// steady-state pull reads nothing. Current here as soon as a write commits; a write on
+    /// another replica is heard within a second (`db::changes`).
+    Directory,
+    /// Operators and jobs: the revision read from the database (one primary-key read), so a
+    /// read right after a write, on this replica or another, sees the write.
+    Database,
+}
+
+/// A tenant's effective policy state: its policy revision, its pull interval, and the view
+/// (published tree and active rollouts) under that revision.
+pub struct Current {
+    pub revision: i64,
+    pub interval: u32,
+    pub view: Arc<TenantView>,
+}
+
+/// The one way services read a tenant's policy tree outside a write transaction. The view is
+/// loaded once per revision and shared by every read of that revision (pulls, device views,
+/// impact previews, drafts, reference checks) until it is evicted; a policy write bumps the
+/// revision, so the next read loads the new tree.
+pub async fn current(state: &AppState, tenant: TenantId, freshness: Freshness) -> Result<Current, ApiError> {
+    let heard = match freshness {
+        Freshness::Directory => state.directory.tenant(tenant),
+        Freshness::Database => None,
     };
-    if let Some(tree) = state.effective.tree(tenant, revision) {
-        return Ok((revision, interval, tree));
+    let PullFacts { revision, interval } = match heard {
+        Some(facts) => facts,
+        None => stored_facts(state, tenant).await?,
+    };
+    if let Some(view) = state.effective.tree(tenant, revision) {
+        return Ok(Current {
+            revision,
+            interval,
+            view,
+        });
     }
     // Read after the revision: if a save lands in between, the tree kept under this revision is
-    // newer than its key, never older, and the next pull sees the new revision anyway.
+    // newer than its key, never older, and the next read sees the new revision anyway.
     let published = policies::load_tree(&state.db, tenant).await?;
     let rollouts = rollouts::active_for_tenant(&state.db, tenant).await?;
-    let tree = Arc::new(TenantView::new(published, rollouts));
-    state.effective.keep_tree(tenant, revision, tree.clone());
-    Ok((revision, interval, tree))
+    let view = Arc::new(TenantView::new(published, rollouts));
+    state.effective.keep_tree(tenant, revision, view.clone());
+    Ok(Current {
+        revision,
+        interval,
+        view,
+    })
+}
+
+/// The tenant's revision and pull interval as stored, kept in the directory for the pulls.
+async fn stored_facts(state: &AppState, tenant: TenantId) -> Result<PullFacts, ApiError> {
+    let since = state.directory.since();
+    let (revision, interval) = tenants::pull_facts(&state.db, tenant)
+        .await?
+        .ok_or_else(|| ApiError::internal("a tenant that does not exist"))?;
+    let facts = PullFacts { revision, interval };
+    state.directory.keep_tenant(tenant, facts, since);
+    Ok(facts)
+}
+
+/// The one way services read a tenant's published tree inside a write transaction. It is read
+/// in the transaction, after the locks the writer took (a policy or device row `FOR UPDATE` on
+/// PostgreSQL, the database write lock on SQLite), never from the cache: the write's checks
+/// hold against the tree as the transaction sees it, and the writer may change it.
+pub async fn tree_for_write(txn: &impl Announce, tenant: TenantId) -> Result<PolicyTree, DbErr> {
+    policies::load_tree(txn, tenant).await
 }
 
 /// The device's effective config under `revision` (the rolled-out version when a rollout's

@@ -2,7 +2,7 @@
 //! its history, and who inherits or overrides a field.
 
 use super::devices::{DeviceView, view};
-use super::effective;
+use super::effective::{self, Current, Freshness};
 use super::{Page, PageRequest};
 use crate::db::repo::device_fields::InheritedQuery;
 use crate::db::repo::{device_fields, devices, policies};
@@ -45,13 +45,13 @@ async fn device(state: &AppState, tenant: TenantId, id: DeviceId) -> Result<Devi
 }
 
 /// The device as it stands now, with the flags of its field table.
-async fn current_view(
+fn current_view(
     state: &AppState,
+    tenant: &Current,
     device: Device,
     records: &BTreeMap<String, FieldRecord>,
 ) -> Result<DeviceView, ApiError> {
-    let (revision, _, tree) = effective::current_tree(state, device.tenant_id).await?;
-    let current = effective::built(state, &tree, &device, revision)?;
+    let current = effective::built(state, &tenant.view, &device, tenant.revision)?;
     let mut flags = FieldFlags::default();
     for record in records.values() {
         flags.count(record.reported.as_ref().map(|r| r.state), record.violation);
@@ -66,10 +66,10 @@ pub async fn fields(
     id: DeviceId,
 ) -> Result<(DeviceView, Vec<FieldView>), ApiError> {
     let device = device(state, tenant, id).await?;
-    let (_, _, tree) = effective::current_tree(state, tenant).await?;
-    let resolution = resolve(&tree.chain(device.policy_id), &device.device_values);
+    let policies = effective::current(state, tenant, Freshness::Database).await?;
+    let resolution = resolve(&policies.view.chain(device.policy_id), &device.device_values);
     let mut records = device_fields::load(&state.db, tenant, id).await?;
-    let current = current_view(state, device, &records).await?;
+    let current = current_view(state, &policies, device, &records)?;
     let mut views: Vec<FieldView> = resolution
         .into_iter()
         .map(|(path, field)| FieldView {
@@ -162,7 +162,8 @@ pub async fn fields_at(
         });
     }
     let records = device_fields::load(&state.db, tenant, id).await?;
-    Ok((current_view(state, device, &records).await?, views))
+    let policies = effective::current(state, tenant, Freshness::Database).await?;
+    Ok((current_view(state, &policies, device, &records)?, views))
 }
 
 pub async fn history(

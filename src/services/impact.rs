@@ -5,6 +5,7 @@
 //! so the work is per group, not per device, and a fleet of 100,000 devices is a few queries
 //! and a few resolutions. The device list is a page through the devices of changing groups.
 
+use super::effective::{self, Freshness};
 use super::policy_transfer::{self, ImportInput};
 use super::{PageRequest, drafts};
 use crate::db::repo::device_groups::{self, ValueGroup};
@@ -262,8 +263,8 @@ pub async fn of_draft(
     page: PageRequest,
 ) -> Result<Impact, ApiError> {
     let draft = drafts::get(state, tenant, policy, draft).await?;
-    let before = policies_repo::load_tree(&state.db, tenant).await?;
-    let (_, node, _) = drafts::propose_edit(state, tenant, policy, &draft.edit).await?;
+    let before = effective::current(state, tenant, Freshness::Database).await?.view;
+    let (_, node, _) = drafts::propose_on(&before, policy, &draft.edit)?;
     of_node(state, tenant, &before, node, page).await
 }
 
@@ -278,7 +279,7 @@ pub async fn of_rollback(
     let (content, _) = policies_repo::get_version(&state.db, tenant, policy, version)
         .await?
         .ok_or_else(|| ApiError::not_found("policy version"))?;
-    let before = policies_repo::load_tree(&state.db, tenant).await?;
+    let before = effective::current(state, tenant, Freshness::Database).await?.view;
     let current = before
         .get(policy)
         .cloned()
@@ -303,6 +304,8 @@ pub async fn of_import(
     let node = outcome
         .proposed
         .ok_or_else(|| ApiError::internal("a dry run proposes a node"))?;
-    let before = policies_repo::load_tree(&state.db, actor.tenant_id).await?;
+    let before = effective::current(state, actor.tenant_id, Freshness::Database)
+        .await?
+        .view;
     of_node(state, actor.tenant_id, &before, node, page).await
 }

@@ -2,6 +2,7 @@
 //! import. Every save that changes something is one transaction that creates version N+1 and
 //! its change-log entry; one that changes nothing creates neither.
 
+use super::effective::{self, Freshness};
 use super::policy_edit::CheckedEdit;
 pub use super::policy_edit::PolicyEdit;
 use super::references::{self, References};
@@ -155,7 +156,7 @@ pub async fn create(
 ) -> Result<PolicyDetail, ApiError> {
     let tenant = actor.tenant_id;
     let txn = db::begin_write(&state.db).await?;
-    let mut tree = repo::load_tree(&txn, tenant).await?;
+    let mut tree = effective::tree_for_write(&txn, tenant).await?;
     let parent = match edit.parent_id {
         Some(parent) => parent,
         None => repo::root_id(&txn, tenant)
@@ -327,7 +328,7 @@ pub(super) async fn save(
     build: Build<'_>,
 ) -> Result<Saved, ApiError> {
     let tenant = actor.tenant_id;
-    let mut tree = repo::load_tree(&state.db, tenant).await?;
+    let mut tree = PolicyTree::clone(&effective::current(state, tenant, Freshness::Database).await?.view);
     let proposal = propose(&mut tree, id, kind.field_prefix, &build)?;
     let warnings = if proposal.changes.is_empty() {
         Vec::new()
@@ -339,7 +340,7 @@ pub(super) async fn save(
     let txn = db::begin_write(&state.db).await?;
     written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
     refuse_during_rollout(&txn, tenant, id, kind.publishes).await?;
-    let mut tree = repo::load_tree(&txn, tenant).await?;
+    let mut tree = effective::tree_for_write(&txn, tenant).await?;
     let Proposal { node, changes, .. } = propose(&mut tree, id, kind.field_prefix, &build)?;
     conclude(&txn, tenant, kind.publishes, state.clock.now()).await?;
     if changes.is_empty() {
@@ -512,7 +513,7 @@ pub async fn delete(
     let txn = db::begin_write(&state.db).await?;
     written(repo::lock_for_update(&txn, tenant, id, expected).await?, "policy")?;
     refuse_during_rollout(&txn, tenant, id, Publishes::Edit).await?;
-    let tree = repo::load_tree(&txn, tenant).await?;
+    let tree = effective::tree_for_write(&txn, tenant).await?;
     let node = tree
         .get(id)
         .cloned()

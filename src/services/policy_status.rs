@@ -2,7 +2,7 @@
 //! counts (direct and with descendants) and per-version compliance of every policy.
 
 use super::devices::{DeviceView, current_connectivity, view};
-use super::effective;
+use super::effective::{self, Current, Freshness};
 use super::{Page, PageRequest};
 use crate::db::repo::devices::DeviceFilter;
 use crate::db::repo::{device_fields, devices};
@@ -60,7 +60,7 @@ pub async fn subtree(
     tenant: TenantId,
     policy: PolicyId,
 ) -> Result<Vec<PolicyId>, ApiError> {
-    let (_, _, tree) = effective::current_tree(state, tenant).await?;
+    let tree = effective::current(state, tenant, Freshness::Database).await?.view;
     Ok(std::iter::once(policy).chain(tree.descendants(policy)).collect())
 }
 
@@ -75,7 +75,9 @@ pub async fn policy_devices(
     wanted: Option<DeviceState>,
     page: PageRequest,
 ) -> Result<Page<DeviceView>, ApiError> {
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let Current {
+        revision, view: tree, ..
+    } = effective::current(state, tenant, Freshness::Database).await?;
     if tree.get(policy).is_none() {
         return Err(ApiError::not_found("policy"));
     }
@@ -244,7 +246,9 @@ async fn standings(
 
 /// Every policy of the tenant with its counts and compliance, by name.
 pub async fn dashboard(state: &AppState, tenant: TenantId) -> Result<Vec<PolicyStatus>, ApiError> {
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
+    let Current {
+        revision, view: tree, ..
+    } = effective::current(state, tenant, Freshness::Database).await?;
     let views = standings(state, tenant, &tree, revision).await?;
     let served: HashMap<(DeviceId, PolicyId), i32> = device_fields::served_versions(&state.db, tenant)
         .await?

@@ -2,6 +2,7 @@
 //! passphrase. An import is a save (see `policies`); its dry run and its impact change nothing.
 
 use super::audit;
+use super::effective::{self, Freshness};
 use super::policies::{PolicyDetail, Publishes, SaveKind, check_in_tree, get, policy_entry, save};
 use super::policy_edit::{parse_paths, parse_values};
 use super::references::References;
@@ -11,7 +12,7 @@ use crate::domain::audit::Actor;
 use crate::domain::binding;
 use crate::domain::catalog::Catalog;
 use crate::domain::diff::{Change, ChangeKind, diff};
-use crate::domain::policy::{PolicyNode, SettingValue};
+use crate::domain::policy::{PolicyNode, PolicyTree, SettingValue};
 use crate::domain::redact::REDACTED;
 use crate::domain::validation::Validator;
 use crate::domain::{Expected, FieldError, PolicyId};
@@ -266,7 +267,8 @@ pub async fn import(
     match expected {
         None => {
             // Dry run: the same checks against the current tree, nothing written.
-            let mut tree = repo::load_tree(&state.db, tenant).await?;
+            let mut tree =
+                PolicyTree::clone(&effective::current(state, tenant, Freshness::Database).await?.view);
             let current = tree
                 .get(id)
                 .cloned()

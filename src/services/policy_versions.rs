@@ -1,6 +1,7 @@
 //! Reading a policy's history: its versions, one version, the diff of two, and the resolved
 //! view of the current one.
 
+use super::effective::{self, Freshness};
 use crate::db::repo::policies::{self as repo, VersionMeta};
 use crate::domain::diff::{Change, diff};
 use crate::domain::policy::{PolicyContent, PolicyNode};
@@ -90,7 +91,7 @@ pub async fn resolved(
     tenant: TenantId,
     id: PolicyId,
 ) -> Result<(PolicyNode, Resolution), ApiError> {
-    let tree = repo::load_tree(&state.db, tenant).await?;
+    let tree = effective::current(state, tenant, Freshness::Database).await?.view;
     let node = tree
         .get(id)
         .cloned()

@@ -9,7 +9,7 @@
 //! coming back from stale or offline is the one rare write).
 
 use super::devices::device_entry;
-use super::effective::{built, current_tree};
+use super::effective::{Current, Freshness, built, current};
 use super::served_audit::{self, Served};
 use super::{audit, checkins};
 use crate::db;
@@ -55,7 +55,11 @@ pub async fn pull(
 ) -> Result<Pulled, ApiError> {
     let now = state.clock.now();
     let tenant = device.tenant_id;
-    let (revision, interval, tree) = current_tree(state, tenant).await?;
+    let Current {
+        revision,
+        interval,
+        view: tree,
+    } = current(state, tenant, Freshness::Directory).await?;
     let last_pull = device
         .last_pull_at
         .max(state.checkins.pending(device.id).map(|(seen, _)| seen));

@@ -4,6 +4,7 @@
 
 use super::connectwise::{Lookup, credentials_in, fetch};
 use super::devices::{self, DeviceEdit, DeviceView};
+use super::effective::{self, Freshness};
 use super::policies;
 use crate::connectwise::Credentials;
 use crate::db::repo;
@@ -346,7 +347,7 @@ pub async fn vet_device_edit(
     let Some(values) = edited_values(&device, edit) else {
         return Ok(Vec::new());
     };
-    let tree = repo::policies::load_tree(&state.db, tenant).await?;
+    let tree = effective::current(state, tenant, Freshness::Database).await?.view;
     let before = resolve(&tree.chain(device.policy_id), &device.device_values);
     let policy = edit.policy_id.unwrap_or(device.policy_id);
     let after = resolve(&tree.chain(policy), &values);

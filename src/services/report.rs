@@ -1,7 +1,7 @@
 //! The report of the device protocol: what a device says it did with each field of its config.
 
 use super::billing;
-use super::effective;
+use super::effective::{self, Freshness};
 use super::registration::identity_text;
 use super::served_audit;
 use crate::db;
@@ -80,8 +80,10 @@ pub async fn report(state: &AppState, mut device: Device, report: Report) -> Res
 
     let now = state.clock.now();
     let tenant = device.tenant_id;
-    let (revision, _, tree) = effective::current_tree(state, tenant).await?;
-    let served = effective::built(state, &tree, &device, revision)?.served.clone();
+    let current = effective::current(state, tenant, Freshness::Directory).await?;
+    let served = effective::built(state, &current.view, &device, current.revision)?
+        .served
+        .clone();
 
     let txn = db::begin_write(&state.db).await?;
     // The fields to reassert as stored now: the device authenticated from memory, and an

@@ -5,7 +5,7 @@
 //! the same waves and a restart resumes where the rollout stood.
 
 use super::drafts;
-use super::effective;
+use super::effective::{self, Freshness};
 use super::policies::{self, Build, Publishes, SaveKind};
 use super::references::References;
 use super::{Page, PageRequest, audit, checkins, conflict_if_duplicate, written};
@@ -204,7 +204,7 @@ pub async fn get(state: &AppState, tenant: TenantId, id: RolloutId) -> Result<Ro
 async fn count(state: &AppState, rollout: &Rollout) -> Result<(u64, WaveFigures), ApiError> {
     let tenant = rollout.tenant_id;
     checkins::flush(state).await?;
-    let (_, _, view) = effective::current_tree(state, tenant).await?;
+    let view = effective::current(state, tenant, Freshness::Database).await?.view;
     let scope: Vec<PolicyId> = std::iter::once(rollout.policy_id)
         .chain(view.descendants(rollout.policy_id))
         .collect();
@@ -477,7 +477,9 @@ pub async fn rollout_job(state: &AppState, now: DateTime<Utc>) -> Result<Outcome
 /// One rollout's step; true when it moved.
 async fn step(state: &AppState, mut rollout: Rollout, now: DateTime<Utc>) -> Result<bool, ApiError> {
     let tenant = rollout.tenant_id;
-    let (_, interval, _) = effective::current_tree(state, tenant).await?;
+    let interval = effective::current(state, tenant, Freshness::Database)
+        .await?
+        .interval;
     let (_, figures) = count(state, &rollout).await?;
     let wave = rollout.plan.waves[rollout.wave];
     let verdict = judge(

@@ -12,7 +12,7 @@ use crate::domain::policy::PolicyTree;
 use crate::domain::{PolicyId, TenantId};
 use crate::error::ApiError;
 use crate::services::PageRequest;
-use crate::services::effective;
+use crate::services::effective::{self, Freshness};
 use crate::services::field_audit::{self, NamedRecord};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -274,7 +274,7 @@ async fn field_page(
     let known = catalog.field(&text).map(|f| f.display_name.clone());
     let (rows, next, matches) = match &known {
         Some(_) => {
-            let (_, _, tree) = effective::current_tree(state, tenant).await?;
+            let tree = effective::current(state, tenant, Freshness::Database).await?.view;
             let (items, next) = answers(state, tenant, question, &text, &query).await?;
             let rows = items.into_iter().map(|n| row(question, &tree, n)).collect();
             (rows, next.map(|c| query.url(question, &c)), Vec::new())

@@ -37,6 +37,7 @@ mod secrets;
 mod signin;
 mod sim;
 mod takeover;
+mod tenant_view;
 mod tenants;
 mod transfer;
 mod ui;

@@ -22,6 +22,7 @@ use gmp::domain::billing::Usage;
 use gmp::domain::device::{Connectivity, ReportedKind, ReportedRecord};
 use gmp::domain::field_audit::HistoryEvent;
 use gmp::domain::rollout::bucket;
+use gmp::services::effective::{self, Freshness};
 use gmp::services::served_audit;
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
@@ -236,7 +237,9 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
     devices::find_by_credential(&conn, &digest).await.unwrap();
     device_reregistrations::is_pending(&conn, &digest).await.unwrap();
     tenants::pull_facts(&conn, tenant).await.unwrap();
-    policies::load_tree(&conn, tenant).await.unwrap();
+    // The tree a pull loads once per policy revision: the statement writers run in their
+    // transaction.
+    effective::tree_for_write(&conn, tenant).await.unwrap();
     devices::record_checkins(&conn, &[(tenant, device.id, now, now)])
         .await
         .unwrap();
@@ -358,7 +361,10 @@ async fn rollout_counts_are_grouped_queries_through_indexes_on_both_engines() {
     }
     let seeded = seed::seed(&app.state, &fleet).await.unwrap();
     let tenant = seeded.tenant;
-    let tree = policies::load_tree(&app.state.db, tenant).await.unwrap();
+    let tree = effective::current(&app.state, tenant, Freshness::Database)
+        .await
+        .unwrap()
+        .view;
     let root = policies::root_id(&app.state.db, tenant).await.unwrap().unwrap();
     let scope: Vec<_> = std::iter::once(root).chain(tree.descendants(root)).collect();
 

@@ -16,10 +16,11 @@ use chrono::Utc;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::db;
 use gmp::db::repo::devices::DeviceFilter;
-use gmp::db::repo::{device_fields, devices, policies};
+use gmp::db::repo::{device_fields, devices};
 use gmp::domain::Role;
 use gmp::domain::audit::Actor;
 use gmp::domain::device::{FieldRecord, ReportedKind, ReportedRecord, ServedField, ServedSource};
+use gmp::services::effective::{self, Freshness};
 use gmp::services::operators::{self, NewOperatorInput};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -73,7 +74,10 @@ async fn every_page_renders_within_budget_at_ten_thousand_devices() {
         .await
         .unwrap();
     assert_eq!(all.len(), 10_000);
-    let tree = policies::load_tree(&app.state.db, tenant).await.unwrap();
+    let tree = effective::current(&app.state, tenant, Freshness::Database)
+        .await
+        .unwrap()
+        .view;
     let now = Utc::now();
     let mut records = Vec::with_capacity(all.len());
     for (index, device) in all.iter().enumerate() {

@@ -116,8 +116,10 @@ fn meta_of(m: &policy_versions::Model) -> VersionMeta {
     }
 }
 
-/// Every policy of the tenant at its current version.
-pub async fn load_tree(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<PolicyTree, DbErr> {
+/// Every policy of the tenant at its current version. Services read the tree through
+/// `services::effective` only (`current`, cached per policy revision, or `tree_for_write` in a
+/// write transaction), never here.
+pub(crate) async fn load_tree(conn: &impl ConnectionTrait, tenant: TenantId) -> Result<PolicyTree, DbErr> {
     // One statement whatever the number of policies, so the policies and their current versions
     // come from one snapshot even outside a transaction.
     let current: RelationDef = policy_versions::Entity::belongs_to(policies::Entity)
