@@ -16,8 +16,14 @@ const BY_DEVICE: &str = "idx_device_fields_overridden_by_device";
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for (name, columns) in [
-            (BY_FIELD, [DeviceFields::TenantId, DeviceFields::Path, DeviceFields::DeviceId]),
-            (BY_DEVICE, [DeviceFields::TenantId, DeviceFields::DeviceId, DeviceFields::Path]),
+            (
+                BY_FIELD,
+                [DeviceFields::TenantId, DeviceFields::Path, DeviceFields::DeviceId],
+            ),
+            (
+                BY_DEVICE,
+                [DeviceFields::TenantId, DeviceFields::DeviceId, DeviceFields::Path],
+            ),
         ] {
             let mut index = Index::create();
             index.name(name).table(DeviceFields::Table);

@@ -526,7 +526,9 @@ async fn who_overrides_a_field_reads_only_the_overridden_rows_on_both_engines() 
             error: None,
             since: chrono::Utc::now(),
         });
-        device_fields::put(&app.state.db, tenant, &[record]).await.unwrap();
+        device_fields::put(&app.state.db, tenant, &[record])
+            .await
+            .unwrap();
         overriders.push(found.id);
     }
     overriders.sort();
