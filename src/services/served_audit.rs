@@ -69,8 +69,11 @@ impl ServedQueue {
         pending.len() >= self.capacity
     }
 
+    /// Everything queued, in device order (neighbouring rows, as for the check-ins).
     fn drain(&self) -> Vec<(DeviceId, Served)> {
-        self.lock().drain().collect()
+        let mut drained: Vec<_> = self.lock().drain().collect();
+        drained.sort_unstable_by_key(|(device, _)| *device);
+        drained
     }
 
     fn restore(&self, unwritten: Vec<(DeviceId, Served)>) {
