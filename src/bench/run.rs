@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 const ADMIN_EMAIL: &str = "bench-platform@bench.test";
 /// Longest wait for a started process to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the server to be quiet before a measured scenario.
+const QUIET_MAX: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -32,6 +34,8 @@ pub struct RunOptions {
     pub seed: SeedOptions,
     pub connections: usize,
     pub duration: Duration,
+    /// Pulls per second of the `304` and `200` scenarios (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
     pub onboard_devices: u32,
     pub onboard_clients: usize,
     pub onboard_time_limit: Duration,
@@ -50,6 +54,8 @@ pub struct EngineReport {
     pub body_bytes: usize,
     pub server_rss_kib_idle: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
+    /// Seconds waited for the server to be quiet before each scenario, in their order.
+    pub quiet_waits_seconds: Vec<f64>,
     /// (gmp, baseline) per scenario.
     pub scenarios: Vec<(LoadReport, LoadReport)>,
     pub onboarding: Option<OnboardReport>,
@@ -97,6 +103,33 @@ pub(super) async fn start(mut command: Command, log: &Path, url: &str) -> Result
         "{url} did not answer within {START_TIMEOUT:?}; see {}",
         log.display()
     ))
+}
+
+/// Empties `dir` (from an earlier run) and creates its `data` directory.
+pub(super) fn fresh_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())
+}
+
+/// Starts `gmp serve` from `gmp_bin` with exactly the settings `env` (none inherited), logging
+/// to `<dir>/server.log`, and waits until it is ready; returns it and its base URL.
+pub(super) async fn serve(
+    gmp_bin: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    port: u16,
+) -> Result<(Spawned, String), String> {
+    let mut server = Command::new(gmp_bin);
+    server.arg("serve");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GMP_")) {
+        server.env_remove(key);
+    }
+    server.envs(env.iter().map(|(k, v)| (k, v)));
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    Ok((server, base))
 }
 
 /// The `GMP_*` settings of the server under test.
@@ -212,10 +245,7 @@ async fn run_engine(
     dir: &Path,
     database_url: &str,
 ) -> Result<EngineReport, String> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+    fresh_dir(dir)?;
     let port = free_port().map_err(|e| e.to_string())?;
     let env = server_env(dir, database_url, port, options.workers);
     let password = env
@@ -238,14 +268,7 @@ async fn run_engine(
     write_credentials(&credentials, &seeded.devices).map_err(|e| e.to_string())?;
     eprintln!("[{engine}] seeded in {:.1} s", seeded.elapsed.as_secs_f64());
 
-    let mut server = Command::new(&options.gmp_bin);
-    server.arg("serve");
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GMP_")) {
-        server.env_remove(key);
-    }
-    server.envs(env.iter().map(|(k, v)| (k, v)));
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    let (server, base) = serve(&options.gmp_bin, dir, &env, port).await?;
     let server_pid = server.0.id();
 
     // One steady device shows the real body size, then sits out (it would pull too soon).
@@ -298,20 +321,26 @@ async fn run_engine(
             base_url: base.clone(),
             connections: options.connections,
             duration: Duration::from_secs(300),
+            rate: None,
             server_pid: None,
+            database_cpu: false,
         };
         load::run(Scenario::Full, Arc::new(DevicePool::once(steady.clone())), &warm).await;
         tokio::time::sleep(rest).await;
     }
     let real_pool = Arc::new(DevicePool::cycling(steady.clone(), rest));
     let baseline_pool = Arc::new(DevicePool::cycling(steady, Duration::ZERO));
-    let target = |base: &str, pid: u32| LoadOptions {
+    let postgres = database_url.starts_with("postgres");
+    let target = |base: &str, pid: u32, scenario: Scenario| LoadOptions {
         base_url: base.to_owned(),
         connections: options.connections,
         duration: options.duration,
+        rate: options.rate.filter(|_| scenario != Scenario::Herd),
         server_pid: Some(pid),
+        database_cpu: postgres,
     };
     let mut scenarios = Vec::new();
+    let mut quiet_waits = Vec::new();
     for scenario in [Scenario::NotModified, Scenario::Full, Scenario::Herd] {
         let (real, base_pool) = match scenario {
             Scenario::Herd => (
@@ -323,9 +352,20 @@ async fn run_engine(
         if real.is_empty() {
             continue;
         }
+        // Background writes (the served audit the warm-up queued, the check-ins of the
+        // previous scenario) would otherwise overlap the measurement.
+        let (waited, quiet) = process::wait_quiet(server_pid, QUIET_MAX).await;
+        eprintln!(
+            "[{engine}] waited {:.1} s for the server to be quiet{}",
+            waited.as_secs_f64(),
+            if quiet { "" } else { " (it was not)" }
+        );
+        quiet_waits.push(waited.as_secs_f64());
         eprintln!("[{engine}] {} ({} devices)", scenario.name(), real.len());
-        let gmp = load::run(scenario, real, &target(&base, server_pid)).await;
-        let floor = load::run(scenario, base_pool, &target(&baseline_base, baseline.0.id())).await;
+        let gmp = load::run(scenario, real, &target(&base, server_pid, scenario)).await;
+        let mut floor_options = target(&baseline_base, baseline.0.id(), scenario);
+        floor_options.database_cpu = false;
+        let floor = load::run(scenario, base_pool, &floor_options).await;
         scenarios.push((gmp, floor));
     }
     let rss_after = process::rss_kib(server_pid);
@@ -354,6 +394,7 @@ async fn run_engine(
         body_bytes: body.len(),
         server_rss_kib_idle: rss_idle,
         server_rss_kib_after: rss_after,
+        quiet_waits_seconds: quiet_waits,
         scenarios,
         onboarding,
     })
@@ -388,9 +429,9 @@ pub fn table(reports: &[EngineReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| engine | scenario | gmp req/s | baseline req/s | throughput ratio | gmp p50 / p99 ms | baseline p50 / p99 ms | p99 ratio | gmp CPU µs/req | baseline CPU µs/req | CPU ratio | gmp statuses | gmp errors |"
+        "| engine | scenario | gmp req/s | baseline req/s | throughput ratio | gmp p50 / p99 ms | baseline p50 / p99 ms | p99 ratio | gmp CPU µs/req | PostgreSQL CPU µs/req (gmp) | baseline CPU µs/req | CPU ratio | gmp statuses | gmp errors |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for report in reports {
         for (gmp, floor) in &report.scenarios {
             let cpu_ratio = match (gmp.server_cpu_us_per_request, floor.server_cpu_us_per_request) {
@@ -399,7 +440,7 @@ pub fn table(reports: &[EngineReport]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {} | {} |",
                 report.engine,
                 gmp.scenario,
                 gmp.requests_per_second,
@@ -411,6 +452,8 @@ pub fn table(reports: &[EngineReport]) -> String {
                 floor.p99_ms,
                 ratio(gmp.p99_ms, floor.p99_ms),
                 cpu(gmp),
+                gmp.database_cpu_us_per_request
+                    .map_or("–".into(), |us| format!("{us:.0}")),
                 cpu(floor),
                 cpu_ratio,
                 statuses(gmp),
@@ -429,7 +472,28 @@ pub fn table(reports: &[EngineReport]) -> String {
             mib(report.server_rss_kib_idle),
             mib(report.server_rss_kib_after),
         );
+        let waits: Vec<String> = report
+            .quiet_waits_seconds
+            .iter()
+            .map(|s| format!("{s:.1} s"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}: waited for a quiet server before each scenario: {}",
+            report.engine,
+            waits.join(", ")
+        );
         for (gmp, _) in &report.scenarios {
+            if gmp.late_starts > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: {}: {} late starts at {:.0}/s (every connection busy when due)",
+                    report.engine,
+                    gmp.scenario,
+                    gmp.late_starts,
+                    gmp.target_rate.unwrap_or_default()
+                );
+            }
             if gmp.scenario == Scenario::Herd.name() {
                 let _ = writeln!(
                     out,
