@@ -138,6 +138,8 @@ pub struct LoadReport {
     /// Answers other than the expected status and `429`, plus requests that got no answer.
     pub errors: u64,
     pub transport_errors: u64,
+    /// What the last request without an answer failed with (its whole chain of causes).
+    pub transport_error: Option<String>,
     /// Times a request waited because every free device was still resting.
     pub device_waits: u64,
     /// Size of the last body of the expected status.
@@ -155,6 +157,7 @@ struct Tally {
     latencies_us: Vec<u32>,
     statuses: BTreeMap<u16, u64>,
     transport_errors: u64,
+    transport_error: Option<String>,
     device_waits: u64,
     body_bytes: u64,
 }
@@ -169,7 +172,10 @@ impl Tally {
                     self.body_bytes = bytes;
                 }
             }
-            Err(_) => self.transport_errors += 1,
+            Err(error) => {
+                self.transport_errors += 1;
+                self.transport_error = Some(causes(&error));
+            }
         }
     }
 
@@ -179,9 +185,22 @@ impl Tally {
             *self.statuses.entry(status).or_default() += n;
         }
         self.transport_errors += part.transport_errors;
+        self.transport_error = part.transport_error.or(self.transport_error.take());
         self.device_waits += part.device_waits;
         self.body_bytes = self.body_bytes.max(part.body_bytes);
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text names only the request).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub fn http_client(connections: usize) -> reqwest::Client {
@@ -260,6 +279,7 @@ pub async fn run(scenario: Scenario, pool: Arc<DevicePool>, options: &LoadOption
         throttled,
         errors: unexpected + tally.transport_errors,
         transport_errors: tally.transport_errors,
+        transport_error: tally.transport_error,
         device_waits: tally.device_waits,
         body_bytes: tally.body_bytes,
         statuses: tally.statuses,
