@@ -7,7 +7,7 @@
 
 use super::load;
 use super::operator::{create_editor, sign_in};
-use super::run::{free_port, fresh_dir, on_engines, serve, server_env};
+use super::run::{Servers, free_port, fresh_dir, on_engines, serve, server_env};
 use super::seed::{self, OVERRIDDEN, SeedOptions};
 use crate::config::Config;
 use crate::db::repo::{device_groups, policies as policy_repo};
@@ -19,15 +19,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct ImpactOptions {
-    /// The server binary (`target/release/gmp`).
-    pub gmp_bin: PathBuf,
-    /// Data directories and logs go here (emptied per engine).
-    pub work_dir: PathBuf,
+    pub servers: Servers,
     pub devices: u64,
     pub policies: u32,
     /// Every n-th device has values of its own (see [`SeedOptions::own_values_every`]).
@@ -36,9 +33,6 @@ pub struct ImpactOptions {
     pub runs: usize,
     /// Devices per page of the preview.
     pub page: u64,
-    pub postgres_url: Option<String>,
-    pub skip_sqlite: bool,
-    pub workers: Option<usize>,
 }
 
 /// One engine's results. Times in milliseconds, measured by the client (the whole request).
@@ -61,13 +55,9 @@ pub struct ImpactReport {
 
 /// Runs the scenario on every engine asked for and returns the reports and a printed table.
 pub async fn run(options: &ImpactOptions) -> Result<(Vec<ImpactReport>, String), String> {
-    let reports = on_engines(
-        &options.work_dir,
-        "impact-",
-        options.postgres_url.as_deref(),
-        options.skip_sqlite,
-        async |engine, dir, url| run_engine(options, engine, dir, url).await,
-    )
+    let reports = on_engines(&options.servers, "impact-", async |engine, dir, url| {
+        run_engine(options, engine, dir, url).await
+    })
     .await?;
     let printed = table(&reports);
     Ok((reports, printed))
@@ -143,7 +133,7 @@ async fn run_engine(
 ) -> Result<ImpactReport, String> {
     fresh_dir(dir)?;
     let port = free_port().map_err(|e| e.to_string())?;
-    let env = server_env(dir, database_url, port, options.workers);
+    let env = server_env(dir, database_url, port, options.servers.workers);
     eprintln!("[{engine}] seeding {} devices", options.devices);
     let config = Config::load(None, env.clone()).map_err(|e| e.to_string())?;
     let state = seed::open(config).await?;
@@ -158,7 +148,7 @@ async fn run_engine(
     let prepared = prepared?;
     eprintln!("[{engine}] seeded in {:.1} s", prepared.seed_seconds);
 
-    let (server, base) = serve(&options.gmp_bin, dir, &env, port).await?;
+    let (server, base) = serve(&options.servers.gmp_bin, dir, &env, port).await?;
     eprintln!("[{engine}] timing the impact preview");
     let measured = measure(&base, &prepared, options.runs, options.page).await;
     drop(server);

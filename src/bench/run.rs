@@ -23,14 +23,25 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the server to be quiet before a measured scenario.
 const QUIET_MAX: Duration = Duration::from_secs(120);
 
+/// Where the servers under test come from and on which engines they run.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub struct Servers {
     /// The server binary (`target/release/gmp`).
     pub gmp_bin: PathBuf,
+    /// Data directories, credentials, logs and reports go here (emptied per engine).
+    pub work_dir: PathBuf,
+    /// `postgres://…` of a server where a scratch database may be created and dropped.
+    pub postgres_url: Option<String>,
+    pub skip_sqlite: bool,
+    /// HTTP worker threads of the servers (`None`: one per core).
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub servers: Servers,
     /// This binary, started again as `gmp-bench baseline`.
     pub bench_bin: PathBuf,
-    /// Data directories, credentials, logs and `report.json` go here (emptied per engine).
-    pub work_dir: PathBuf,
     pub seed: SeedOptions,
     pub connections: usize,
     pub duration: Duration,
@@ -39,10 +50,6 @@ pub struct RunOptions {
     pub onboard_devices: u32,
     pub onboard_clients: usize,
     pub onboard_time_limit: Duration,
-    /// `postgres://…` of a server where a scratch database may be created and dropped.
-    pub postgres_url: Option<String>,
-    pub skip_sqlite: bool,
-    pub workers: Option<usize>,
 }
 
 /// One engine's results.
@@ -201,19 +208,18 @@ async fn drop_database(server_url: &str, name: &str) {
 /// a scratch PostgreSQL database on `postgres_url` (dropped afterwards), each in its own
 /// directory `<work_dir>/<prefix>sqlite|postgres`.
 pub(super) async fn on_engines<T>(
-    work_dir: &Path,
+    servers: &Servers,
     prefix: &str,
-    postgres_url: Option<&str>,
-    skip_sqlite: bool,
     mut each: impl AsyncFnMut(&str, &Path, &str) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
+    let work_dir = &servers.work_dir;
     let mut reports = Vec::new();
-    if !skip_sqlite {
+    if !servers.skip_sqlite {
         let dir = work_dir.join(format!("{prefix}sqlite"));
         let url = format!("sqlite://{}?mode=rwc", dir.join("data").join("gmp.db").display());
         reports.push(each("SQLite", &dir, &url).await?);
     }
-    if let Some(server_url) = postgres_url {
+    if let Some(server_url) = servers.postgres_url.as_deref() {
         let (url, name) = create_database(server_url).await?;
         let dir = work_dir.join(format!("{prefix}postgres"));
         let outcome = each("PostgreSQL", &dir, &url).await;
@@ -225,16 +231,12 @@ pub(super) async fn on_engines<T>(
 
 /// Runs the benchmark on every engine asked for and returns the printed table.
 pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), String> {
-    let reports = on_engines(
-        &options.work_dir,
-        "",
-        options.postgres_url.as_deref(),
-        options.skip_sqlite,
-        async |engine, dir, url| run_engine(options, engine, dir, url).await,
-    )
+    let reports = on_engines(&options.servers, "", async |engine, dir, url| {
+        run_engine(options, engine, dir, url).await
+    })
     .await?;
     let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
-    std::fs::write(options.work_dir.join("report.json"), json).map_err(|e| e.to_string())?;
+    std::fs::write(options.servers.work_dir.join("report.json"), json).map_err(|e| e.to_string())?;
     let printed = table(&reports);
     Ok((reports, printed))
 }
@@ -247,7 +249,7 @@ async fn run_engine(
 ) -> Result<EngineReport, String> {
     fresh_dir(dir)?;
     let port = free_port().map_err(|e| e.to_string())?;
-    let env = server_env(dir, database_url, port, options.workers);
+    let env = server_env(dir, database_url, port, options.servers.workers);
     let password = env
         .iter()
         .find(|(k, _)| k == "GMP_BOOTSTRAP_ADMIN_PASSWORD")
@@ -268,7 +270,7 @@ async fn run_engine(
     write_credentials(&credentials, &seeded.devices).map_err(|e| e.to_string())?;
     eprintln!("[{engine}] seeded in {:.1} s", seeded.elapsed.as_secs_f64());
 
-    let (server, base) = serve(&options.gmp_bin, dir, &env, port).await?;
+    let (server, base) = serve(&options.servers.gmp_bin, dir, &env, port).await?;
     let server_pid = server.0.id();
 
     // One steady device shows the real body size, then sits out (it would pull too soon).
@@ -296,7 +298,7 @@ async fn run_engine(
             "--bind",
             &format!("127.0.0.1:{baseline_port}"),
         ]);
-    if let Some(workers) = options.workers {
+    if let Some(workers) = options.servers.workers {
         baseline.args(["--workers", &workers.to_string()]);
     }
     let baseline_base = format!("http://127.0.0.1:{baseline_port}");

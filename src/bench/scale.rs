@@ -16,7 +16,7 @@
 use super::load::{self, DevicePool, LoadOptions, LoadReport, Scenario};
 use super::operator::{Credentials, create_editor, sign_in};
 use super::process;
-use super::run::{free_port, fresh_dir, on_engines, serve, server_env};
+use super::run::{Servers, free_port, fresh_dir, on_engines, serve, server_env};
 use super::seed::{self, OVERRIDDEN, SeedOptions};
 use super::{Group, of_group};
 use crate::config::Config;
@@ -27,7 +27,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,10 +46,7 @@ const STATS_SETTLE: Duration = Duration::from_secs(11);
 
 #[derive(Debug, Clone)]
 pub struct ScaleOptions {
-    /// The server binary (`target/release/gmp`).
-    pub gmp_bin: PathBuf,
-    /// Data directories, logs and `scale.json` go here (emptied per engine).
-    pub work_dir: PathBuf,
+    pub servers: Servers,
     /// Devices of the large fleet on PostgreSQL.
     pub devices: u64,
     /// Devices of the large fleet on SQLite.
@@ -63,9 +60,6 @@ pub struct ScaleOptions {
     pub connections: usize,
     /// Timed edits (per fleet) and timed override queries.
     pub runs: usize,
-    pub postgres_url: Option<String>,
-    pub skip_sqlite: bool,
-    pub workers: Option<usize>,
 }
 
 /// Timings in milliseconds, measured by the client (the whole request).
@@ -124,13 +118,9 @@ pub struct ScaleReport {
 
 /// Runs the scenario on every engine asked for and returns the reports and a printed table.
 pub async fn run(options: &ScaleOptions) -> Result<(Vec<ScaleReport>, String), String> {
-    let reports = on_engines(
-        &options.work_dir,
-        "scale-",
-        options.postgres_url.as_deref(),
-        options.skip_sqlite,
-        async |engine, dir, url| run_engine(options, engine, dir, url).await,
-    )
+    let reports = on_engines(&options.servers, "scale-", async |engine, dir, url| {
+        run_engine(options, engine, dir, url).await
+    })
     .await?;
     let printed = table(&reports);
     Ok((reports, printed))
@@ -202,7 +192,7 @@ async fn run_engine(
         options.sqlite_devices
     };
     let port = free_port().map_err(|e| e.to_string())?;
-    let env = server_env(dir, database_url, port, options.workers);
+    let env = server_env(dir, database_url, port, options.servers.workers);
     eprintln!("[{engine}] seeding {devices} + {SMALL_FLEET} devices");
     let config = Config::load(None, env.clone()).map_err(|e| e.to_string())?;
     let state = seed::open(config).await?;
@@ -225,7 +215,7 @@ async fn run_engine(
         eprintln!("[{engine}] VACUUM (ANALYZE) took {seconds:.1} s");
     }
 
-    let (server, base) = serve(&options.gmp_bin, dir, &env, port).await?;
+    let (server, base) = serve(&options.servers.gmp_bin, dir, &env, port).await?;
     let server_pid = server.0.id();
     let counter = if postgres {
         Some(Database::connect(database_url).await.map_err(|e| e.to_string())?)

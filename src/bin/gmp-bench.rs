@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use gmp::bench::impact::{self, ImpactOptions};
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
 use gmp::bench::onboard::{self, OnboardOptions};
-use gmp::bench::run::{self, RunOptions};
+use gmp::bench::run::{self, RunOptions, Servers};
 use gmp::bench::scale::{self, ScaleOptions};
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, baseline, of_group, read_credentials, write_credentials};
@@ -70,6 +70,20 @@ struct Engines {
     /// HTTP worker threads of the servers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+}
+
+impl Engines {
+    /// The options of the servers under test, with the work directory created.
+    fn servers(self) -> Result<Servers, String> {
+        std::fs::create_dir_all(&self.work_dir).map_err(|e| format!("{}: {e}", self.work_dir.display()))?;
+        Ok(Servers {
+            gmp_bin: self.gmp_bin,
+            work_dir: self.work_dir,
+            postgres_url: self.postgres_url,
+            skip_sqlite: self.skip_sqlite,
+            workers: self.workers,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -347,30 +361,19 @@ async fn execute(command: Command) -> Result<(), String> {
             own_values_every,
             runs,
             page,
-            engines:
-                Engines {
-                    gmp_bin,
-                    work_dir,
-                    postgres_url,
-                    skip_sqlite,
-                    workers,
-                },
+            engines,
         } => {
-            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let servers = engines.servers()?;
             let options = ImpactOptions {
-                gmp_bin,
-                work_dir: work_dir.clone(),
+                servers: servers.clone(),
                 devices,
                 policies,
                 own_values_every,
                 runs,
                 page,
-                postgres_url,
-                skip_sqlite,
-                workers,
             };
             let (reports, table) = impact::run(&options).await?;
-            write_report(&work_dir.join("impact.json"), &reports, &table)?;
+            write_report(&servers.work_dir.join("impact.json"), &reports, &table)?;
         }
         Command::Scale {
             devices,
@@ -381,22 +384,14 @@ async fn execute(command: Command) -> Result<(), String> {
             seconds,
             connections,
             runs,
-            engines:
-                Engines {
-                    gmp_bin,
-                    work_dir,
-                    postgres_url,
-                    skip_sqlite,
-                    workers,
-                },
+            engines,
         } => {
             if rate.is_nan() || rate <= 0.0 || overrides_every == 0 {
                 return Err("--rate and --overrides-every must be positive".into());
             }
-            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let servers = engines.servers()?;
             let options = ScaleOptions {
-                gmp_bin,
-                work_dir: work_dir.clone(),
+                servers: servers.clone(),
                 devices,
                 sqlite_devices,
                 policies,
@@ -405,12 +400,9 @@ async fn execute(command: Command) -> Result<(), String> {
                 duration: Duration::from_secs(seconds),
                 connections,
                 runs,
-                postgres_url,
-                skip_sqlite,
-                workers,
             };
             let (reports, table) = scale::run(&options).await?;
-            write_report(&work_dir.join("scale.json"), &reports, &table)?;
+            write_report(&servers.work_dir.join("scale.json"), &reports, &table)?;
         }
         Command::All {
             fleet,
@@ -420,20 +412,12 @@ async fn execute(command: Command) -> Result<(), String> {
             onboard_devices,
             onboard_clients,
             onboard_max_seconds,
-            engines:
-                Engines {
-                    gmp_bin,
-                    work_dir,
-                    postgres_url,
-                    skip_sqlite,
-                    workers,
-                },
+            engines,
         } => {
-            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let servers = engines.servers()?;
             let options = RunOptions {
-                gmp_bin,
+                servers: servers.clone(),
                 bench_bin: std::env::current_exe().map_err(|e| e.to_string())?,
-                work_dir: work_dir.clone(),
                 seed: fleet.options(),
                 connections,
                 duration: Duration::from_secs(seconds),
@@ -441,13 +425,10 @@ async fn execute(command: Command) -> Result<(), String> {
                 onboard_devices,
                 onboard_clients,
                 onboard_time_limit: Duration::from_secs(onboard_max_seconds),
-                postgres_url,
-                skip_sqlite,
-                workers,
             };
             let (_, table) = run::run(&options).await?;
             println!("{table}");
-            eprintln!("details: {}", work_dir.join("report.json").display());
+            eprintln!("details: {}", servers.work_dir.join("report.json").display());
         }
     }
     Ok(())
