@@ -6,30 +6,25 @@
 //! timed against `gmp serve`, several times, on SQLite and PostgreSQL.
 
 use super::load;
-use super::run::{free_port, on_engines, server_env, start};
+use super::operator::{create_editor, sign_in};
+use super::run::{Servers, free_port, fresh_dir, on_engines, serve, server_env};
 use super::seed::{self, OVERRIDDEN, SeedOptions};
 use crate::config::Config;
 use crate::db::repo::{device_groups, policies as policy_repo};
 use crate::domain::audit::Actor;
-use crate::domain::operator::Role;
 use crate::services::drafts;
-use crate::services::operators::{self, NewOperatorInput};
 use crate::services::policy_edit::PolicyEdit;
 use crate::state::AppState;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct ImpactOptions {
-    /// The server binary (`target/release/gmp`).
-    pub gmp_bin: PathBuf,
-    /// Data directories and logs go here (emptied per engine).
-    pub work_dir: PathBuf,
+    pub servers: Servers,
     pub devices: u64,
     pub policies: u32,
     /// Every n-th device has values of its own (see [`SeedOptions::own_values_every`]).
@@ -38,9 +33,6 @@ pub struct ImpactOptions {
     pub runs: usize,
     /// Devices per page of the preview.
     pub page: u64,
-    pub postgres_url: Option<String>,
-    pub skip_sqlite: bool,
-    pub workers: Option<usize>,
 }
 
 /// One engine's results. Times in milliseconds, measured by the client (the whole request).
@@ -63,13 +55,9 @@ pub struct ImpactReport {
 
 /// Runs the scenario on every engine asked for and returns the reports and a printed table.
 pub async fn run(options: &ImpactOptions) -> Result<(Vec<ImpactReport>, String), String> {
-    let reports = on_engines(
-        &options.work_dir,
-        "impact-",
-        options.postgres_url.as_deref(),
-        options.skip_sqlite,
-        async |engine, dir, url| run_engine(options, engine, dir, url).await,
-    )
+    let reports = on_engines(&options.servers, "impact-", async |engine, dir, url| {
+        run_engine(options, engine, dir, url).await
+    })
     .await?;
     let printed = table(&reports);
     Ok((reports, printed))
@@ -105,20 +93,7 @@ pub async fn prepare(
     };
     let seeded = seed::seed(state, &fleet).await.map_err(describe)?;
     let actor = Actor::system(seeded.tenant);
-    let password = crate::auth::token::generate("bench-");
-    let email = format!(
-        "bench-impact-{}@bench.test",
-        &seeded.tenant.0.simple().to_string()[..8]
-    );
-    let input = NewOperatorInput {
-        email: email.clone(),
-        display_name: Some("Impact benchmark".to_owned()),
-        role: Role::Editor,
-        password: password.clone(),
-    };
-    operators::create(state, &actor, input, false)
-        .await
-        .map_err(describe)?;
+    let editor = create_editor(state, seeded.tenant, "impact").await?;
     let root = policy_repo::root_id(&state.db, seeded.tenant)
         .await
         .map_err(|e| e.to_string())?
@@ -143,8 +118,8 @@ pub async fn prepare(
     Ok(Prepared {
         root: root.0,
         draft: draft.id.0,
-        email,
-        password,
+        email: editor.email,
+        password: editor.password,
         groups,
         seed_seconds: seeded.elapsed.as_secs_f64(),
     })
@@ -156,12 +131,9 @@ async fn run_engine(
     dir: &Path,
     database_url: &str,
 ) -> Result<ImpactReport, String> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+    fresh_dir(dir)?;
     let port = free_port().map_err(|e| e.to_string())?;
-    let env = server_env(dir, database_url, port, options.workers);
+    let env = server_env(dir, database_url, port, options.servers.workers);
     eprintln!("[{engine}] seeding {} devices", options.devices);
     let config = Config::load(None, env.clone()).map_err(|e| e.to_string())?;
     let state = seed::open(config).await?;
@@ -176,14 +148,7 @@ async fn run_engine(
     let prepared = prepared?;
     eprintln!("[{engine}] seeded in {:.1} s", prepared.seed_seconds);
 
-    let mut server = Command::new(&options.gmp_bin);
-    server.arg("serve");
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GMP_")) {
-        server.env_remove(key);
-    }
-    server.envs(env.iter().map(|(k, v)| (k, v)));
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    let (server, base) = serve(&options.servers.gmp_bin, dir, &env, port).await?;
     eprintln!("[{engine}] timing the impact preview");
     let measured = measure(&base, &prepared, options.runs, options.page).await;
     drop(server);
@@ -222,19 +187,7 @@ pub struct Measured {
 /// first page of `page` devices) `1 + runs` times, one after the other.
 pub async fn measure(base: &str, prepared: &Prepared, runs: usize, page: u64) -> Result<Measured, String> {
     let client = load::http_client(1);
-    let login = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": prepared.email, "password": prepared.password}))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json::<Value>()
-        .await
-        .map_err(|e| e.to_string())?;
-    let token = login["access_token"]
-        .as_str()
-        .ok_or_else(|| format!("no access token: {login}"))?
-        .to_owned();
+    let token = sign_in(&client, base, &prepared.email, &prepared.password).await?;
     let url = format!(
         "{base}/api/v1/policies/{}/drafts/{}/impact?limit={page}",
         prepared.root, prepared.draft

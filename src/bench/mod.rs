@@ -9,8 +9,11 @@ pub mod baseline;
 pub mod impact;
 pub mod load;
 pub mod onboard;
+pub mod operator;
 pub mod process;
+pub mod rate;
 pub mod run;
+pub mod scale;
 pub mod seed;
 
 use std::io::{BufRead, BufReader, BufWriter, Write};

@@ -2,6 +2,7 @@
 //! admin, then many clients at once each registering a device and making its first pull.
 
 use super::load::{PULL_PATH, http_client};
+use super::operator::sign_in;
 use super::seed::root_settings;
 use crate::auth::token;
 use serde::Serialize;
@@ -73,23 +74,14 @@ async fn post(
 /// A new tenant and an enrollment token for `devices` registrations in it.
 async fn enrollment_token(client: &reqwest::Client, options: &OnboardOptions) -> Result<String, String> {
     let base = options.base_url.trim_end_matches('/');
-    let login = async |email: &str, password: &str| {
-        let body = json!({"email": email, "password": password});
-        post(client, format!("{base}/api/v1/auth/login"), None, &body).await
-    };
-    let platform = login(&options.admin_email, &options.admin_password).await?;
-    let platform = platform["access_token"]
-        .as_str()
-        .ok_or("no access token")?
-        .to_owned();
+    let platform = sign_in(client, base, &options.admin_email, &options.admin_password).await?;
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let email = format!("bench-admin-{run}@bench.test");
     let password = token::generate("");
     let tenant =
         json!({"name": format!("Onboarding {run}"), "admin": {"email": email, "password": password}});
     post(client, format!("{base}/api/v1/tenants"), Some(&platform), &tenant).await?;
-    let admin = login(&email, &password).await?;
-    let admin = admin["access_token"].as_str().ok_or("no access token")?;
+    let admin = &sign_in(client, base, &email, &password).await?;
     // The same settings as a seeded tenant, so a first pull serves (and audits) a real config.
     let policies = call(client.get(format!("{base}/api/v1/policies")).bearer_auth(admin)).await?;
     let root = policies["items"]

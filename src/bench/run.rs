@@ -20,25 +20,36 @@ use std::time::{Duration, Instant};
 const ADMIN_EMAIL: &str = "bench-platform@bench.test";
 /// Longest wait for a started process to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the server to be quiet before a measured scenario.
+const QUIET_MAX: Duration = Duration::from_secs(120);
 
+/// Where the servers under test come from and on which engines they run.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub struct Servers {
     /// The server binary (`target/release/gmp`).
     pub gmp_bin: PathBuf,
-    /// This binary, started again as `gmp-bench baseline`.
-    pub bench_bin: PathBuf,
-    /// Data directories, credentials, logs and `report.json` go here (emptied per engine).
+    /// Data directories, credentials, logs and reports go here (emptied per engine).
     pub work_dir: PathBuf,
-    pub seed: SeedOptions,
-    pub connections: usize,
-    pub duration: Duration,
-    pub onboard_devices: u32,
-    pub onboard_clients: usize,
-    pub onboard_time_limit: Duration,
     /// `postgres://…` of a server where a scratch database may be created and dropped.
     pub postgres_url: Option<String>,
     pub skip_sqlite: bool,
+    /// HTTP worker threads of the servers (`None`: one per core).
     pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub servers: Servers,
+    /// This binary, started again as `gmp-bench baseline`.
+    pub bench_bin: PathBuf,
+    pub seed: SeedOptions,
+    pub connections: usize,
+    pub duration: Duration,
+    /// Pulls per second of the `304` and `200` scenarios (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+    pub onboard_devices: u32,
+    pub onboard_clients: usize,
+    pub onboard_time_limit: Duration,
 }
 
 /// One engine's results.
@@ -50,6 +61,8 @@ pub struct EngineReport {
     pub body_bytes: usize,
     pub server_rss_kib_idle: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
+    /// Seconds waited for the server to be quiet before each scenario, in their order.
+    pub quiet_waits_seconds: Vec<f64>,
     /// (gmp, baseline) per scenario.
     pub scenarios: Vec<(LoadReport, LoadReport)>,
     pub onboarding: Option<OnboardReport>,
@@ -97,6 +110,33 @@ pub(super) async fn start(mut command: Command, log: &Path, url: &str) -> Result
         "{url} did not answer within {START_TIMEOUT:?}; see {}",
         log.display()
     ))
+}
+
+/// Empties `dir` (from an earlier run) and creates its `data` directory.
+pub(super) fn fresh_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())
+}
+
+/// Starts `gmp serve` from `gmp_bin` with exactly the settings `env` (none inherited), logging
+/// to `<dir>/server.log`, and waits until it is ready; returns it and its base URL.
+pub(super) async fn serve(
+    gmp_bin: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    port: u16,
+) -> Result<(Spawned, String), String> {
+    let mut server = Command::new(gmp_bin);
+    server.arg("serve");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GMP_")) {
+        server.env_remove(key);
+    }
+    server.envs(env.iter().map(|(k, v)| (k, v)));
+    let base = format!("http://127.0.0.1:{port}");
+    let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    Ok((server, base))
 }
 
 /// The `GMP_*` settings of the server under test.
@@ -168,19 +208,18 @@ async fn drop_database(server_url: &str, name: &str) {
 /// a scratch PostgreSQL database on `postgres_url` (dropped afterwards), each in its own
 /// directory `<work_dir>/<prefix>sqlite|postgres`.
 pub(super) async fn on_engines<T>(
-    work_dir: &Path,
+    servers: &Servers,
     prefix: &str,
-    postgres_url: Option<&str>,
-    skip_sqlite: bool,
     mut each: impl AsyncFnMut(&str, &Path, &str) -> Result<T, String>,
 ) -> Result<Vec<T>, String> {
+    let work_dir = &servers.work_dir;
     let mut reports = Vec::new();
-    if !skip_sqlite {
+    if !servers.skip_sqlite {
         let dir = work_dir.join(format!("{prefix}sqlite"));
         let url = format!("sqlite://{}?mode=rwc", dir.join("data").join("gmp.db").display());
         reports.push(each("SQLite", &dir, &url).await?);
     }
-    if let Some(server_url) = postgres_url {
+    if let Some(server_url) = servers.postgres_url.as_deref() {
         let (url, name) = create_database(server_url).await?;
         let dir = work_dir.join(format!("{prefix}postgres"));
         let outcome = each("PostgreSQL", &dir, &url).await;
@@ -192,16 +231,12 @@ pub(super) async fn on_engines<T>(
 
 /// Runs the benchmark on every engine asked for and returns the printed table.
 pub async fn run(options: &RunOptions) -> Result<(Vec<EngineReport>, String), String> {
-    let reports = on_engines(
-        &options.work_dir,
-        "",
-        options.postgres_url.as_deref(),
-        options.skip_sqlite,
-        async |engine, dir, url| run_engine(options, engine, dir, url).await,
-    )
+    let reports = on_engines(&options.servers, "", async |engine, dir, url| {
+        run_engine(options, engine, dir, url).await
+    })
     .await?;
     let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
-    std::fs::write(options.work_dir.join("report.json"), json).map_err(|e| e.to_string())?;
+    std::fs::write(options.servers.work_dir.join("report.json"), json).map_err(|e| e.to_string())?;
     let printed = table(&reports);
     Ok((reports, printed))
 }
@@ -212,12 +247,9 @@ async fn run_engine(
     dir: &Path,
     database_url: &str,
 ) -> Result<EngineReport, String> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+    fresh_dir(dir)?;
     let port = free_port().map_err(|e| e.to_string())?;
-    let env = server_env(dir, database_url, port, options.workers);
+    let env = server_env(dir, database_url, port, options.servers.workers);
     let password = env
         .iter()
         .find(|(k, _)| k == "GMP_BOOTSTRAP_ADMIN_PASSWORD")
@@ -238,14 +270,7 @@ async fn run_engine(
     write_credentials(&credentials, &seeded.devices).map_err(|e| e.to_string())?;
     eprintln!("[{engine}] seeded in {:.1} s", seeded.elapsed.as_secs_f64());
 
-    let mut server = Command::new(&options.gmp_bin);
-    server.arg("serve");
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("GMP_")) {
-        server.env_remove(key);
-    }
-    server.envs(env.iter().map(|(k, v)| (k, v)));
-    let base = format!("http://127.0.0.1:{port}");
-    let server = start(server, &dir.join("server.log"), &format!("{base}/readyz")).await?;
+    let (server, base) = serve(&options.servers.gmp_bin, dir, &env, port).await?;
     let server_pid = server.0.id();
 
     // One steady device shows the real body size, then sits out (it would pull too soon).
@@ -273,7 +298,7 @@ async fn run_engine(
             "--bind",
             &format!("127.0.0.1:{baseline_port}"),
         ]);
-    if let Some(workers) = options.workers {
+    if let Some(workers) = options.servers.workers {
         baseline.args(["--workers", &workers.to_string()]);
     }
     let baseline_base = format!("http://127.0.0.1:{baseline_port}");
@@ -298,20 +323,26 @@ async fn run_engine(
             base_url: base.clone(),
             connections: options.connections,
             duration: Duration::from_secs(300),
+            rate: None,
             server_pid: None,
+            database_cpu: false,
         };
         load::run(Scenario::Full, Arc::new(DevicePool::once(steady.clone())), &warm).await;
         tokio::time::sleep(rest).await;
     }
     let real_pool = Arc::new(DevicePool::cycling(steady.clone(), rest));
     let baseline_pool = Arc::new(DevicePool::cycling(steady, Duration::ZERO));
-    let target = |base: &str, pid: u32| LoadOptions {
+    let postgres = database_url.starts_with("postgres");
+    let target = |base: &str, pid: u32, scenario: Scenario| LoadOptions {
         base_url: base.to_owned(),
         connections: options.connections,
         duration: options.duration,
+        rate: options.rate.filter(|_| scenario != Scenario::Herd),
         server_pid: Some(pid),
+        database_cpu: postgres,
     };
     let mut scenarios = Vec::new();
+    let mut quiet_waits = Vec::new();
     for scenario in [Scenario::NotModified, Scenario::Full, Scenario::Herd] {
         let (real, base_pool) = match scenario {
             Scenario::Herd => (
@@ -323,9 +354,20 @@ async fn run_engine(
         if real.is_empty() {
             continue;
         }
+        // Background writes (the served audit the warm-up queued, the check-ins of the
+        // previous scenario) would otherwise overlap the measurement.
+        let (waited, quiet) = process::wait_quiet(server_pid, QUIET_MAX).await;
+        eprintln!(
+            "[{engine}] waited {:.1} s for the server to be quiet{}",
+            waited.as_secs_f64(),
+            if quiet { "" } else { " (it was not)" }
+        );
+        quiet_waits.push(waited.as_secs_f64());
         eprintln!("[{engine}] {} ({} devices)", scenario.name(), real.len());
-        let gmp = load::run(scenario, real, &target(&base, server_pid)).await;
-        let floor = load::run(scenario, base_pool, &target(&baseline_base, baseline.0.id())).await;
+        let gmp = load::run(scenario, real, &target(&base, server_pid, scenario)).await;
+        let mut floor_options = target(&baseline_base, baseline.0.id(), scenario);
+        floor_options.database_cpu = false;
+        let floor = load::run(scenario, base_pool, &floor_options).await;
         scenarios.push((gmp, floor));
     }
     let rss_after = process::rss_kib(server_pid);
@@ -354,6 +396,7 @@ async fn run_engine(
         body_bytes: body.len(),
         server_rss_kib_idle: rss_idle,
         server_rss_kib_after: rss_after,
+        quiet_waits_seconds: quiet_waits,
         scenarios,
         onboarding,
     })
@@ -388,9 +431,9 @@ pub fn table(reports: &[EngineReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| engine | scenario | gmp req/s | baseline req/s | throughput ratio | gmp p50 / p99 ms | baseline p50 / p99 ms | p99 ratio | gmp CPU µs/req | baseline CPU µs/req | CPU ratio | gmp statuses | gmp errors |"
+        "| engine | scenario | gmp req/s | baseline req/s | throughput ratio | gmp p50 / p99 ms | baseline p50 / p99 ms | p99 ratio | gmp CPU µs/req | PostgreSQL CPU µs/req (gmp) | baseline CPU µs/req | CPU ratio | gmp statuses | gmp errors |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for report in reports {
         for (gmp, floor) in &report.scenarios {
             let cpu_ratio = match (gmp.server_cpu_us_per_request, floor.server_cpu_us_per_request) {
@@ -399,7 +442,7 @@ pub fn table(reports: &[EngineReport]) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.0} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {} | {} |",
                 report.engine,
                 gmp.scenario,
                 gmp.requests_per_second,
@@ -411,6 +454,8 @@ pub fn table(reports: &[EngineReport]) -> String {
                 floor.p99_ms,
                 ratio(gmp.p99_ms, floor.p99_ms),
                 cpu(gmp),
+                gmp.database_cpu_us_per_request
+                    .map_or("–".into(), |us| format!("{us:.0}")),
                 cpu(floor),
                 cpu_ratio,
                 statuses(gmp),
@@ -429,7 +474,28 @@ pub fn table(reports: &[EngineReport]) -> String {
             mib(report.server_rss_kib_idle),
             mib(report.server_rss_kib_after),
         );
+        let waits: Vec<String> = report
+            .quiet_waits_seconds
+            .iter()
+            .map(|s| format!("{s:.1} s"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}: waited for a quiet server before each scenario: {}",
+            report.engine,
+            waits.join(", ")
+        );
         for (gmp, _) in &report.scenarios {
+            if gmp.late_starts > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: {}: {} late starts at {:.0}/s (every connection busy when due)",
+                    report.engine,
+                    gmp.scenario,
+                    gmp.late_starts,
+                    gmp.target_rate.unwrap_or_default()
+                );
+            }
             if gmp.scenario == Scenario::Herd.name() {
                 let _ = writeln!(
                     out,

@@ -5,9 +5,12 @@
 use super::{BenchDevice, Group};
 use crate::auth::token;
 use crate::db;
-use crate::db::repo::{devices, policies as policy_repo};
+use crate::db::repo::{device_fields, devices, policies as policy_repo};
 use crate::domain::audit::Actor;
-use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, config_hash, served_fields};
+use crate::domain::device::{
+    Connectivity, Device, DeviceKind, FieldRecord, Lifecycle, ReportedKind, ReportedRecord, ServedField,
+    config_hash, served_fields,
+};
 use crate::domain::policy::SettingValue;
 use crate::domain::resolve::resolve;
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId, TenantName};
@@ -16,6 +19,7 @@ use crate::services::devices::CREDENTIAL_PREFIX;
 use crate::services::effective::served_digest;
 use crate::services::policies::{self, PolicyEdit};
 use crate::services::references::References;
+use crate::services::served_audit::is_violation;
 use crate::services::tenants;
 use crate::state::AppState;
 use base64::Engine;
@@ -93,6 +97,19 @@ pub fn describe(error: &ApiError) -> String {
 }
 
 pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, ApiError> {
+    seed_reporting(state, options, 0).await
+}
+
+/// [`seed`], and every device gets the field-audit record of [`OVERRIDDEN`] that its last
+/// report would have left: every `overrides_every`-th device (0: none, and no records at all)
+/// reports a local value of its own (`false`), the others that they inherit it. So "who
+/// overrides this field" finds a few among as many records of that field as there are devices.
+/// The records are written with the repository function the report path uses.
+pub async fn seed_reporting(
+    state: &AppState,
+    options: &SeedOptions,
+    overrides_every: u64,
+) -> Result<Seeded, ApiError> {
     let started = Instant::now();
     let name = format!("Bench {}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let name = TenantName::parse("name", &name).map_err(ApiError::field)?;
@@ -145,32 +162,38 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
     let tree = policy_repo::load_tree(&state.db, tenant.id).await?;
     let served = |id: PolicyId, values: &BTreeMap<String, SettingValue>| {
         let resolution = resolve(&tree.chain(id), values);
-        let audit_key = served_digest(&served_fields(&resolution));
-        (config_hash(&resolution, &BTreeSet::new()), audit_key)
+        let fields = served_fields(&resolution);
+        let audit_key = served_digest(&fields);
+        let overridable = fields.get(OVERRIDDEN).cloned().unwrap_or_else(ServedField::unset);
+        Served {
+            etag: config_hash(&resolution, &BTreeSet::new()),
+            audit_key,
+            overridable,
+        }
     };
-    let etags: Vec<(PolicyId, String, String)> = targets
+    let shared: Vec<(PolicyId, Served)> = targets
         .iter()
-        .map(|&id| {
-            let (etag, audit_key) = served(id, &BTreeMap::new());
-            (id, etag, audit_key)
-        })
+        .map(|&id| (id, served(id, &BTreeMap::new())))
         .collect();
 
     let total = options.steady + options.new;
     let mut seeded = Vec::with_capacity(total as usize);
     let mut batch = Vec::with_capacity(DEVICES_PER_TRANSACTION);
+    let mut records = Vec::new();
     for index in 0..total {
         let group = if index < options.steady {
             Group::Steady
         } else {
             Group::New
         };
-        let (policy_id, shared_etag, shared_audit_key) = &etags[(index % etags.len() as u64) as usize];
+        let (policy_id, shared_served) = &shared[(index % shared.len() as u64) as usize];
         let values = own_values(index, options.own_values_every);
-        let (etag, audit_key) = if values.is_empty() {
-            (shared_etag.clone(), shared_audit_key.clone())
+        let own_served;
+        let served_now = if values.is_empty() {
+            shared_served
         } else {
-            served(*policy_id, &values)
+            own_served = served(*policy_id, &values);
+            &own_served
         };
         let credential = token::generate(CREDENTIAL_PREFIX);
         let mut seeded_device = device(
@@ -178,11 +201,21 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
             index,
             *policy_id,
             group,
-            (&etag, &audit_key),
+            (&served_now.etag, &served_now.audit_key),
             options.pull_interval_seconds,
             state.clock.now(),
         );
         seeded_device.device_values = values;
+        if overrides_every > 0 {
+            let overrides = index.is_multiple_of(overrides_every);
+            records.push(reported_record(
+                seeded_device.id,
+                &served_now.overridable,
+                overrides,
+                state.clock.now(),
+            ));
+        }
+        let etag = served_now.etag.clone();
         batch.push((seeded_device, token::digest(&credential)));
         seeded.push(BenchDevice {
             credential,
@@ -192,8 +225,10 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
         if batch.len() == DEVICES_PER_TRANSACTION || index + 1 == total {
             let txn = db::begin_write(&state.db).await?;
             devices::insert_many(&txn, &batch, state.clock.now()).await?;
+            device_fields::put(&txn, tenant.id, &records).await?;
             txn.commit().await?;
             batch.clear();
+            records.clear();
         }
     }
     Ok(Seeded {
@@ -201,6 +236,42 @@ pub async fn seed(state: &AppState, options: &SeedOptions) -> Result<Seeded, Api
         devices: seeded,
         elapsed: started.elapsed(),
     })
+}
+
+/// What the devices of one (policy, own values) group are served.
+struct Served {
+    etag: String,
+    audit_key: String,
+    /// How [`OVERRIDDEN`] is served.
+    overridable: ServedField,
+}
+
+/// The field-audit record of [`OVERRIDDEN`] after a report saying the device overrides it
+/// (with `false`) or inherits it.
+fn reported_record(
+    device: DeviceId,
+    served: &ServedField,
+    overrides: bool,
+    now: DateTime<Utc>,
+) -> FieldRecord {
+    let reported = ReportedRecord {
+        state: if overrides {
+            ReportedKind::Overridden
+        } else {
+            ReportedKind::Inherited
+        },
+        local_value: overrides.then_some(json!(false)),
+        error: None,
+        since: now,
+    };
+    FieldRecord {
+        device_id: device,
+        path: OVERRIDDEN.to_owned(),
+        served: served.clone(),
+        served_since: now,
+        violation: is_violation(served, Some(&reported)),
+        reported: Some(reported),
+    }
 }
 
 /// The values of its own of device `index` (see [`SeedOptions::own_values_every`]).

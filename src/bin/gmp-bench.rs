@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use gmp::bench::impact::{self, ImpactOptions};
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
 use gmp::bench::onboard::{self, OnboardOptions};
-use gmp::bench::run::{self, RunOptions};
+use gmp::bench::run::{self, RunOptions, Servers};
+use gmp::bench::scale::{self, ScaleOptions};
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, baseline, of_group, read_credentials, write_credentials};
 use gmp::config::Config;
@@ -71,6 +72,20 @@ struct Engines {
     workers: Option<usize>,
 }
 
+impl Engines {
+    /// The options of the servers under test, with the work directory created.
+    fn servers(self) -> Result<Servers, String> {
+        std::fs::create_dir_all(&self.work_dir).map_err(|e| format!("{}: {e}", self.work_dir.display()))?;
+        Ok(Servers {
+            gmp_bin: self.gmp_bin,
+            work_dir: self.work_dir,
+            postgres_url: self.postgres_url,
+            skip_sqlite: self.skip_sqlite,
+            workers: self.workers,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Seed a tenant, its policy tree and devices into the database the `GMP_*` settings name,
@@ -98,9 +113,16 @@ enum Command {
         /// the seeded 60 s interval).
         #[arg(long, default_value_t = 3_500)]
         reuse_after_ms: u64,
+        /// Pulls per second on a fixed schedule (open loop: latency from each pull's due
+        /// time, at most `--connections` in flight); without it, closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
         /// The server's process id, to read its CPU time and memory.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Also report the CPU of all `postgres` processes per request.
+        #[arg(long)]
+        database_cpu: bool,
     },
     /// Serve the baseline for the devices of a credentials file until stopped.
     Baseline {
@@ -150,6 +172,36 @@ enum Command {
         #[command(flatten)]
         engines: Engines,
     },
+    /// The fleet-scale targets through `gmp serve`: steady `304` pulls at a fixed rate over
+    /// distinct devices, a root-policy edit on a large and a 1,000-device fleet, and "who
+    /// overrides a field" (PostgreSQL with `--postgres-url`, and SQLite).
+    Scale {
+        /// Devices on PostgreSQL.
+        #[arg(long, default_value_t = 1_000_000)]
+        devices: u64,
+        /// Devices on SQLite.
+        #[arg(long, default_value_t = 100_000)]
+        sqlite_devices: u64,
+        #[arg(long, default_value_t = 10)]
+        policies: u32,
+        /// Every n-th device reports a local override of the field asked about.
+        #[arg(long, default_value_t = 100)]
+        overrides_every: u64,
+        /// Steady pulls per second.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
+        /// Length of the steady pulls.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Pulls in flight at most.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Timed edits per fleet, and timed override queries.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        #[command(flatten)]
+        engines: Engines,
+    },
     /// Everything: seed, start `gmp serve` and the baseline, run the scenarios against both,
     /// onboard, print the table (SQLite, and PostgreSQL with `--postgres-url`).
     All {
@@ -160,6 +212,10 @@ enum Command {
         /// Length of each steady-state scenario (the herd stops at this too).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Pulls per second of the `304` and `200` scenarios, on a fixed schedule (open loop);
+        /// without it they pull as fast as answers come. The herd is always every device at once.
+        #[arg(long)]
+        rate: Option<f64>,
         #[arg(long, default_value_t = 10_000)]
         onboard_devices: u32,
         #[arg(long, default_value_t = 64)]
@@ -199,6 +255,15 @@ fn loopback_only(server: &str) -> Result<(), String> {
     }
 }
 
+/// Prints the table and writes the reports as JSON to `path`.
+fn write_report(path: &std::path::Path, reports: &impl serde::Serialize, table: &str) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(reports).map_err(|e| e.to_string())?;
+    std::fs::write(path, json).map_err(|e| e.to_string())?;
+    println!("{table}");
+    eprintln!("details: {}", path.display());
+    Ok(())
+}
+
 fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",
@@ -231,7 +296,9 @@ async fn execute(command: Command) -> Result<(), String> {
             connections,
             seconds,
             reuse_after_ms,
+            rate,
             server_pid,
+            database_cpu,
         } => {
             loopback_only(&server)?;
             let scenario = scenario(&name)?;
@@ -248,7 +315,9 @@ async fn execute(command: Command) -> Result<(), String> {
                 base_url: server,
                 connections,
                 duration: Duration::from_secs(seconds),
+                rate,
                 server_pid,
+                database_cpu,
             };
             print_json(&load::run(scenario, Arc::new(pool), &options).await);
         }
@@ -292,69 +361,74 @@ async fn execute(command: Command) -> Result<(), String> {
             own_values_every,
             runs,
             page,
-            engines:
-                Engines {
-                    gmp_bin,
-                    work_dir,
-                    postgres_url,
-                    skip_sqlite,
-                    workers,
-                },
+            engines,
         } => {
-            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let servers = engines.servers()?;
             let options = ImpactOptions {
-                gmp_bin,
-                work_dir: work_dir.clone(),
+                servers: servers.clone(),
                 devices,
                 policies,
                 own_values_every,
                 runs,
                 page,
-                postgres_url,
-                skip_sqlite,
-                workers,
             };
             let (reports, table) = impact::run(&options).await?;
-            let json = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
-            let path = work_dir.join("impact.json");
-            std::fs::write(&path, json).map_err(|e| e.to_string())?;
-            println!("{table}");
-            eprintln!("details: {}", path.display());
+            write_report(&servers.work_dir.join("impact.json"), &reports, &table)?;
+        }
+        Command::Scale {
+            devices,
+            sqlite_devices,
+            policies,
+            overrides_every,
+            rate,
+            seconds,
+            connections,
+            runs,
+            engines,
+        } => {
+            if rate.is_nan() || rate <= 0.0 || overrides_every == 0 {
+                return Err("--rate and --overrides-every must be positive".into());
+            }
+            let servers = engines.servers()?;
+            let options = ScaleOptions {
+                servers: servers.clone(),
+                devices,
+                sqlite_devices,
+                policies,
+                overrides_every,
+                rate,
+                duration: Duration::from_secs(seconds),
+                connections,
+                runs,
+            };
+            let (reports, table) = scale::run(&options).await?;
+            write_report(&servers.work_dir.join("scale.json"), &reports, &table)?;
         }
         Command::All {
             fleet,
             connections,
             seconds,
+            rate,
             onboard_devices,
             onboard_clients,
             onboard_max_seconds,
-            engines:
-                Engines {
-                    gmp_bin,
-                    work_dir,
-                    postgres_url,
-                    skip_sqlite,
-                    workers,
-                },
+            engines,
         } => {
-            std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+            let servers = engines.servers()?;
             let options = RunOptions {
-                gmp_bin,
+                servers: servers.clone(),
                 bench_bin: std::env::current_exe().map_err(|e| e.to_string())?,
-                work_dir: work_dir.clone(),
                 seed: fleet.options(),
                 connections,
                 duration: Duration::from_secs(seconds),
+                rate,
                 onboard_devices,
                 onboard_clients,
                 onboard_time_limit: Duration::from_secs(onboard_max_seconds),
-                postgres_url,
-                skip_sqlite,
-                workers,
             };
             let (_, table) = run::run(&options).await?;
             println!("{table}");
-            eprintln!("details: {}", work_dir.join("report.json").display());
+            eprintln!("details: {}", servers.work_dir.join("report.json").display());
         }
     }
     Ok(())

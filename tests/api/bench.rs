@@ -7,6 +7,7 @@ use gmp::bench::baseline::{self, Baseline};
 use gmp::bench::impact;
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
 use gmp::bench::onboard::{self, OnboardOptions};
+use gmp::bench::scale;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
 use gmp::db::repo::devices;
@@ -18,7 +19,9 @@ fn options(base_url: &str, seconds: f64) -> LoadOptions {
         base_url: base_url.to_owned(),
         connections: 4,
         duration: Duration::from_secs_f64(seconds),
+        rate: None,
         server_pid: Some(std::process::id()),
+        database_cpu: false,
     }
 }
 
@@ -152,4 +155,60 @@ async fn the_impact_scenario_previews_a_draft_over_a_seeded_fleet() {
     assert_eq!(measured.listed, 10);
     assert_eq!(measured.times_ms.len(), 3);
     assert!(measured.times_ms.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[tokio::test]
+async fn a_fixed_rate_sends_each_device_once_on_schedule() {
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 30,
+        new: 0,
+        policies: 1,
+        pull_interval_seconds: 60,
+        own_values_every: 0,
+    };
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    // 100/s for 0.5 s would be 50 pulls; the 30 devices are used once each.
+    let at_rate = LoadOptions {
+        rate: Some(100.0),
+        database_cpu: true,
+        ..options(&app.address, 0.5)
+    };
+    let report = load::run(
+        Scenario::NotModified,
+        Arc::new(DevicePool::once(seeded.devices)),
+        &at_rate,
+    )
+    .await;
+    assert_eq!(report.statuses.get(&304), Some(&30), "{report:?}");
+    assert_eq!((report.errors, report.target_rate), (0, Some(100.0)));
+    // The schedule, not the answers, sets the pace: 30 pulls take at least 0.3 s.
+    assert!(report.seconds >= 0.3, "{report:?}");
+    assert!(report.requests_per_second <= 100.0, "{report:?}");
+    assert!(report.max_ms >= report.p99_ms && report.p99_ms >= report.p50_ms);
+    assert!(report.database_cpu_us_per_request.is_some());
+}
+
+#[tokio::test]
+async fn the_scale_scenario_edits_the_root_and_finds_every_overrider() {
+    let app = TestApp::spawn().await;
+    // 25 devices, every 10th reports an override: devices 0, 10 and 20.
+    let fleet = scale::seed_fleet(&app.state, 25, 2, 10, "scale-test")
+        .await
+        .unwrap();
+    assert_eq!((fleet.devices, fleet.overriders, fleet.pulls.len()), (25, 3, 25));
+    let client = load::http_client(1);
+    let edits = scale::time_edits(&client, &app.address, &fleet, 3, None)
+        .await
+        .unwrap();
+    assert_eq!((edits.devices, edits.timed.runs), (25, 3));
+    assert!(edits.timed.max_ms >= edits.timed.p50_ms);
+    assert_eq!(edits.rows_written_per_edit, None);
+    let overrides = scale::time_overrides(&client, &app.address, &fleet, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (overrides.listed, overrides.wrong, overrides.timed.runs),
+        (3, 0, 2)
+    );
 }
