@@ -12,7 +12,7 @@ use crate::helpers::{PASSWORD, TestApp};
 use crate::ui_client::Browser;
 use gmp::auth::token;
 use gmp::bench::seed::{self, SeedOptions};
-use gmp::bench::{Group, of_group};
+use gmp::bench::{BenchDevice, Group, of_group};
 use gmp::db::changes::{Announce, Change};
 use gmp::db::repo::{
     billing_usage, device_fields, device_groups, device_reregistrations, devices, enrollment_tokens,
@@ -176,6 +176,22 @@ fn full_scans(backend: DbBackend, plan: &[String]) -> Vec<String> {
     scans
 }
 
+/// Each device's first pull, and the served audit they queued written: the devices then have
+/// a field audit to read and write.
+async fn first_pulls(app: &TestApp, devices: &[BenchDevice]) {
+    for device in devices {
+        let pulled = app
+            .client
+            .get(app.url("/device/v1/config"))
+            .bearer_auth(&device.credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pulled.status(), 200);
+    }
+    served_audit::flush(&app.state).await.unwrap();
+}
+
 #[tokio::test]
 async fn every_device_side_query_uses_an_index_on_both_engines() {
     let app = TestApp::spawn().await;
@@ -200,17 +216,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
     // The herd's first pulls, so that devices have a field audit to read and write (and the
     // planner's statistics see many devices in it, as on a real server).
     let new = of_group(&seeded.devices, Group::New);
-    for device in &new {
-        let pulled = app
-            .client
-            .get(app.url("/device/v1/config"))
-            .bearer_auth(&device.credential)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(pulled.status(), 200);
-    }
-    served_audit::flush(&app.state).await.unwrap();
+    first_pulls(&app, &new).await;
     let digest = token::digest(&new[0].credential);
     let tenant = seeded.tenant;
     let device = devices::find_by_credential(&app.state.db, &digest)
@@ -497,17 +503,7 @@ async fn who_overrides_a_field_reads_only_the_overridden_rows_on_both_engines() 
     let seeded = seed::seed(&app.state, &fleet).await.unwrap();
     let tenant = seeded.tenant;
     let new = of_group(&seeded.devices, Group::New);
-    for device in &new {
-        let pulled = app
-            .client
-            .get(app.url("/device/v1/config"))
-            .bearer_auth(&device.credential)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(pulled.status(), 200);
-    }
-    served_audit::flush(&app.state).await.unwrap();
+    first_pulls(&app, &new).await;
     // Every sixth device reports a local override of the field.
     let mut overriders = Vec::new();
     for device in new.iter().step_by(6) {
