@@ -18,6 +18,7 @@ mod m20261128_200001_pull_state_feed;
 mod m20261128_210000_device_buckets;
 mod m20261128_220001_ui_sessions;
 mod m20261129_000001_override_indexes;
+mod m20261129_000002_devices_fillfactor;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_210000_device_buckets::Migration),
             Box::new(m20261128_220001_ui_sessions::Migration),
             Box::new(m20261129_000001_override_indexes::Migration),
+            Box::new(m20261129_000002_devices_fillfactor::Migration),
         ]
     }
 }

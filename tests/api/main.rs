@@ -12,6 +12,7 @@ mod connectwise;
 mod connectwise_mock;
 mod deploy;
 mod device_directory;
+mod device_rows;
 pub mod devices;
 mod docs;
 mod edge;
