@@ -315,8 +315,9 @@ async fn run_engine(
     let rest = Duration::from_millis(u64::from((interval / 16).max(1)) * 1000 + 500);
 
     // The steady state is that of a replica that has served every device before: two unmeasured
-    // pulls per steady device, a rest apart. The first writes the device's served audit (which
-    // changes its row), the second finds the row again and keeps it in the device directory.
+    // pulls per steady device, a rest apart. The first reads each device from the database and
+    // keeps it in the device directory (a seeded device's audit is already up to date, so it
+    // writes only its check-in); the second is answered from the directory.
     for pass in 1..=2 {
         eprintln!("[{engine}] warm-up pass {pass}: one pull per steady device");
         let warm = LoadOptions {

@@ -100,7 +100,7 @@ pub struct ScaleReport {
     pub engine: String,
     pub devices: u64,
     pub seed_seconds: f64,
-    /// Seconds `VACUUM (ANALYZE)` took after seeding (PostgreSQL).
+    /// Seconds `VACUUM (ANALYZE)` and `CHECKPOINT` took after seeding (PostgreSQL).
     pub vacuum_seconds: Option<f64>,
     /// Devices seeded as overriding [`OVERRIDDEN`] (large fleet).
     pub overriders: u64,
@@ -204,7 +204,7 @@ async fn run_engine(
     }
     .await;
     let vacuum = if postgres && fleets.is_ok() {
-        Some(vacuum_analyze(&state).await?)
+        Some(settle(&state).await?)
     } else {
         None
     };
@@ -318,7 +318,7 @@ pub async fn time_overrides(
 /// grew to this size over time, then checkpoints it, as the checkpointer long has; otherwise
 /// autovacuum would work through the million new rows, and the checkpointer write out the
 /// gigabyte just loaded, during the measurements. Returns the seconds it took.
-async fn vacuum_analyze(state: &AppState) -> Result<f64, String> {
+async fn settle(state: &AppState) -> Result<f64, String> {
     let started = Instant::now();
     // Outside a transaction (VACUUM cannot run in one): a plain pooled connection.
     for statement in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
