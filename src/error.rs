@@ -175,7 +175,7 @@ pub const BUSY_RETRY_SECONDS: u64 = 2;
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(error: sea_orm::DbErr) -> Self {
-        if is_busy(&error) {
+        if is_busy(&error) || is_lost_connection(&error) {
             // Overload, not a fault: the client may simply come back. The cause still goes to
             // the log through `internal`'s cause.
             return Self {
@@ -197,6 +197,30 @@ fn is_busy(error: &sea_orm::DbErr) -> bool {
         || text.contains("database table is locked")
         || text.contains("pool timed out")
         || text.contains("PoolTimedOut")
+}
+
+/// True when the query failed because its connection to the database was lost (the server
+/// restarted or dropped it): the pool replaces the connection, so a retry can succeed.
+/// Connections are pinged only after sitting idle (`db::PING_IF_IDLE_FOR`), so one that broke
+/// since its last use is found by the next query on it.
+fn is_lost_connection(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    let (sea_orm::DbErr::Conn(runtime) | sea_orm::DbErr::Exec(runtime) | sea_orm::DbErr::Query(runtime)) =
+        error
+    else {
+        return false;
+    };
+    let sea_orm::RuntimeErr::SqlxError(sqlx) = runtime else {
+        return false;
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::Protocol(_) | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception) and 57P (the server shutting down).
+        Sqlx::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }
 
 impl From<sea_orm::TransactionError<ApiError>> for ApiError {
@@ -221,6 +245,17 @@ mod tests {
         assert_eq!(error.code, Code::Unavailable);
         assert_eq!(error.retry_after, Some(BUSY_RETRY_SECONDS));
         assert!(error.cause().is_some(), "the cause is still logged");
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let lost = sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(
+            sea_orm::sqlx::Error::Io(reset),
+        )));
+        let error = ApiError::from(lost);
+        assert_eq!(
+            error.code,
+            Code::Unavailable,
+            "a lost connection is worth a retry"
+        );
+        assert_eq!(error.retry_after, Some(BUSY_RETRY_SECONDS));
         let other = ApiError::from(sea_orm::DbErr::Custom("syntax error".into()));
         assert_eq!(other.code, Code::Internal);
     }

@@ -8,7 +8,7 @@ mod entities;
 pub mod repo;
 mod write;
 
-pub use write::{WRITE_CHUNK, WriteTxn, begin_write};
+pub use write::{WRITE_CHUNK, WriteTxn, begin_batch_write, begin_write};
 
 use crate::config::Secret;
 use gmp_migrations::{Migrator, MigratorTrait};
@@ -27,15 +27,28 @@ const SQLITE_CACHE_KIB: u32 = 32 * 1024;
 /// find pages in the WAL through its index, so its length costs them little.
 const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
+/// A pooled connection is checked with a ping before use only after this long idle. The pool's
+/// default pings on every checkout: a second round trip for each query, which on PostgreSQL
+/// doubled the database work of a pull that reads its device (and on SQLite is a hand-off to
+/// the connection's worker thread and back). A connection the server, a proxy or a firewall
+/// dropped has usually sat idle; one that breaks while in use fails its query, the request
+/// answers `503` with `Retry-After`, and the pool replaces the connection.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Opens a connection pool. SQLite runs in WAL mode with foreign keys on and waits for a busy
 /// writer instead of failing at once.
 pub async fn connect(url: &Secret, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.expose().to_owned());
     options
         .max_connections(max_connections)
-        .min_connections(1)
+        // Every connection is opened at start, not on the first requests that find the pool
+        // short: a new PostgreSQL backend takes tens of milliseconds to connect, load its
+        // catalogue and prepare its first statements, and with one connection kept the first
+        // second of a 2,000/s load spent that on hundreds of requests.
+        .min_connections(max_connections)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)

@@ -118,7 +118,7 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
     while !batch.is_empty() {
         let chunk: Vec<_> = batch.drain(..batch.len().min(db::WRITE_CHUNK)).collect();
         let stored = async {
-            let txn = db::begin_write(conn).await?;
+            let txn = db::begin_batch_write(conn).await?;
             write_batch(&txn, &chunk).await?;
             txn.commit().await?;
             Ok::<_, ApiError>(())

@@ -69,3 +69,39 @@ async fn check_ins_update_device_rows_in_place() {
     }
     txn.rollback().await.unwrap();
 }
+
+/// The batches of check-ins and served-field audit commit without waiting for the disk
+/// (`db::begin_batch_write`): on PostgreSQL `synchronous_commit` is off for those transactions
+/// only, and every other write still waits; on SQLite (WAL mode, `synchronous = NORMAL`) no
+/// commit waits for the disk.
+#[tokio::test]
+async fn batch_writes_do_not_wait_for_the_disk_and_other_writes_still_do() {
+    let app = TestApp::spawn().await;
+    let sql = if app.db.is_postgres() {
+        "SELECT current_setting('synchronous_commit')"
+    } else {
+        "PRAGMA synchronous"
+    };
+    let batch = gmp::db::begin_batch_write(&app.state.db).await.unwrap();
+    let in_batch = setting(&batch, sql).await;
+    batch.commit().await.unwrap();
+    // The setting ends with the batch's transaction, on the same pooled connection too.
+    let write = gmp::db::begin_write(&app.state.db).await.unwrap();
+    let in_write = setting(&write, sql).await;
+    write.rollback().await.unwrap();
+    let expected = if app.db.is_postgres() {
+        ("off", "on")
+    } else {
+        ("1", "1") // NORMAL
+    };
+    assert_eq!((in_batch.as_str(), in_write.as_str()), expected);
+}
+
+/// A setting as text, whichever type the engine answers with.
+async fn setting(txn: &gmp::db::WriteTxn, sql: &str) -> String {
+    let statement = Statement::from_string(txn.get_database_backend(), sql);
+    let row = txn.query_one_raw(statement).await.unwrap().unwrap();
+    row.try_get_by_index::<String>(0)
+        .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+        .unwrap()
+}

@@ -10,6 +10,7 @@ mod bulk_settings;
 mod cli;
 mod connectwise;
 mod connectwise_mock;
+mod db_pool;
 mod deploy;
 mod device_directory;
 mod device_rows;

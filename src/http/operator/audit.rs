@@ -4,7 +4,7 @@ use crate::auth::Operator;
 use crate::domain::OperatorId;
 use crate::domain::audit::{Entry, Filter};
 use crate::error::ApiError;
-use crate::http::operator::policies::ChangeResponse;
+use crate::http::operator::policy_versions::ChangeResponse;
 use crate::http::problem::ProblemDetails;
 use crate::http::types::{PageQuery, PageResponse};
 use crate::services::audit;

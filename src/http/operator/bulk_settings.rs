@@ -1,7 +1,8 @@
 //! Device values in bulk: export a device's values, and apply values to many devices in one
 //! request with a result per device, as a dry run first.
 
-use super::policies::{ChangeResponse, SaveQuery};
+use super::policies::SaveQuery;
+use super::policy_versions::ChangeResponse;
 use crate::auth::{Editor, Operator};
 use crate::domain::{DeviceId, Expected, FieldError};
 use crate::error::ApiError;

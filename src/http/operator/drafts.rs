@@ -1,9 +1,9 @@
 //! Drafts of a policy and impact previews: what publishing a draft, rolling back or importing
 //! would change on which devices, before anything changes. Everyone reads; editors change.
 
-use super::policies::{
-    ChangeResponse, SaveQuery, UpdatePolicyRequest, import_body, references, saved_response,
-};
+use super::policies::{SaveQuery, UpdatePolicyRequest, references, saved_response};
+use super::policy_transfer::import_body;
+use super::policy_versions::ChangeResponse;
 use crate::auth::{Editor, Operator};
 use crate::domain::{DraftId, PolicyId};
 use crate::error::ApiError;
@@ -487,7 +487,7 @@ pub struct ImportImpactQuery {
         ("policy_id" = Uuid, Path), ImportImpactQuery,
         ("X-Export-Passphrase" = Option<String>, Header, description = "The passphrase of a document sent as downloaded"),
     ),
-    request_body(content = crate::http::operator::policies::ImportRequest, description = "As for the import"),
+    request_body(content = crate::http::operator::policy_transfer::ImportRequest, description = "As for the import"),
     responses(
         (status = 200, body = ImpactResponse),
         (status = 400, response = ProblemDetails),

@@ -2,7 +2,7 @@
 //! field, the devices of a policy, and the policy dashboard.
 
 use super::devices::DeviceResponse;
-use super::policies::PolicyRefResponse;
+use super::policy_versions::PolicyRefResponse;
 use crate::auth::Operator;
 use crate::domain::device::{ReportedKind, ReportedRecord, ServedSource};
 use crate::domain::field_audit::{HistoryEntry, HistoryEvent, InheritedState, OverrideKind};

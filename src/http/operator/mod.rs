@@ -14,6 +14,8 @@ pub mod me;
 pub mod operators;
 pub mod policies;
 pub mod policy_status;
+pub mod policy_transfer;
+pub mod policy_versions;
 pub mod reregistrations;
 pub mod rollouts;
 pub mod settings;
@@ -42,14 +44,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(policies::get_policy)
         .service(policies::update_policy)
         .service(policies::delete_policy)
-        .service(policies::list_policy_versions)
-        .service(policies::get_policy_version)
-        .service(policies::diff_policy_versions)
-        .service(policies::rollback_policy)
-        .service(policies::get_resolved_policy)
-        .service(policies::export_policy)
-        .service(policies::export_policy_with_secrets)
-        .service(policies::import_policy)
+        .service(policy_versions::list_policy_versions)
+        .service(policy_versions::get_policy_version)
+        .service(policy_versions::diff_policy_versions)
+        .service(policy_versions::rollback_policy)
+        .service(policy_versions::get_resolved_policy)
+        .service(policy_transfer::export_policy)
+        .service(policy_transfer::export_policy_with_secrets)
+        .service(policy_transfer::import_policy)
         .service(drafts::create_draft)
         .service(drafts::list_drafts)
         .service(drafts::get_draft)
