@@ -175,17 +175,22 @@ pub const BUSY_RETRY_SECONDS: u64 = 2;
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(error: sea_orm::DbErr) -> Self {
-        if is_busy(&error) || is_lost_connection(&error) {
-            // Overload, not a fault: the client may simply come back. The cause still goes to
-            // the log through `internal`'s cause.
-            return Self {
-                code: Code::Unavailable,
-                detail: "the server is busy; retry after the time given".into(),
-                retry_after: Some(BUSY_RETRY_SECONDS),
-                ..Self::internal(error)
-            };
+        // Overload, or a database connection lost (the pool replaces it): not a fault of the
+        // request, and the client may simply come back. The cause still goes to the log
+        // through `internal`'s cause.
+        let detail = if is_busy(&error) {
+            "the server is busy; retry after the time given"
+        } else if is_lost_connection(&error) {
+            "the database connection was lost; retry after the time given"
+        } else {
+            return Self::internal(error);
+        };
+        Self {
+            code: Code::Unavailable,
+            detail: detail.into(),
+            retry_after: Some(BUSY_RETRY_SECONDS),
+            ..Self::internal(error)
         }
-        Self::internal(error)
     }
 }
 
@@ -256,6 +261,7 @@ mod tests {
             "a lost connection is worth a retry"
         );
         assert_eq!(error.retry_after, Some(BUSY_RETRY_SECONDS));
+        assert!(error.detail.contains("connection was lost"), "{}", error.detail);
         let other = ApiError::from(sea_orm::DbErr::Custom("syntax error".into()));
         assert_eq!(other.code, Code::Internal);
     }

@@ -88,9 +88,10 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
 /// on disk within three `wal_writer_delay`s (600 ms by default). A crash of PostgreSQL itself
 /// can lose that much of these batches, never half of one, and nothing else: the queues already
 /// lose a flush interval when the server crashes, and a device's next pull records both again.
-/// Waiting for the disk instead, each batch's commit held the WAL's write lock through a disk
-/// flush that took up to 200 ms on the benchmark machine, and reads that had to log a page
-/// change waited behind it (every device read stalled for 90 ms at such moments). On SQLite, a
+/// Waiting for the disk instead, a batch's commit took up to 208 ms on the benchmark machine,
+/// and at those moments every device read in flight stalled with it for about 90 ms (most
+/// likely waiting behind the WAL flush to log a page change; PostgreSQL's log showed only the
+/// coincidence). On SQLite, a
 /// commit in WAL mode with `synchronous = NORMAL` never waits for the disk anyway.
 pub async fn begin_batch_write(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
     let txn = begin_write(db).await?;
