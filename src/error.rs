@@ -137,6 +137,18 @@ impl ApiError {
         }
     }
 
+    /// The same error for another of the requests one failure answers (a batch's): the same
+    /// code, detail and retry advice; the cause is kept as its text.
+    pub fn again(&self) -> Self {
+        Self {
+            code: self.code,
+            detail: self.detail.clone(),
+            errors: self.errors.clone(),
+            retry_after: self.retry_after,
+            cause: self.cause.as_ref().map(|cause| cause.to_string().into()),
+        }
+    }
+
     pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         self.cause.as_deref()
     }
@@ -262,6 +274,16 @@ mod tests {
         );
         assert_eq!(error.retry_after, Some(BUSY_RETRY_SECONDS));
         assert!(error.detail.contains("connection was lost"), "{}", error.detail);
+        // Each request a batch answered gets the same answer.
+        let again = error.again();
+        assert_eq!(
+            (again.code, &again.detail, again.retry_after),
+            (error.code, &error.detail, error.retry_after)
+        );
+        assert_eq!(
+            again.cause().map(ToString::to_string),
+            error.cause().map(ToString::to_string)
+        );
         let other = ApiError::from(sea_orm::DbErr::Custom("syntax error".into()));
         assert_eq!(other.code, Code::Internal);
     }

@@ -53,6 +53,8 @@ struct Inner {
     /// Device credential lookups answered from memory, and from the database.
     directory_hits: u64,
     directory_misses: u64,
+    /// Queries that read missed devices (several misses share one under load).
+    device_read_queries: u64,
 }
 
 /// The process's metrics.
@@ -121,6 +123,11 @@ impl Metrics {
         } else {
             inner.directory_misses += 1;
         }
+    }
+
+    /// One query reading the devices of missed lookups.
+    pub fn device_read_query(&self) {
+        self.inner.lock().expect("metrics").device_read_queries += 1;
     }
 
     pub fn checkins_flushed(&self, n: u64) {
@@ -220,6 +227,12 @@ impl Metrics {
         for (result, n) in [("hit", inner.directory_hits), ("miss", inner.directory_misses)] {
             let _ = writeln!(out, "gmp_device_lookups_total{{result=\"{result}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP gmp_device_read_queries_total Database queries reading the devices of missed lookups (misses arriving together share one)."
+        );
+        let _ = writeln!(out, "# TYPE gmp_device_read_queries_total counter");
+        let _ = writeln!(out, "gmp_device_read_queries_total {}", inner.device_read_queries);
         if let Some(pool) = pool {
             let _ = writeln!(
                 out,

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
 use crate::services::device_directory::DeviceDirectory;
+use crate::services::device_reads::{self, DeviceReads};
 use crate::services::effective::EffectiveCache;
 use crate::services::registration_queue::RegistrationQueue;
 use crate::services::served_audit::ServedQueue;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub served: Arc<ServedQueue>,
     /// Registrations waiting to be written together.
     pub registrations: Arc<RegistrationQueue>,
+    /// Directory misses waiting to be read together.
+    pub device_reads: Arc<DeviceReads>,
     /// Current session epochs of operators, cached briefly (see `services::sessions`).
     pub sessions: Arc<SessionEpochs>,
     /// Every argon2 computation (passwords, export keys) runs here, a bounded number at once.
@@ -90,6 +93,7 @@ impl AppState {
             directory: Arc::new(DeviceDirectory::new(config.device_cache_bytes)),
             served: Arc::new(ServedQueue::new(config.checkin_buffer_capacity)),
             registrations: Arc::default(),
+            device_reads: Arc::new(DeviceReads::new(device_reads::BATCH)),
             hashing: HashPool::new(
                 config
                     .password_hash_concurrency

@@ -3,12 +3,14 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod billing;
 pub mod bootstrap;
 pub mod bulk_settings;
 pub mod checkins;
 pub mod connectwise;
 pub mod device_directory;
+pub mod device_reads;
 pub mod devices;
 pub mod drafts;
 pub mod effective;

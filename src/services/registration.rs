@@ -2,7 +2,7 @@
 //! its credential afterwards.
 
 use super::devices::{CREDENTIAL_PREFIX, device_entry};
-use super::{audit, registration_queue, reregistrations};
+use super::{audit, device_reads, registration_queue, reregistrations};
 use crate::auth::token;
 use crate::db::repo::{device_reregistrations, devices, enrollment_tokens, policies, tenants};
 use crate::domain::audit::Actor;
@@ -267,7 +267,7 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, 
     }
     state.metrics.device_directory(false);
     let since = state.directory.since();
-    let Some(device) = devices::find_by_credential(&state.db, &digest).await? else {
+    let Some(device) = device_reads::by_credential(state, digest.clone()).await? else {
         if device_reregistrations::is_pending(&state.db, &digest).await? {
             return Err(reregistrations::waiting());
         }

@@ -14,96 +14,53 @@
 //! the batch rolls back and each of its registrations is written again alone, so every request
 //! gets exactly the answer it would have had alone.
 
+use super::batch::{Batcher, Waiting};
 use super::registration::{Prepared, Written, write};
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 
 /// At most this many registrations per transaction: the writer turn stays short.
-pub const BATCH: usize = 64;
-
-struct Queued {
-    prepared: Prepared,
-    answer: oneshot::Sender<Result<Written, ApiError>>,
-}
+const BATCH: usize = 64;
 
 /// Registrations waiting to be written, and the turn to write them.
-#[derive(Default)]
-pub struct RegistrationQueue {
-    waiting: Mutex<VecDeque<Queued>>,
-    turn: Arc<tokio::sync::Mutex<()>>,
-}
+#[derive(Debug)]
+pub struct RegistrationQueue(Batcher<Prepared, Written>);
 
-impl std::fmt::Debug for RegistrationQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistrationQueue")
-            .field("waiting", &self.lock().len())
-            .finish()
-    }
-}
-
-impl RegistrationQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Queued>> {
-        // A poisoned lock only means a thread panicked mid-push; the queue is still a queue.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn take(&self) -> Vec<Queued> {
-        let mut waiting = self.lock();
-        let n = waiting.len().min(BATCH);
-        waiting.drain(..n).collect()
+impl Default for RegistrationQueue {
+    fn default() -> Self {
+        Self(Batcher::new(BATCH))
     }
 }
 
 /// Writes a registration with the others waiting at the same moment; its own outcome.
 pub(super) async fn write_queued(state: &AppState, prepared: Prepared) -> Result<Written, ApiError> {
-    let queue = &state.registrations;
-    let (answer, mut answered) = oneshot::channel();
-    queue.lock().push_back(Queued { prepared, answer });
-    loop {
-        tokio::select! {
-            biased;
-            written = &mut answered => {
-                return written.unwrap_or_else(|_| Err(ApiError::internal("a registration batch was dropped")));
-            }
-            turn = queue.turn.clone().lock_owned() => {
-                let batch = queue.take();
-                if batch.is_empty() {
-                    // Taken by the previous turn, which has answered it.
-                    continue;
-                }
-                // On a task of its own: a client that hangs up cancels neither its own
-                // registration nor the others of the batch.
-                let state = state.clone();
-                tokio::spawn(async move {
-                    write_batch(&state, batch).await;
-                    drop(turn);
-                });
-            }
-        }
-    }
+    state
+        .registrations
+        .0
+        .submit(prepared, |batch| {
+            let state = state.clone();
+            async move { write_batch(&state, batch).await }
+        })
+        .await
 }
 
-async fn write_batch(state: &AppState, mut batch: Vec<Queued>) {
+async fn write_batch(state: &AppState, mut batch: Vec<Waiting<Prepared, Written>>) {
     let txn = match db::begin_write(&state.db).await {
         Ok(txn) => txn,
         Err(error) => {
             // Busy (or down) for all of them alike.
-            let text = error.to_string();
-            for queued in batch {
-                let error = sea_orm::DbErr::Custom(text.clone());
-                let _ = queued.answer.send(Err(error.into()));
+            let error = ApiError::from(error);
+            for waiting in batch {
+                waiting.answer(Err(error.again()));
             }
             return;
         }
     };
     let mut written = Vec::with_capacity(batch.len());
     let mut failure = None;
-    for queued in &batch {
-        match write(&txn, &queued.prepared).await {
+    for waiting in &batch {
+        match write(&txn, &waiting.item).await {
             Ok(outcome) => written.push(outcome),
             Err(error) => {
                 failure = Some(error);
@@ -119,21 +76,21 @@ async fn write_batch(state: &AppState, mut batch: Vec<Queued>) {
         }
     };
     let Some(error) = failure else {
-        for (queued, outcome) in batch.into_iter().zip(written) {
-            let _ = queued.answer.send(Ok(outcome));
+        for (waiting, outcome) in batch.into_iter().zip(written) {
+            waiting.answer(Ok(outcome));
         }
         return;
     };
     if batch.len() == 1 {
-        if let Some(queued) = batch.pop() {
-            let _ = queued.answer.send(Err(error));
+        if let Some(waiting) = batch.pop() {
+            waiting.answer(Err(error));
         }
         return;
     }
     // One of them failed (or the commit did): each alone, with its own answer.
-    for queued in batch {
-        let outcome = write_alone(state, &queued.prepared).await;
-        let _ = queued.answer.send(outcome);
+    for waiting in batch {
+        let outcome = write_alone(state, &waiting.item).await;
+        waiting.answer(outcome);
     }
 }
 

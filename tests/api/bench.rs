@@ -1,8 +1,7 @@
 //! The benchmark tooling (`gmp-bench`) works: a small fleet seeded through the service layer,
 //! the load generator against the real server and the baseline, and onboarding through the API.
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
-use gmp::auth::token;
+use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, stored_device};
 use gmp::bench::baseline::{self, Baseline};
 use gmp::bench::impact;
 use gmp::bench::load::{self, DevicePool, LoadOptions, Scenario};
@@ -10,7 +9,6 @@ use gmp::bench::onboard::{self, OnboardOptions};
 use gmp::bench::scale;
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{Group, of_group};
-use gmp::db::repo::devices;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,15 +41,11 @@ async fn a_seeded_fleet_pulls_304_and_200_and_its_herd_pulls_once() {
 
     // Stored as registration stores it: only the credential's SHA-256, and a steady device
     // already served the ETag the load generator will send.
-    let stored = devices::find_by_credential(&app.state.db, &token::digest(&steady[0].credential))
+    let stored = stored_device(&app.state.db, &steady[0].credential)
         .await
-        .unwrap()
         .expect("the seeded credential authenticates");
     assert_eq!(stored.served_hash.as_deref(), Some(steady[0].etag.as_str()));
-    let fresh = devices::find_by_credential(&app.state.db, &token::digest(&new[0].credential))
-        .await
-        .unwrap()
-        .unwrap();
+    let fresh = stored_device(&app.state.db, &new[0].credential).await.unwrap();
     assert_eq!(fresh.served_hash, None);
     assert_ne!(steady[0].etag, steady[1].etag, "two child policies, two configs");
 

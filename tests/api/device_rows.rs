@@ -1,7 +1,6 @@
 //! How the device side's writes land in the engines' storage.
 
-use crate::helpers::TestApp;
-use gmp::auth::token;
+use crate::helpers::{TestApp, stored_device};
 use gmp::bench::seed::{self, SeedOptions};
 use gmp::db::repo::devices;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
@@ -24,9 +23,8 @@ async fn check_ins_update_device_rows_in_place() {
     let mut checkins = Vec::new();
     let later = chrono::Utc::now() + chrono::Duration::days(3650);
     for device in seeded.devices.iter().step_by(3) {
-        let found = devices::find_by_credential(&app.state.db, &token::digest(&device.credential))
+        let found = stored_device(&app.state.db, &device.credential)
             .await
-            .unwrap()
             .expect("a seeded device");
         checkins.push((seeded.tenant, found.id, later, later));
     }

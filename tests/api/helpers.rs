@@ -396,6 +396,18 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
     body
 }
 
+/// The stored device presenting this credential, read as a directory miss reads it.
+pub async fn stored_device(
+    db: &impl ConnectionTrait,
+    credential: &str,
+) -> Option<gmp::domain::device::Device> {
+    let digest = gmp::auth::token::digest(credential);
+    gmp::db::repo::devices::find_by_credentials(db, &[digest.as_str()])
+        .await
+        .unwrap()
+        .remove(&digest)
+}
+
 pub fn etag_of(response: &Response) -> String {
     response
         .headers()

@@ -8,7 +8,7 @@
 //! PostgreSQL may prefer a sequential scan on a small table even when an index exists, so its
 //! plans are taken with `enable_seqscan = off`: a sequential scan then means no usable index.
 
-use crate::helpers::{PASSWORD, TestApp};
+use crate::helpers::{PASSWORD, TestApp, stored_device};
 use crate::ui_client::Browser;
 use gmp::auth::token;
 use gmp::bench::seed::{self, SeedOptions};
@@ -219,9 +219,8 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
     first_pulls(&app, &new).await;
     let digest = token::digest(&new[0].credential);
     let tenant = seeded.tenant;
-    let device = devices::find_by_credential(&app.state.db, &digest)
+    let device = stored_device(&app.state.db, &new[0].credential)
         .await
-        .unwrap()
         .expect("a seeded device");
 
     let txn = planning_transaction(&app).await;
@@ -240,7 +239,11 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .unwrap();
     policies::root_id(&conn, tenant).await.unwrap();
     // Authenticate and pull.
-    devices::find_by_credential(&conn, &digest).await.unwrap();
+    // Misses are read together: several credentials in one query.
+    let digests: Vec<String> = new.iter().take(8).map(|d| token::digest(&d.credential)).collect();
+    let digests: Vec<&str> = digests.iter().map(String::as_str).collect();
+    let found = devices::find_by_credentials(&conn, &digests).await.unwrap();
+    assert_eq!(found.len(), 8);
     device_reregistrations::is_pending(&conn, &digest).await.unwrap();
     tenants::pull_facts(&conn, tenant).await.unwrap();
     // The tree a pull loads once per policy revision: the statement writers run in their
@@ -507,9 +510,8 @@ async fn who_overrides_a_field_reads_only_the_overridden_rows_on_both_engines() 
     // Every sixth device reports a local override of the field.
     let mut overriders = Vec::new();
     for device in new.iter().step_by(6) {
-        let found = devices::find_by_credential(&app.state.db, &token::digest(&device.credential))
+        let found = stored_device(&app.state.db, &device.credential)
             .await
-            .unwrap()
             .expect("a seeded device");
         let mut record = device_fields::load(&app.state.db, tenant, found.id)
             .await

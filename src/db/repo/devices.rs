@@ -160,18 +160,23 @@ pub async fn find_by_hardware_for_update(
         .transpose()
 }
 
-/// The device presenting this credential. Device requests carry no tenant: the credential
-/// decides it, and every later query is scoped to that tenant.
-pub async fn find_by_credential(
+/// The devices presenting these credentials (by SHA-256), keyed by it; an unknown one is
+/// absent. Device requests carry no tenant: the credential decides it, and every later query
+/// is scoped to that tenant. One query for many: misses arriving together are read together.
+pub async fn find_by_credentials(
     conn: &impl ConnectionTrait,
-    credential_hash: &str,
-) -> Result<Option<Device>, DbErr> {
+    credential_hashes: &[&str],
+) -> Result<HashMap<String, Device>, DbErr> {
     Entity::find()
-        .filter(Column::CredentialHash.eq(credential_hash))
-        .one(conn)
+        .filter(Column::CredentialHash.is_in(credential_hashes.iter().copied()))
+        .all(conn)
         .await?
-        .map(to_domain)
-        .transpose()
+        .into_iter()
+        .map(|model| {
+            let hash = model.credential_hash.clone();
+            to_domain(model).map(|device| (hash, device))
+        })
+        .collect()
 }
 
 /// Filters of the device list; `None` matches everything.
