@@ -61,7 +61,8 @@ pub struct EngineReport {
     pub body_bytes: usize,
     pub server_rss_kib_idle: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
-    /// Seconds waited for the server to be quiet before each scenario, in their order.
+    /// Seconds waited for the server to be quiet before each scenario, in their order, then
+    /// before onboarding.
     pub quiet_waits_seconds: Vec<f64>,
     /// (gmp, baseline) per scenario.
     pub scenarios: Vec<(LoadReport, LoadReport)>,
@@ -373,6 +374,14 @@ async fn run_engine(
     }
     let rss_after = process::rss_kib(server_pid);
     let onboarding = if options.onboard_devices > 0 {
+        // The herd's served audit (about 160 rows per first pull) is still being written.
+        let (waited, quiet) = process::wait_quiet(server_pid, QUIET_MAX).await;
+        eprintln!(
+            "[{engine}] waited {:.1} s for the server to be quiet{}",
+            waited.as_secs_f64(),
+            if quiet { "" } else { " (it was not)" }
+        );
+        quiet_waits.push(waited.as_secs_f64());
         eprintln!("[{engine}] onboarding {} devices", options.onboard_devices);
         Some(
             onboard::run(&OnboardOptions {
@@ -482,7 +491,7 @@ pub fn table(reports: &[EngineReport]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{}: waited for a quiet server before each scenario: {}",
+            "{}: waited for a quiet server before each scenario and onboarding: {}",
             report.engine,
             waits.join(", ")
         );
