@@ -58,6 +58,21 @@ pub fn cpu_time_of_named(name: &str) -> Option<Duration> {
 const QUIET_SHARE: f64 = 0.05;
 const QUIET_WINDOW: Duration = Duration::from_secs(1);
 
+/// Longest wait for the server to be quiet before a measurement.
+pub const QUIET_MAX: Duration = Duration::from_secs(120);
+
+/// [`wait_quiet`] for at most [`QUIET_MAX`], saying on stderr how long it waited and whether
+/// the server went quiet; the seconds waited.
+pub async fn until_quiet(engine: &str, pid: u32) -> f64 {
+    let (waited, quiet) = wait_quiet(pid, QUIET_MAX).await;
+    eprintln!(
+        "[{engine}] waited {:.1} s for the server to be quiet{}",
+        waited.as_secs_f64(),
+        if quiet { "" } else { " (it was not)" }
+    );
+    waited.as_secs_f64()
+}
+
 /// Waits until process `pid` is quiet (its background work, such as the audit writes a
 /// warm-up queued, is done), at most `max`; returns how long it waited and whether it became
 /// quiet (`false` also when its CPU cannot be read).

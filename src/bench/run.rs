@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 const ADMIN_EMAIL: &str = "bench-platform@bench.test";
 /// Longest wait for a started process to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait for the server to be quiet before a measured scenario.
-const QUIET_MAX: Duration = Duration::from_secs(120);
 
 /// Where the servers under test come from and on which engines they run.
 #[derive(Debug, Clone)]
@@ -358,13 +356,7 @@ async fn run_engine(
         }
         // Background writes (the served audit the warm-up queued, the check-ins of the
         // previous scenario) would otherwise overlap the measurement.
-        let (waited, quiet) = process::wait_quiet(server_pid, QUIET_MAX).await;
-        eprintln!(
-            "[{engine}] waited {:.1} s for the server to be quiet{}",
-            waited.as_secs_f64(),
-            if quiet { "" } else { " (it was not)" }
-        );
-        quiet_waits.push(waited.as_secs_f64());
+        quiet_waits.push(process::until_quiet(engine, server_pid).await);
         eprintln!("[{engine}] {} ({} devices)", scenario.name(), real.len());
         let gmp = load::run(scenario, real, &target(&base, server_pid, scenario)).await;
         let mut floor_options = target(&baseline_base, baseline.0.id(), scenario);
@@ -375,13 +367,7 @@ async fn run_engine(
     let rss_after = process::rss_kib(server_pid);
     let onboarding = if options.onboard_devices > 0 {
         // The herd's served audit (about 160 rows per first pull) is still being written.
-        let (waited, quiet) = process::wait_quiet(server_pid, QUIET_MAX).await;
-        eprintln!(
-            "[{engine}] waited {:.1} s for the server to be quiet{}",
-            waited.as_secs_f64(),
-            if quiet { "" } else { " (it was not)" }
-        );
-        quiet_waits.push(waited.as_secs_f64());
+        quiet_waits.push(process::until_quiet(engine, server_pid).await);
         eprintln!("[{engine}] onboarding {} devices", options.onboard_devices);
         Some(
             onboard::run(&OnboardOptions {

@@ -39,8 +39,6 @@ const SMALL_FLEET: u64 = 1_000;
 const PAGE: u64 = 100;
 /// The devices' pull interval: 4 h, as in production.
 const PULL_INTERVAL_SECONDS: u32 = 4 * 3600;
-/// Longest wait for the server to be quiet before a measurement.
-const QUIET_MAX: Duration = Duration::from_secs(120);
 /// PostgreSQL flushes a backend's row counters at the latest 10 s after its last transaction.
 const STATS_SETTLE: Duration = Duration::from_secs(11);
 
@@ -223,12 +221,7 @@ async fn run_engine(
         None
     };
 
-    let (waited, quiet) = process::wait_quiet(server_pid, QUIET_MAX).await;
-    eprintln!(
-        "[{engine}] waited {:.1} s for the server to be quiet{}",
-        waited.as_secs_f64(),
-        if quiet { "" } else { " (it was not)" }
-    );
+    let waited = process::until_quiet(engine, server_pid).await;
     eprintln!(
         "[{engine}] steady pulls at {}/s for {} s",
         options.rate,
@@ -248,7 +241,7 @@ async fn run_engine(
     )
     .await;
     // The check-ins of the steady pulls are written in the background: let them end.
-    process::wait_quiet(server_pid, QUIET_MAX).await;
+    process::wait_quiet(server_pid, process::QUIET_MAX).await;
 
     let client = load::http_client(1);
     eprintln!("[{engine}] timing the policy edit");
@@ -266,7 +259,7 @@ async fn run_engine(
         seed_seconds: large.seconds + small.seconds,
         vacuum_seconds: vacuum,
         overriders: large.overriders,
-        quiet_wait_seconds: waited.as_secs_f64(),
+        quiet_wait_seconds: waited,
         steady,
         edit_large,
         edit_small,
