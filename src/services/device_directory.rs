@@ -11,16 +11,18 @@
 //!
 //! Only active devices are kept. What one costs: the device row (identity strings, hashes, its
 //! own values and fields to reassert) plus the credential's SHA-256 twice (key and reverse
-//! index): about 800 bytes for a device without values of its own (see [`entry_size`]). The
-//! whole is bounded by `device_cache_bytes`; past it, an eighth of the entries are dropped at
-//! random in one pass (they are read again on their next pull).
+//! index, and its place in the eviction order): about 800 bytes for a device without values of
+//! its own (see [`entry_size`]). The whole is bounded by `device_cache_bytes`; past it, the
+//! device kept longest ago goes for each one kept (it is read again on its next pull). Each
+//! eviction is O(1): a fleet larger than the directory evicts on most misses, under the lock
+//! every pull takes, so a pass over all entries there would pause every pull.
 
 use crate::db::changes::{Change, Listener};
 use crate::domain::device::Device;
 use crate::domain::policy::SettingValue;
 use crate::domain::{DeviceId, TenantId};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -38,9 +40,16 @@ struct Inner {
     /// holding the lock each pull takes, and a slot of a key and a pointer (32 bytes) moves far
     /// faster than one holding a whole `Device` (hundreds of bytes).
     devices: HashMap<String, Box<Device>>,
-    /// Device → its credential's SHA-256, to drop an entry by device.
-    credentials: HashMap<DeviceId, String>,
+    /// Device → its credential's SHA-256 (to drop an entry by device) and its place in `order`.
+    credentials: HashMap<DeviceId, (String, u64)>,
     tenants: HashMap<TenantId, PullFacts>,
+    /// Devices in the order they were kept, oldest first, each with the number of its keeping.
+    /// A slot whose number is not its device's current one is stale (the device was dropped by
+    /// a change, and maybe kept again since): eviction skips it. Rebuilt when stale slots
+    /// outnumber the entries.
+    order: VecDeque<(DeviceId, u64)>,
+    /// Numbers the keepings.
+    kept: u64,
     /// Moves on every change: a read that began before it must not be kept.
     epoch: u64,
     bytes: usize,
@@ -48,7 +57,7 @@ struct Inner {
 
 impl Inner {
     fn forget_device(&mut self, device: DeviceId) {
-        if let Some(digest) = self.credentials.remove(&device)
+        if let Some((digest, _)) = self.credentials.remove(&device)
             && let Some(gone) = self.devices.remove(&digest)
         {
             self.bytes -= entry_size(&gone);
@@ -59,26 +68,40 @@ impl Inner {
         self.devices.clear();
         self.credentials.clear();
         self.tenants.clear();
+        self.order.clear();
         self.bytes = 0;
     }
 
-    /// Drops about an eighth of the devices, in one pass.
-    fn shed(&mut self) {
-        let mut seen = 0u64;
-        let mut freed = 0;
-        self.devices.retain(|_, device| {
-            seen += 1;
-            let keep = !seen.is_multiple_of(8);
-            if !keep {
-                freed += entry_size(device);
+    fn is_current(&self, (device, kept): (DeviceId, u64)) -> bool {
+        self.credentials.get(&device).is_some_and(|(_, at)| *at == kept)
+    }
+
+    /// Drops the device kept longest ago; false when nothing is left to drop. Each stale slot
+    /// is passed over once, so this is O(1) amortised.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(slot) = self.order.pop_front() {
+            if self.is_current(slot) {
+                self.forget_device(slot.0);
+                return true;
             }
-            keep
-        });
-        self.bytes -= freed;
-        let devices = &self.devices;
-        self.credentials.retain(|_, digest| devices.contains_key(digest));
+        }
+        false
+    }
+
+    /// Drops the stale slots once they outnumber the entries (plus [`ORDER_SLACK`]): the order
+    /// stays within about twice the entries, and this pass over it comes only after as many
+    /// keeps as there are entries.
+    fn compact_order(&mut self) {
+        if self.order.len() <= 2 * self.credentials.len() + ORDER_SLACK {
+            return;
+        }
+        let order = std::mem::take(&mut self.order);
+        self.order = order.into_iter().filter(|slot| self.is_current(*slot)).collect();
     }
 }
+
+/// Stale slots the eviction order may hold beyond twice its entries before it is rebuilt.
+const ORDER_SLACK: usize = 1024;
 
 /// One process's directory; see the module documentation.
 pub struct DeviceDirectory {
@@ -138,14 +161,18 @@ impl DeviceDirectory {
             return;
         }
         inner.forget_device(device.id);
-        while inner.bytes + size > self.max_bytes && !inner.devices.is_empty() {
-            inner.shed();
-        }
+        while inner.bytes + size > self.max_bytes && inner.evict_oldest() {}
         inner.bytes += size;
-        inner.credentials.insert(device.id, credential_digest.to_owned());
+        inner.kept += 1;
+        let kept = inner.kept;
+        inner
+            .credentials
+            .insert(device.id, (credential_digest.to_owned(), kept));
         inner
             .devices
             .insert(credential_digest.to_owned(), Box::new(device.clone()));
+        inner.order.push_back((device.id, kept));
+        inner.compact_order();
     }
 
     /// A pull of `device` at `at`: the pull-rate check of its next pull counts from here (the
@@ -155,7 +182,7 @@ impl DeviceDirectory {
         let Inner {
             devices, credentials, ..
         } = &mut *inner;
-        if let Some(entry) = credentials.get(&device).and_then(|d| devices.get_mut(d)) {
+        if let Some(entry) = credentials.get(&device).and_then(|(d, _)| devices.get_mut(d)) {
             entry.last_pull_at = entry.last_pull_at.max(Some(at));
         }
     }
@@ -208,10 +235,10 @@ impl Listener for DeviceDirectory {
 }
 
 /// What keeping `device` costs, estimated: the row with its strings, the credential's SHA-256
-/// in both maps, and the maps' slots.
+/// in both maps, the maps' slots and its place in the eviction order.
 pub fn entry_size(device: &Device) -> usize {
     const DIGEST: usize = 64;
-    const SLOTS: usize = 2 * 48;
+    const SLOTS: usize = 2 * 48 + 2 * std::mem::size_of::<(DeviceId, u64)>();
     let strings = [
         &device.hardware_id,
         &device.hostname,
@@ -358,12 +385,38 @@ mod tests {
                 "{entries} entries, {bytes} bytes"
             );
         }
-        assert!(
-            directory.usage().0 >= 50,
-            "shedding drops an eighth, not everything"
-        );
+        // Full, and what is kept is the latest 100: the oldest went, one per newcomer.
+        assert_eq!(directory.usage().0, 100);
+        assert!(directory.device("k899").is_none());
+        assert!((900..1000).all(|i| directory.device(&format!("k{i}")).is_some()));
         let at = Utc::now();
         directory.pulled(last.id, at);
         assert_eq!(directory.device("k999").unwrap().last_pull_at, Some(at));
+    }
+
+    #[test]
+    fn a_device_kept_again_counts_as_new_and_stale_places_do_not_pile_up() {
+        let one = entry_size(&device());
+        let directory = tracking(3 * one);
+        let (a, b, c, d) = (device(), device(), device(), device());
+        directory.keep_device("a", &a, directory.since());
+        directory.keep_device("b", &b, directory.since());
+        directory.keep_device("c", &c, directory.since());
+        // A change drops `a`; its next pull reads and keeps it again, now the newest.
+        directory.changed(Change::Device(a.id));
+        directory.keep_device("a", &a, directory.since());
+        directory.keep_device("d", &d, directory.since());
+        assert!(directory.device("b").is_none(), "the oldest went");
+        for kept in ["c", "a", "d"] {
+            assert!(directory.device(kept).is_some(), "{kept} stays");
+        }
+        // A device changed and kept again all day leaves stale places; they stay bounded.
+        for _ in 0..10 * ORDER_SLACK {
+            directory.changed(Change::Device(c.id));
+            directory.keep_device("c", &c, directory.since());
+        }
+        let order = directory.lock().order.len();
+        assert!(order <= 2 * 3 + ORDER_SLACK + 1, "{order} places for 3 devices");
+        assert_eq!(directory.usage().0, 3);
     }
 }
