@@ -80,13 +80,18 @@ async fn batch_writes_do_not_wait_for_the_disk_and_other_writes_still_do() {
     } else {
         "PRAGMA synchronous"
     };
-    let batch = gmp::db::begin_batch_write(&app.state.db).await.unwrap();
+    // A pool of one connection, so the write after the batch runs on the batch's connection:
+    // the setting must end with the batch's transaction, not stay with the connection.
+    let db = gmp::db::connect(&gmp::config::Secret::new(app.db.url.clone()), 1)
+        .await
+        .unwrap();
+    let batch = gmp::db::begin_batch_write(&db).await.unwrap();
     let in_batch = setting(&batch, sql).await;
     batch.commit().await.unwrap();
-    // The setting ends with the batch's transaction, on the same pooled connection too.
-    let write = gmp::db::begin_write(&app.state.db).await.unwrap();
+    let write = gmp::db::begin_write(&db).await.unwrap();
     let in_write = setting(&write, sql).await;
     write.rollback().await.unwrap();
+    db.close().await.unwrap();
     let expected = if app.db.is_postgres() {
         ("off", "on")
     } else {
