@@ -317,6 +317,18 @@ pub enum ReportedKind {
     Unsupported,
 }
 
+impl ReportedKind {
+    /// How devices spell it in reports (and the database stores it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReportedKind::Inherited => "inherited",
+            ReportedKind::Overridden => "overridden",
+            ReportedKind::Failed => "failed",
+            ReportedKind::Unsupported => "unsupported",
+        }
+    }
+}
+
 impl ReportedState {
     pub const fn kind(&self) -> ReportedKind {
         match self {
@@ -331,7 +343,7 @@ impl ReportedState {
 /// A field of a report as sent, before validation.
 #[derive(Debug, Clone)]
 pub struct RawReportedField {
-    pub state: String,
+    pub state: ReportedKind,
     pub value: Option<Value>,
     pub fingerprint: Option<String>,
     pub error: Option<String>,
@@ -357,10 +369,10 @@ pub fn validate_report(
             ));
             continue;
         };
-        let state = match raw.state.as_str() {
-            "inherited" => Ok(ReportedState::Inherited),
-            "unsupported" => Ok(ReportedState::Unsupported),
-            "failed" => match raw.error.as_deref().map(str::trim) {
+        let state = match raw.state {
+            ReportedKind::Inherited => Ok(ReportedState::Inherited),
+            ReportedKind::Unsupported => Ok(ReportedState::Unsupported),
+            ReportedKind::Failed => match raw.error.as_deref().map(str::trim) {
                 Some(error) if !error.is_empty() => Ok(ReportedState::Failed {
                     error: error.chars().take(MAX_ERROR_CHARS).collect(),
                 }),
@@ -370,7 +382,7 @@ pub fn validate_report(
                     "a failed field needs an `error` message",
                 )),
             },
-            "overridden" if def.secret => match raw.fingerprint.as_deref() {
+            ReportedKind::Overridden if def.secret => match raw.fingerprint.as_deref() {
                 Some(fp) if (16..=128).contains(&fp.len()) && fp.chars().all(|c| c.is_ascii_hexdigit()) => {
                     Ok(ReportedState::Overridden {
                         local: Value::String(fp.to_ascii_lowercase()),
@@ -382,7 +394,7 @@ pub fn validate_report(
                     "an overridden secret is reported only as the hex HMAC fingerprint of the local value",
                 )),
             },
-            "overridden" => match &raw.value {
+            ReportedKind::Overridden => match &raw.value {
                 Some(value) => catalog
                     .validate(&format!("{field}.value"), def, value)
                     .map(|local| ReportedState::Overridden { local }),
@@ -392,11 +404,6 @@ pub fn validate_report(
                     "an overridden field needs its local `value`",
                 )),
             },
-            other => Err(FieldError::new(
-                &field,
-                "unknown_state",
-                format!("`{other}` is not one of inherited, overridden, failed, unsupported"),
-            )),
         };
         match state {
             Ok(state) => {
@@ -689,13 +696,13 @@ mod tests {
     }
 
     fn raw(
-        state: &str,
+        state: ReportedKind,
         value: Option<Value>,
         fingerprint: Option<&str>,
         error: Option<&str>,
     ) -> RawReportedField {
         RawReportedField {
-            state: state.into(),
+            state,
             value,
             fingerprint: fingerprint.map(str::to_owned),
             error: error.map(str::to_owned),
@@ -706,22 +713,30 @@ mod tests {
     fn reports_are_validated_field_by_field() {
         let board = "ticketing.events.failed_backup.service_board";
         let good: BTreeMap<String, RawReportedField> = [
-            ("connectwise.site".to_owned(), raw("inherited", None, None, None)),
+            (
+                "connectwise.site".to_owned(),
+                raw(ReportedKind::Inherited, None, None, None),
+            ),
             (
                 board.to_owned(),
-                raw("overridden", Some(json!({"id": 4, "name": "Local"})), None, None),
+                raw(
+                    ReportedKind::Overridden,
+                    Some(json!({"id": 4, "name": "Local"})),
+                    None,
+                    None,
+                ),
             ),
             (
                 "connectwise.private_key".to_owned(),
-                raw("overridden", None, Some(&"ab".repeat(32)), None),
+                raw(ReportedKind::Overridden, None, Some(&"ab".repeat(32)), None),
             ),
             (
                 "billing.enabled".to_owned(),
-                raw("failed", None, None, Some("no agreement")),
+                raw(ReportedKind::Failed, None, None, Some("no agreement")),
             ),
             (
                 "connectwise.public_key".to_owned(),
-                raw("unsupported", None, None, None),
+                raw(ReportedKind::Unsupported, None, None, None),
             ),
         ]
         .into();
@@ -735,20 +750,30 @@ mod tests {
         assert_eq!(states["billing.enabled"].kind(), ReportedKind::Failed);
 
         let bad: BTreeMap<String, RawReportedField> = [
-            ("connectwise.nope".to_owned(), raw("inherited", None, None, None)),
+            (
+                "connectwise.nope".to_owned(),
+                raw(ReportedKind::Inherited, None, None, None),
+            ),
             (
                 board.to_owned(),
-                raw("overridden", Some(json!({"id": 0, "name": "x"})), None, None),
+                raw(
+                    ReportedKind::Overridden,
+                    Some(json!({"id": 0, "name": "x"})),
+                    None,
+                    None,
+                ),
             ),
-            ("connectwise.site".to_owned(), raw("overridden", None, None, None)),
+            (
+                "connectwise.site".to_owned(),
+                raw(ReportedKind::Overridden, None, None, None),
+            ),
             (
                 "connectwise.private_key".to_owned(),
-                raw("overridden", Some(json!("clear")), None, None),
+                raw(ReportedKind::Overridden, Some(json!("clear")), None, None),
             ),
-            ("billing.enabled".to_owned(), raw("failed", None, None, None)),
             (
-                "connectwise.public_key".to_owned(),
-                raw("sideways", None, None, None),
+                "billing.enabled".to_owned(),
+                raw(ReportedKind::Failed, None, None, None),
             ),
         ]
         .into();
@@ -767,7 +792,6 @@ mod tests {
                     "fields.connectwise.private_key".to_owned(),
                     "fingerprint_required"
                 ),
-                ("fields.connectwise.public_key".to_owned(), "unknown_state"),
                 ("fields.connectwise.site".to_owned(), "value_required"),
                 (format!("fields.{board}.value"), "invalid_reference"),
             ]

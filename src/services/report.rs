@@ -164,7 +164,7 @@ fn report_digest(report: &Report, device: &Device, usage: Option<&Usage>) -> Str
         .map(|(path, f)| {
             (
                 path.clone(),
-                json!({"state": f.state, "value": f.value, "fingerprint": f.fingerprint, "error": f.error}),
+                json!({"state": f.state.as_str(), "value": f.value, "fingerprint": f.fingerprint, "error": f.error}),
             )
         })
         .collect();

@@ -414,23 +414,34 @@ async fn reports_are_validated_and_idempotent() {
 
     let bad = json!({"config_hash": config["config_hash"], "fields": {
         "connectwise.nope": {"state": "inherited"},
-        "connectwise.site": {"state": "sideways"},
+        "connectwise.site": {"state": "failed"},
         "connectwise.private_key": {"state": "overridden", "value": "in clear"},
     }});
     let problem = assert_problem(report(&app, &device, &bad).await, 422, "validation_failed").await;
-    let fields: Vec<&str> = problem["errors"]
+    let fields: Vec<(&str, &str)> = problem["errors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["field"].as_str().unwrap())
+        .map(|e| (e["field"].as_str().unwrap(), e["code"].as_str().unwrap()))
         .collect();
     assert_eq!(
         fields,
         [
-            "fields.connectwise.nope",
-            "fields.connectwise.private_key",
-            "fields.connectwise.site"
+            ("fields.connectwise.nope", "unknown_setting"),
+            ("fields.connectwise.private_key", "fingerprint_required"),
+            ("fields.connectwise.site", "error_required")
         ]
+    );
+    // A state is one of the four the OpenAPI document lists; another is refused by name.
+    let sideways = json!({"config_hash": config["config_hash"], "fields": {
+        "connectwise.site": {"state": "sideways"},
+    }});
+    let problem = assert_problem(report(&app, &device, &sideways).await, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "fields.connectwise.site.state");
+    let message = problem["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`sideways`") && message.contains("`unsupported`"),
+        "{message}"
     );
     let bad_hash = json!({"config_hash": "nope", "fields": {}});
     assert_eq!(
@@ -678,6 +689,20 @@ async fn device_values_assignment_locks_adopt_and_reassert() {
     assert_eq!(
         config["provenance"]["ticketing.service_ticket_company"]["source"],
         "device"
+    );
+    // Every source served is one the OpenAPI document lists for it.
+    let spec = serde_json::to_value(gmp::http::spec()).unwrap();
+    let listed = &spec["components"]["schemas"]["ServedSourceDto"]["enum"];
+    let sources: Vec<&Value> = config["provenance"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| &p["source"])
+        .collect();
+    assert!(sources.contains(&&json!("policy")) && sources.contains(&&json!("device")));
+    assert!(
+        sources.iter().all(|s| listed.as_array().unwrap().contains(s)),
+        "{sources:?} against {listed}"
     );
     assert!(
         config["locked"]

@@ -33,13 +33,8 @@ fn source_of(column: &str) -> ServedSource {
     }
 }
 
-pub(super) fn state_column(state: ReportedKind) -> &'static str {
-    match state {
-        ReportedKind::Inherited => "inherited",
-        ReportedKind::Overridden => "overridden",
-        ReportedKind::Failed => "failed",
-        ReportedKind::Unsupported => "unsupported",
-    }
+pub(super) const fn state_column(state: ReportedKind) -> &'static str {
+    state.as_str()
 }
 
 fn state_of(column: &str) -> Result<ReportedKind, DbErr> {

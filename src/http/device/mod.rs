@@ -8,6 +8,7 @@ use crate::domain::device::RawReportedField;
 use crate::error::ApiError;
 use crate::http::json::ApiJson;
 use crate::http::operator::billing::VaultUsageDto;
+use crate::http::operator::field_audit::{ReportedStateDto, ServedSourceDto};
 use crate::http::problem::ProblemDetails;
 use crate::http::request_context::RequestId;
 use crate::services::pull::{self, Pulled};
@@ -146,9 +147,7 @@ pub async fn register_device(
 /// Where one setting comes from.
 #[derive(Serialize, ToSchema)]
 pub struct ProvenanceDto {
-    /// `policy`, `device` (a device value set by an operator) or `unset` (locked, no value).
-    #[schema(example = "policy")]
-    pub source: &'static str,
+    pub source: ServedSourceDto,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,8 +241,7 @@ pub async fn get_device_config(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportedFieldRequest {
-    /// `inherited`, `overridden`, `failed` or `unsupported`.
-    pub state: String,
+    pub state: ReportedStateDto,
     /// The local value, for an overridden field that is not secret.
     pub value: Option<Value>,
     /// For an overridden secret: hex HMAC-SHA256 of the local value under `fingerprint_key`.
@@ -333,7 +331,7 @@ pub async fn post_device_report(
         .into_iter()
         .map(|(path, f)| {
             let raw = RawReportedField {
-                state: f.state,
+                state: f.state.into(),
                 value: f.value,
                 fingerprint: f.fingerprint,
                 error: f.error,

@@ -66,8 +66,8 @@ impl From<ServedSource> for ServedSourceDto {
     }
 }
 
-/// What a device said it did with a field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+/// What a device said it did with a field (also what it sends in a report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportedStateDto {
     /// Applies the served value.
@@ -87,6 +87,17 @@ impl From<ReportedKind> for ReportedStateDto {
             ReportedKind::Overridden => ReportedStateDto::Overridden,
             ReportedKind::Failed => ReportedStateDto::Failed,
             ReportedKind::Unsupported => ReportedStateDto::Unsupported,
+        }
+    }
+}
+
+impl From<ReportedStateDto> for ReportedKind {
+    fn from(s: ReportedStateDto) -> Self {
+        match s {
+            ReportedStateDto::Inherited => ReportedKind::Inherited,
+            ReportedStateDto::Overridden => ReportedKind::Overridden,
+            ReportedStateDto::Failed => ReportedKind::Failed,
+            ReportedStateDto::Unsupported => ReportedKind::Unsupported,
         }
     }
 }
