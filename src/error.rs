@@ -192,7 +192,7 @@ impl From<sea_orm::DbErr> for ApiError {
         // through `internal`'s cause.
         let detail = if is_busy(&error) {
             "the server is busy; retry after the time given"
-        } else if is_lost_connection(&error) {
+        } else if crate::db::is_lost_connection(&error) {
             "the database connection was lost; retry after the time given"
         } else {
             return Self::internal(error);
@@ -214,30 +214,6 @@ fn is_busy(error: &sea_orm::DbErr) -> bool {
         || text.contains("database table is locked")
         || text.contains("pool timed out")
         || text.contains("PoolTimedOut")
-}
-
-/// True when the query failed because its connection to the database was lost (the server
-/// restarted or dropped it): the pool replaces the connection, so a retry can succeed.
-/// Connections are pinged only after sitting idle (`db::PING_IF_IDLE_FOR`), so one that broke
-/// since its last use is found by the next query on it.
-fn is_lost_connection(error: &sea_orm::DbErr) -> bool {
-    use sea_orm::sqlx::Error as Sqlx;
-    let (sea_orm::DbErr::Conn(runtime) | sea_orm::DbErr::Exec(runtime) | sea_orm::DbErr::Query(runtime)) =
-        error
-    else {
-        return false;
-    };
-    let sea_orm::RuntimeErr::SqlxError(sqlx) = runtime else {
-        return false;
-    };
-    match sqlx.as_ref() {
-        Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::Protocol(_) | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
-        // SQLSTATE class 08 (connection exception) and 57P (the server shutting down).
-        Sqlx::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
-    }
 }
 
 impl From<sea_orm::TransactionError<ApiError>> for ApiError {

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::services::checkins::CheckinBuffer;
 use crate::services::device_directory::DeviceDirectory;
-use crate::services::device_reads::{self, DeviceReads};
+use crate::services::device_reads::DeviceReads;
 use crate::services::effective::EffectiveCache;
 use crate::services::registration_queue::RegistrationQueue;
 use crate::services::served_audit::ServedQueue;
@@ -93,7 +93,7 @@ impl AppState {
             directory: Arc::new(DeviceDirectory::new(config.device_cache_bytes)),
             served: Arc::new(ServedQueue::new(config.checkin_buffer_capacity)),
             registrations: Arc::default(),
-            device_reads: Arc::new(DeviceReads::new(device_reads::BATCH)),
+            device_reads: Arc::new(DeviceReads::new(db.clone())),
             hashing: HashPool::new(
                 config
                     .password_hash_concurrency

@@ -4,10 +4,12 @@
 //! domain types and take the `TenantId` of the authenticated caller as their first argument.
 
 pub mod changes;
+mod dedicated;
 mod entities;
 pub mod repo;
 mod write;
 
+pub use dedicated::Dedicated;
 pub use write::{WRITE_CHUNK, WriteTxn, begin_batch_write, begin_write};
 
 use crate::config::Secret;
@@ -70,7 +72,9 @@ pub async fn connect(url: &Secret, max_connections: u32) -> Result<DatabaseConne
 /// query has) is compiled again each time it runs with a new binding: a profile of onboarding
 /// showed 7% of the server's time in `sqlite3Reprepare` for reads by primary key. With it, a
 /// cached statement keeps its plan, which for these statements does not depend on the value.
-async fn stable_plans(connection: &mut sea_orm::sqlx::SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
+pub(super) async fn stable_plans(
+    connection: &mut sea_orm::sqlx::SqliteConnection,
+) -> Result<(), sea_orm::sqlx::Error> {
     let mut handle = connection.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();
     // SAFETY: `db` is the open connection this locked handle guards, used only while it is held;
@@ -90,6 +94,30 @@ async fn stable_plans(connection: &mut sea_orm::sqlx::SqliteConnection) -> Resul
         ));
     }
     Ok(())
+}
+
+/// True when the query failed because its connection to the database was lost (the server
+/// restarted or dropped it): the pool replaces the connection, so a retry can succeed.
+/// Connections are pinged only after sitting idle ([`PING_IF_IDLE_FOR`]), so one that broke
+/// since its last use is found by the next query on it.
+pub fn is_lost_connection(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    let (sea_orm::DbErr::Conn(runtime) | sea_orm::DbErr::Exec(runtime) | sea_orm::DbErr::Query(runtime)) =
+        error
+    else {
+        return false;
+    };
+    let sea_orm::RuntimeErr::SqlxError(sqlx) = runtime else {
+        return false;
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::Protocol(_) | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception) and 57P (the server shutting down).
+        Sqlx::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }
 
 /// Applies every pending migration. On PostgreSQL it holds an advisory lock while it does, on

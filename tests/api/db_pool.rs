@@ -1,6 +1,8 @@
 //! The database pool: every connection open from the start, and a connection the database
-//! dropped costs one request a `503`, not a `500`, before the pool replaces it.
+//! dropped costs one request a `503`, not a `500`, before the pool replaces it. The directory's
+//! misses read on a connection outside the pool, which a lost connection costs nothing.
 
+use crate::devices::{TestDevice, fast_tenant, pull, register};
 use crate::helpers::{TestApp, assert_problem};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::Duration;
@@ -67,4 +69,73 @@ async fn the_pool_opens_every_connection_and_recovers_from_lost_ones() {
     }
     let response = app.get("/api/v1/tenants", &token).await;
     assert_eq!(response.status(), 200, "the pool serves again");
+}
+
+/// The backends of the test's database whose last statement read devices by credential: the
+/// directory's misses, which run on a connection of their own.
+async fn device_read_backends(admin: &sea_orm::DatabaseConnection) -> Vec<i32> {
+    admin
+        .query_all_raw(Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND query LIKE '%\"credential_hash\" IN%' AND query NOT LIKE '%pg_stat_activity%'",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get_by_index::<i32>(0).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn directory_misses_read_on_a_connection_of_their_own_that_outlives_its_loss() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let first = register(&app, &tenant.admin, "HW-DED-1", "appliance").await;
+    let second = register(&app, &tenant.admin, "HW-DED-2", "appliance").await;
+    let third = register(&app, &tenant.admin, "HW-DED-3", "appliance").await;
+    // A device's first pull misses the directory and reads it from the database.
+    assert_eq!(pull(&app, &first, None).await.status(), 200);
+    assert_eq!(pull(&app, &second, None).await.status(), 200);
+
+    if app.db.is_postgres() {
+        let admin = Database::connect(&app.db.url).await.unwrap();
+        let readers = device_read_backends(&admin).await;
+        assert_eq!(
+            readers.len(),
+            1,
+            "both misses were read on one connection: {readers:?}"
+        );
+        // Drop that connection alone, as a proxy's idle timeout would.
+        admin
+            .execute_raw(Statement::from_string(
+                admin.get_database_backend(),
+                format!("SELECT pg_terminate_backend({})", readers[0]),
+            ))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while device_read_backends(&admin).await.contains(&readers[0]) {
+            assert!(std::time::Instant::now() < deadline, "the backend ends");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The next miss meets the lost connection and is read again on a new one: no 503.
+        assert_pulls_its_own_config(&app, &third).await;
+        let now = device_read_backends(&admin).await;
+        assert!(
+            now.len() == 1 && now[0] != readers[0],
+            "a new connection reads the misses: {now:?} after {readers:?}"
+        );
+        admin.close().await.ok();
+    } else {
+        assert_pulls_its_own_config(&app, &third).await;
+    }
+}
+
+/// The device gets its own config.
+async fn assert_pulls_its_own_config(app: &TestApp, device: &TestDevice) {
+    let response = pull(app, device, None).await;
+    assert_eq!(response.status(), 200);
+    let config: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(config["device_id"], device.id.as_str());
 }
