@@ -3,7 +3,7 @@
 //! misses read on a connection outside the pool, which a lost connection costs nothing.
 
 use crate::devices::{TestDevice, fast_tenant, pull, register};
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, stored_device};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::Duration;
 
@@ -138,4 +138,52 @@ async fn assert_pulls_its_own_config(app: &TestApp, device: &TestDevice) {
     assert_eq!(response.status(), 200);
     let config: serde_json::Value = response.json().await.unwrap();
     assert_eq!(config["device_id"], device.id.as_str());
+}
+
+#[tokio::test]
+async fn a_connection_of_its_own_writes_and_reads_as_the_pool_does() {
+    let app = TestApp::spawn().await;
+    let tenant = fast_tenant(&app, "Acme").await;
+    let device = register(&app, &tenant.admin, "HW-DED-W", "appliance").await;
+    let conn = gmp::db::Dedicated::new(app.state.db.clone());
+    let backend = conn.get_database_backend();
+
+    // Several statements in one unprepared call, as the pool runs them.
+    conn.execute_unprepared(
+        "CREATE TABLE dedicated_scratch (n INTEGER NOT NULL); \
+         INSERT INTO dedicated_scratch (n) VALUES (1), (2), (3)",
+    )
+    .await
+    .unwrap();
+    let sum = app
+        .state
+        .db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT CAST(SUM(n) AS BIGINT) FROM dedicated_scratch",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(sum, 6, "the pool sees what the connection wrote");
+
+    // A prepared write with bound values: a device's check-in.
+    let stored = stored_device(&app.state.db, &device.credential).await.unwrap();
+    let seen = chrono::DateTime::parse_from_rfc3339("2031-05-06T07:08:09Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let next = seen + chrono::Duration::hours(4);
+    gmp::db::repo::devices::record_checkins(&conn, &[(stored.tenant_id, stored.id, seen, next)])
+        .await
+        .unwrap();
+    let after = stored_device(&app.state.db, &device.credential).await.unwrap();
+    assert_eq!(
+        (after.last_seen_at, after.next_pull_after),
+        (Some(seen), Some(next))
+    );
+    // And a read with bound values on the connection itself.
+    let read = stored_device(&conn, &device.credential).await.unwrap();
+    assert_eq!(read.last_seen_at, Some(seen));
 }
