@@ -97,7 +97,8 @@ pub(super) async fn stable_plans(
 }
 
 /// True when the query failed because its connection to the database was lost (the server
-/// restarted or dropped it): the pool replaces the connection, so a retry can succeed.
+/// restarted or dropped it): the pool replaces the connection, and a [`Dedicated`] one opens
+/// another, so a retry can succeed.
 /// Connections are pinged only after sitting idle ([`PING_IF_IDLE_FOR`]), so one that broke
 /// since its last use is found by the next query on it.
 pub fn is_lost_connection(error: &sea_orm::DbErr) -> bool {
