@@ -2,17 +2,16 @@
 //! device credential, and gets that device (and so its tenant) from the credential alone.
 
 use crate::auth::extract::bearer_token;
-use crate::domain::device::Device;
 use crate::error::ApiError;
-use crate::http::request_context::RequestId;
+use crate::services::device_directory::KnownDevice;
 use crate::services::registration;
 use crate::state::AppState;
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
+use std::sync::Arc;
 
 pub struct DeviceAuth {
-    pub device: Device,
-    pub request_id: Option<String>,
+    pub device: Arc<KnownDevice>,
 }
 
 impl FromRequest for DeviceAuth {
@@ -22,14 +21,13 @@ impl FromRequest for DeviceAuth {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let credential = bearer_token(req).map(str::to_owned);
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("AppState is not registered"))?;
             let device = registration::authenticate(&state, &credential?).await?;
             let span = tracing::Span::current();
-            span.record("tenant_id", tracing::field::display(device.tenant_id));
-            span.record("device_id", tracing::field::display(device.id));
-            Ok(Self { device, request_id })
+            span.record("tenant_id", tracing::field::display(device.device.tenant_id));
+            span.record("device_id", tracing::field::display(device.device.id));
+            Ok(Self { device })
         })
     }
 }

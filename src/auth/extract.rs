@@ -99,7 +99,7 @@ impl<P: Permission> Operator<P> {
             tenant_id: claims.tenant_id(),
             role: claims.role,
             platform_admin: claims.padm,
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
             _permission: PhantomData,
         })
     }

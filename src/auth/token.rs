@@ -16,12 +16,34 @@ pub fn generate(prefix: &str) -> String {
 
 /// Hex SHA-256 of the token, the only form in which it is stored.
 pub fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    to_hex(&raw_digest(token))
+}
+
+/// The SHA-256 of the token as bytes: what a device pull looks its credential up by in memory,
+/// before (and mostly without) needing the stored hex form.
+pub fn raw_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The stored hex form of a [`raw_digest`].
+pub fn to_hex(digest: &[u8; 32]) -> String {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(digest, &mut hex).expect("64 hex digits for 32 bytes");
+    String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hex_digest_is_the_sha256_of_the_token() {
+        assert_eq!(
+            digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(to_hex(&raw_digest("abc")), digest("abc"));
+    }
 
     #[test]
     fn tokens_are_prefixed_unique_and_long() {

@@ -12,7 +12,7 @@ use utoipa::{ToResponse, ToSchema};
 
 tokio::task_local! {
     /// The id of the request being served, for error bodies and logs.
-    pub static REQUEST_ID: String;
+    pub static REQUEST_ID: std::sync::Arc<str>;
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -68,7 +68,7 @@ impl ProblemDetails {
             detail: error.detail.clone(),
             code: error.code.as_str(),
             errors: error.errors.iter().map(FieldErrorBody::from).collect(),
-            request_id: REQUEST_ID.try_with(Clone::clone).ok(),
+            request_id: REQUEST_ID.try_with(|id| id.to_string()).ok(),
         }
     }
 }

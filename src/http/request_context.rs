@@ -8,30 +8,35 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// The request id, in the request's extensions for extractors.
+/// The request id, in the request's extensions for extractors. Shared, not copied: the
+/// extensions, the task-local for error bodies and the response header all carry it.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
+fn incoming_request_id(req: &ServiceRequest) -> Option<Arc<str>> {
     let value = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let sane = !value.is_empty()
         && value.len() <= 64
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    sane.then(|| value.to_owned())
+    sane.then(|| Arc::from(value))
 }
 
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = incoming_request_id(&req).unwrap_or_else(|| {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        Arc::from(&*uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text))
+    });
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let span = tracing::info_span!(
@@ -45,7 +50,7 @@ pub async fn request_context(
     );
     let started = Instant::now();
     let quiet = matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics");
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|state| state.metrics.clone());
@@ -55,7 +60,7 @@ pub async fn request_context(
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     if let Some(metrics) = metrics {
-        metrics.http_request(&route, &method, status, elapsed);
+        metrics.http_request(&route, method.as_str(), status, elapsed);
     }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {

@@ -9,6 +9,9 @@
 //! changes (not yet listening, or the listener lost its connection), nothing is served from
 //! here.
 //!
+//! A pull gets the kept entry itself ([`KnownDevice`], shared, not copied) and marks its time
+//! on it, so the rate check of the device's next pull sees it before the check-in is written.
+//!
 //! Only active devices are kept. What one costs: the device row (identity strings, hashes, its
 //! own values and fields to reassert) plus the credential's SHA-256 twice (key and reverse
 //! index, and its place in the eviction order): about 800 bytes for a device without values of
@@ -23,8 +26,63 @@ use crate::domain::policy::SettingValue;
 use crate::domain::{DeviceId, TenantId};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An active device as pulls see it: one copy, shared by the directory and the pulls that read
+/// it (copying the whole row out for every pull was about a tenth of a `304`'s allocations),
+/// with its latest pull on this replica beside it, the one thing a pull changes.
+#[derive(Debug)]
+pub struct KnownDevice {
+    pub device: Device,
+    /// Nanoseconds since the epoch of the latest pull known here; `i64::MIN` for none.
+    last_pull: AtomicI64,
+}
+
+impl KnownDevice {
+    pub fn new(device: Device) -> Self {
+        let last_pull = device.last_pull_at.map_or(i64::MIN, nanos);
+        Self {
+            device,
+            last_pull: AtomicI64::new(last_pull),
+        }
+    }
+
+    /// When the device last pulled as far as this replica knows: the stored check-in, or a
+    /// later pull served here whose check-in is not written yet.
+    pub fn last_pull_at(&self) -> Option<DateTime<Utc>> {
+        match self.last_pull.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            at => Some(DateTime::from_timestamp_nanos(at)),
+        }
+    }
+
+    /// A pull served at `at`: the pull-rate check of the device's next pull counts from here
+    /// (the check-in reaches the database later, in a batch). Never moves back.
+    pub fn pulled(&self, at: DateTime<Utc>) {
+        self.last_pull.fetch_max(nanos(at), Ordering::Relaxed);
+    }
+
+    /// The device row, with the latest pull known here.
+    pub fn into_device(self: Arc<Self>) -> Device {
+        let last_pull_at = self.last_pull_at();
+        let mut device = Arc::try_unwrap(self).map_or_else(|shared| shared.device.clone(), |own| own.device);
+        device.last_pull_at = last_pull_at;
+        device
+    }
+}
+
+/// A time as nanoseconds since the epoch, saturating: chrono represents them from 1677 to 2262.
+fn nanos(at: DateTime<Utc>) -> i64 {
+    at.timestamp_nanos_opt().unwrap_or(if at.timestamp() < 0 {
+        i64::MIN + 1
+    } else {
+        i64::MAX
+    })
+}
+
+/// A credential's SHA-256.
+pub type Digest = [u8; 32];
 
 /// What a pull needs of its tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +94,12 @@ pub struct PullFacts {
 
 #[derive(Default)]
 struct Inner {
-    /// Credential SHA-256 (hex) → device. Boxed: when the map grows it moves every slot while
-    /// holding the lock each pull takes, and a slot of a key and a pointer (32 bytes) moves far
-    /// faster than one holding a whole `Device` (hundreds of bytes).
-    devices: HashMap<String, Box<Device>>,
+    /// Credential SHA-256 → device (by its bytes: half the hex form's, in place in the slot). Behind a pointer: pulls share it, and when the map
+    /// grows it moves every slot while holding the lock each pull takes, and a slot of a key
+    /// and a pointer (32 bytes) moves far faster than one holding a whole `Device`.
+    devices: HashMap<Digest, Arc<KnownDevice>>,
     /// Device → its credential's SHA-256 (to drop an entry by device) and its place in `order`.
-    credentials: HashMap<DeviceId, (String, u64)>,
+    credentials: HashMap<DeviceId, (Digest, u64)>,
     tenants: HashMap<TenantId, PullFacts>,
     /// Devices in the order they were kept, oldest first, each with the number of its keeping.
     /// A slot whose number is not its device's current one is stale (the device was dropped by
@@ -60,7 +118,7 @@ impl Inner {
         if let Some((digest, _)) = self.credentials.remove(&device)
             && let Some(gone) = self.devices.remove(&digest)
         {
-            self.bytes -= entry_size(&gone);
+            self.bytes -= entry_size(&gone.device);
         }
     }
 
@@ -140,21 +198,19 @@ impl DeviceDirectory {
     }
 
     /// The active device holding the credential with this SHA-256, if known.
-    pub fn device(&self, credential_digest: &str) -> Option<Device> {
+    pub fn device(&self, credential_digest: &Digest) -> Option<Arc<KnownDevice>> {
         if !self.tracking() {
             return None;
         }
-        self.lock()
-            .devices
-            .get(credential_digest)
-            .map(|device| (**device).clone())
+        self.lock().devices.get(credential_digest).cloned()
     }
 
     /// Keeps an active device read from the database at `since`.
-    pub fn keep_device(&self, credential_digest: &str, device: &Device, since: Since) {
+    pub fn keep_device(&self, credential_digest: &Digest, known: &Arc<KnownDevice>, since: Since) {
         if !self.tracking() {
             return;
         }
+        let device = &known.device;
         let size = entry_size(device);
         let mut inner = self.lock();
         if inner.epoch != since.0 || size > self.max_bytes {
@@ -165,26 +221,10 @@ impl DeviceDirectory {
         inner.bytes += size;
         inner.kept += 1;
         let kept = inner.kept;
-        inner
-            .credentials
-            .insert(device.id, (credential_digest.to_owned(), kept));
-        inner
-            .devices
-            .insert(credential_digest.to_owned(), Box::new(device.clone()));
+        inner.credentials.insert(device.id, (*credential_digest, kept));
+        inner.devices.insert(*credential_digest, known.clone());
         inner.order.push_back((device.id, kept));
         inner.compact_order();
-    }
-
-    /// A pull of `device` at `at`: the pull-rate check of its next pull counts from here (the
-    /// check-in reaches the database later, in a batch).
-    pub fn pulled(&self, device: DeviceId, at: DateTime<Utc>) {
-        let mut inner = self.lock();
-        let Inner {
-            devices, credentials, ..
-        } = &mut *inner;
-        if let Some(entry) = credentials.get(&device).and_then(|(d, _)| devices.get_mut(d)) {
-            entry.last_pull_at = entry.last_pull_at.max(Some(at));
-        }
     }
 
     pub fn tenant(&self, tenant: TenantId) -> Option<PullFacts> {
@@ -237,7 +277,7 @@ impl Listener for DeviceDirectory {
 /// What keeping `device` costs, estimated: the row with its strings, the credential's SHA-256
 /// in both maps, the maps' slots and its place in the eviction order.
 pub fn entry_size(device: &Device) -> usize {
-    const DIGEST: usize = 64;
+    const DIGEST: usize = std::mem::size_of::<Digest>();
     const SLOTS: usize = 2 * 48 + 2 * std::mem::size_of::<(DeviceId, u64)>();
     let strings = [
         &device.hardware_id,
@@ -274,7 +314,9 @@ pub fn entry_size(device: &Device) -> usize {
         })
         .sum::<usize>();
     let reassert = device.reassert.iter().map(|p| 48 + p.len()).sum::<usize>();
-    std::mem::size_of::<Device>() + strings + hashes + values + reassert + 2 * DIGEST + SLOTS
+    // The shared copy: its two counts, the row, the last pull.
+    let shared = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<KnownDevice>();
+    shared + strings + hashes + values + reassert + 2 * DIGEST + SLOTS
 }
 
 #[cfg(test)]
@@ -285,9 +327,9 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use uuid::Uuid;
 
-    fn device() -> Device {
+    fn device() -> Arc<KnownDevice> {
         let now = Utc::now();
-        Device {
+        Arc::new(KnownDevice::new(Device {
             id: DeviceId(Uuid::new_v4()),
             tenant_id: TenantId(Uuid::nil()),
             kind: DeviceKind::Appliance,
@@ -312,7 +354,11 @@ mod tests {
             last_report_digest: None,
             audited_key: Some("c".repeat(64)),
             recorded_connectivity: Connectivity::Online,
-        }
+        }))
+    }
+
+    fn key(name: &str) -> Digest {
+        crate::auth::token::raw_digest(name)
     }
 
     fn tracking(max_bytes: usize) -> DeviceDirectory {
@@ -325,27 +371,30 @@ mod tests {
     fn nothing_is_served_or_kept_until_changes_are_heard() {
         let directory = DeviceDirectory::new(1 << 20);
         let d = device();
-        directory.keep_device("k", &d, directory.since());
-        assert!(directory.device("k").is_none());
+        directory.keep_device(&key("k"), &d, directory.since());
+        assert!(directory.device(&key("k")).is_none());
         directory.set_tracking(true);
-        assert!(directory.device("k").is_none(), "kept while deaf: dropped");
-        directory.keep_device("k", &d, directory.since());
-        assert_eq!(directory.device("k").map(|d| d.id), Some(d.id));
+        assert!(directory.device(&key("k")).is_none(), "kept while deaf: dropped");
+        directory.keep_device(&key("k"), &d, directory.since());
+        assert_eq!(
+            directory.device(&key("k")).map(|d| d.device.id),
+            Some(d.device.id)
+        );
     }
 
     #[test]
     fn a_change_drops_the_device_and_a_read_that_raced_it_is_not_kept() {
         let directory = tracking(1 << 20);
         let d = device();
-        directory.keep_device("k", &d, directory.since());
+        directory.keep_device(&key("k"), &d, directory.since());
         let before = directory.since();
-        directory.changed(Change::Device(d.id));
-        assert!(directory.device("k").is_none());
+        directory.changed(Change::Device(d.device.id));
+        assert!(directory.device(&key("k")).is_none());
         // A read of the database that began before the change lands after it.
-        directory.keep_device("k", &d, before);
-        assert!(directory.device("k").is_none());
-        directory.keep_device("k", &d, directory.since());
-        assert!(directory.device("k").is_some());
+        directory.keep_device(&key("k"), &d, before);
+        assert!(directory.device(&key("k")).is_none());
+        directory.keep_device(&key("k"), &d, directory.since());
+        assert!(directory.device(&key("k")).is_some());
     }
 
     #[test]
@@ -362,23 +411,23 @@ mod tests {
         assert_eq!(directory.tenant(tenant), None);
         directory.keep_tenant(tenant, facts, directory.since());
         let d = device();
-        directory.keep_device("k", &d, directory.since());
+        directory.keep_device(&key("k"), &d, directory.since());
         directory.set_tracking(false);
         directory.set_tracking(true);
         assert_eq!(directory.tenant(tenant), None);
-        assert!(directory.device("k").is_none());
+        assert!(directory.device(&key("k")).is_none());
         assert_eq!(directory.usage(), (0, 0));
     }
 
     #[test]
     fn memory_stays_under_its_bound_and_a_pull_moves_the_rate_check() {
-        let one = entry_size(&device());
+        let one = entry_size(&device().device);
         assert!(one < 1024, "a plain device costs {one} bytes");
         let directory = tracking(100 * one);
         let mut last = device();
         for i in 0..1000 {
             last = device();
-            directory.keep_device(&format!("k{i}"), &last, directory.since());
+            directory.keep_device(&key(&format!("k{i}")), &last, directory.since());
             let (entries, bytes) = directory.usage();
             assert!(
                 bytes <= 100 * one && entries <= 100,
@@ -387,33 +436,44 @@ mod tests {
         }
         // Full, and what is kept is the latest 100: the oldest went, one per newcomer.
         assert_eq!(directory.usage().0, 100);
-        assert!(directory.device("k899").is_none());
-        assert!((900..1000).all(|i| directory.device(&format!("k{i}")).is_some()));
+        assert!(directory.device(&key("k899")).is_none());
+        assert!((900..1000).all(|i| directory.device(&key(&format!("k{i}"))).is_some()));
+        // A pull marks the shared entry: the next lookup sees it, and an older pull does not
+        // move it back.
         let at = Utc::now();
-        directory.pulled(last.id, at);
-        assert_eq!(directory.device("k999").unwrap().last_pull_at, Some(at));
+        directory.device(&key("k999")).unwrap().pulled(at);
+        directory
+            .device(&key("k999"))
+            .unwrap()
+            .pulled(at - chrono::Duration::seconds(5));
+        assert_eq!(directory.device(&key("k999")).unwrap().last_pull_at(), Some(at));
+        assert_eq!(
+            Arc::clone(&last).into_device().last_pull_at,
+            Some(at),
+            "the row handed out carries it"
+        );
     }
 
     #[test]
     fn a_device_kept_again_counts_as_new_and_stale_places_do_not_pile_up() {
-        let one = entry_size(&device());
+        let one = entry_size(&device().device);
         let directory = tracking(3 * one);
         let (a, b, c, d) = (device(), device(), device(), device());
-        directory.keep_device("a", &a, directory.since());
-        directory.keep_device("b", &b, directory.since());
-        directory.keep_device("c", &c, directory.since());
+        directory.keep_device(&key("a"), &a, directory.since());
+        directory.keep_device(&key("b"), &b, directory.since());
+        directory.keep_device(&key("c"), &c, directory.since());
         // A change drops `a`; its next pull reads and keeps it again, now the newest.
-        directory.changed(Change::Device(a.id));
-        directory.keep_device("a", &a, directory.since());
-        directory.keep_device("d", &d, directory.since());
-        assert!(directory.device("b").is_none(), "the oldest went");
+        directory.changed(Change::Device(a.device.id));
+        directory.keep_device(&key("a"), &a, directory.since());
+        directory.keep_device(&key("d"), &d, directory.since());
+        assert!(directory.device(&key("b")).is_none(), "the oldest went");
         for kept in ["c", "a", "d"] {
-            assert!(directory.device(kept).is_some(), "{kept} stays");
+            assert!(directory.device(&key(kept)).is_some(), "{kept} stays");
         }
         // A device changed and kept again all day leaves stale places; they stay bounded.
         for _ in 0..10 * ORDER_SLACK {
-            directory.changed(Change::Device(c.id));
-            directory.keep_device("c", &c, directory.since());
+            directory.changed(Change::Device(c.device.id));
+            directory.keep_device(&key("c"), &c, directory.since());
         }
         let order = directory.lock().order.len();
         assert!(order <= 2 * 3 + ORDER_SLACK + 1, "{order} places for 3 devices");

@@ -8,6 +8,7 @@
 //! served-field audit are buffered and written in batches, never on the request path (a device
 //! coming back from stale or offline is the one rare write).
 
+use super::device_directory::KnownDevice;
 use super::devices::device_entry;
 use super::effective::{Current, Freshness, built, current};
 use super::served_audit::{self, Served};
@@ -50,9 +51,10 @@ fn too_often(interval: u32, wait: u64) -> ApiError {
 
 pub async fn pull(
     state: &AppState,
-    device: Device,
+    known: &KnownDevice,
     if_none_match: impl Fn(&str) -> bool,
 ) -> Result<Pulled, ApiError> {
+    let device = &known.device;
     let now = state.clock.now();
     let tenant = device.tenant_id;
     let Current {
@@ -60,8 +62,8 @@ pub async fn pull(
         interval,
         view: tree,
     } = current(state, tenant, Freshness::Directory).await?;
-    let last_pull = device
-        .last_pull_at
+    let last_pull = known
+        .last_pull_at()
         .max(state.checkins.pending(device.id).map(|(seen, _)| seen));
     if let Some(last) = last_pull {
         let gap = device::min_pull_gap(interval);
@@ -70,14 +72,13 @@ pub async fn pull(
             return Err(too_often(interval, wait));
         }
     }
-    let built = built(state, &tree, &device, revision)?;
+    let built = built(state, &tree, device, revision)?;
     let next_pull_after = device::next_pull_after(device.id.0, interval, now, rand::random::<f64>());
     checkins::record(state, tenant, device.id, now, next_pull_after).await?;
-    state.directory.pulled(device.id, now);
+    known.pulled(now);
 
     let audited = device.audited_key.as_deref() == Some(built.audit_key.as_str());
-    let queued = state.served.queued_key(device.id).as_deref() == Some(built.audit_key.as_str());
-    if !audited && !queued {
+    if !audited && state.served.queued_key(device.id).as_deref() != Some(built.audit_key.as_str()) {
         let served = Served {
             tenant,
             hash: built.hash.clone(),
@@ -91,7 +92,7 @@ pub async fn pull(
         device.recorded_connectivity,
         Connectivity::Stale | Connectivity::Offline
     ) {
-        record_back_online(state, &device, now).await?;
+        record_back_online(state, device, now).await?;
     }
 
     let hash = built.hash.clone();

@@ -1,6 +1,7 @@
 //! Registration of the device protocol: a device enrols with a token, and authenticates with
 //! its credential afterwards.
 
+use super::device_directory::KnownDevice;
 use super::devices::{CREDENTIAL_PREFIX, device_entry};
 use super::{audit, device_reads, registration_queue, reregistrations};
 use crate::auth::token;
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sea_orm::ConnectionTrait;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What a device sends to register.
 pub struct Registration {
@@ -253,20 +255,21 @@ async fn pull_interval(state: &AppState, tenant: TenantId) -> Result<u32, ApiErr
 }
 
 /// The active device presenting `credential`, or a `401`.
-pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, ApiError> {
+pub async fn authenticate(state: &AppState, credential: &str) -> Result<Arc<KnownDevice>, ApiError> {
     let unknown = || {
         ApiError::new(
             Code::InvalidDeviceCredential,
             "the device credential is not valid; register again",
         )
     };
-    let digest = token::digest(credential);
-    if let Some(device) = state.directory.device(&digest) {
+    let raw = token::raw_digest(credential);
+    if let Some(device) = state.directory.device(&raw) {
         state.metrics.device_directory(true);
         return Ok(device);
     }
     state.metrics.device_directory(false);
     let since = state.directory.since();
+    let digest = token::to_hex(&raw);
     let Some(device) = device_reads::by_credential(state, digest.clone()).await? else {
         if device_reregistrations::is_pending(&state.db, &digest).await? {
             return Err(reregistrations::waiting());
@@ -279,6 +282,7 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Device, 
             "this device was decommissioned",
         ));
     }
-    state.directory.keep_device(&digest, &device, since);
-    Ok(device)
+    let known = Arc::new(KnownDevice::new(device));
+    state.directory.keep_device(&raw, &known, since);
+    Ok(known)
 }

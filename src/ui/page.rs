@@ -106,7 +106,7 @@ pub async fn signed_in(
     Ok(Ui {
         user,
         layout,
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
     })
 }
 

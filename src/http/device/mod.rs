@@ -122,7 +122,7 @@ pub async fn register_device(
     body: ApiJson<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
     let registration = Registration {
         enrollment_token: body.enrollment_token,
         kind: body.kind.into(),
@@ -210,7 +210,7 @@ pub async fn get_device_config(
     req: HttpRequest,
     caller: DeviceAuth,
 ) -> Result<HttpResponse, ApiError> {
-    let pulled = pull::pull(&state, caller.device, |hash| matches_etag(&req, hash)).await?;
+    let pulled = pull::pull(&state, &caller.device, |hash| matches_etag(&req, hash)).await?;
     let (hash, next, body) = match pulled {
         Pulled::NotModified {
             hash,
@@ -346,7 +346,7 @@ pub async fn post_device_report(
         fields,
         billing: body.billing.map(Usage::from),
     };
-    let receipt = report::report(&state, caller.device, report).await?;
+    let receipt = report::report(&state, caller.device.into_device(), report).await?;
     Ok(HttpResponse::Ok().json(ReportResponse {
         recorded: receipt.recorded,
         fields_changed: receipt.fields_changed,
