@@ -4,12 +4,30 @@
 //! every other tenant's entries. Each replica has its own; entries expire after the time to
 //! live, so replicas differ by at most that.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// What an entry costs beyond its key and value: the map slot, the recency index, the clock.
+/// What an entry costs beyond its value and what its key holds on the heap: the map slot, the
+/// recency index, the clock, the key itself.
 const ENTRY_OVERHEAD: usize = 128;
+
+/// A cache key. Typed keys (ids and numbers) hold nothing on the heap: a lookup with one
+/// neither formats nor allocates, which a lookup on every device pull should not.
+pub trait Key: Hash + Eq + Clone {
+    /// The bytes the key holds on the heap (it is stored twice: map and recency index).
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+}
+
+impl Key for String {
+    fn heap_bytes(&self) -> usize {
+        self.len()
+    }
+}
 
 /// Bounds of a [`BoundedCache`].
 #[derive(Debug, Clone, Copy)]
@@ -30,16 +48,19 @@ struct Slot<V> {
 }
 
 #[derive(Debug)]
-struct Inner<V> {
-    entries: HashMap<String, Slot<V>>,
+struct Inner<K, V> {
+    entries: HashMap<K, Slot<V>>,
     /// Last use → key; the first is the least recently used.
-    recency: BTreeMap<u64, String>,
+    recency: BTreeMap<u64, K>,
     clock: u64,
     bytes: usize,
 }
 
-impl<V> Inner<V> {
-    fn remove(&mut self, key: &str) {
+impl<K: Key, V> Inner<K, V> {
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if let Some(slot) = self.entries.remove(key) {
             self.recency.remove(&slot.used);
             self.bytes -= slot.size;
@@ -53,12 +74,12 @@ impl<V> Inner<V> {
 }
 
 #[derive(Debug)]
-pub struct BoundedCache<V> {
+pub struct BoundedCache<K, V> {
     bounds: Bounds,
-    inner: Mutex<Inner<V>>,
+    inner: Mutex<Inner<K, V>>,
 }
 
-impl<V: Clone> BoundedCache<V> {
+impl<K: Key, V: Clone> BoundedCache<K, V> {
     pub fn new(bounds: Bounds) -> Self {
         Self {
             bounds,
@@ -71,16 +92,22 @@ impl<V: Clone> BoundedCache<V> {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         self.get_at(key, Instant::now())
     }
 
     /// Keeps `value`, which costs about `size` bytes; false when it is too large to keep.
-    pub fn put(&self, key: String, value: V, size: usize) -> bool {
+    pub fn put(&self, key: K, value: V, size: usize) -> bool {
         self.put_at(key, value, size, Instant::now())
     }
 
-    fn get_at(&self, key: &str, now: Instant) -> Option<V> {
+    fn get_at<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let mut inner = self.inner.lock().expect("cache lock");
         let slot = inner.entries.get(key)?;
         if now.saturating_duration_since(slot.stored) >= self.bounds.ttl {
@@ -88,17 +115,27 @@ impl<V: Clone> BoundedCache<V> {
             return None;
         }
         let previous = slot.used;
-        let used = inner.tick();
-        inner.recency.remove(&previous);
-        inner.recency.insert(used, key.to_owned());
-        let slot = inner.entries.get_mut(key).expect("present above");
-        slot.used = used;
+        // An entry used within the newer half of the order stays where it is: at most half
+        // the entries are newer, so it cannot go before the older half does, and a hot entry
+        // (a policy's config, hit by every pull of its devices) does not move on every hit.
+        let newer = inner.clock - previous;
+        if newer > (inner.entries.len() / 2) as u64 {
+            let used = inner.tick();
+            // The key moves within the recency index: no copy of it is made.
+            let owned = inner
+                .recency
+                .remove(&previous)
+                .expect("every entry is in the recency index");
+            inner.recency.insert(used, owned);
+            inner.entries.get_mut(key).expect("present above").used = used;
+        }
+        let slot = inner.entries.get(key).expect("present above");
         Some(slot.value.clone())
     }
 
-    fn put_at(&self, key: String, value: V, size: usize, now: Instant) -> bool {
+    fn put_at(&self, key: K, value: V, size: usize, now: Instant) -> bool {
         let size = size
-            .saturating_add(key.len().saturating_mul(2))
+            .saturating_add(key.heap_bytes().saturating_mul(2))
             .saturating_add(ENTRY_OVERHEAD);
         let mut inner = self.inner.lock().expect("cache lock");
         inner.remove(&key);
@@ -141,7 +178,7 @@ mod tests {
 
     const KB: usize = 1024;
 
-    fn cache(ttl_secs: u64, max_bytes: usize, max_entry_bytes: usize) -> BoundedCache<u32> {
+    fn cache(ttl_secs: u64, max_bytes: usize, max_entry_bytes: usize) -> BoundedCache<String, u32> {
         BoundedCache::new(Bounds {
             ttl: Duration::from_secs(ttl_secs),
             max_bytes,
@@ -179,6 +216,27 @@ mod tests {
         }
         assert_eq!(cache.usage().0, 4);
         assert!(cache.usage().1 <= 4 * (KB + 2 + ENTRY_OVERHEAD));
+    }
+
+    #[test]
+    fn an_entry_used_in_the_older_half_moves_up_and_one_in_the_newer_half_is_not_evicted() {
+        // Eight entries of 1 KiB and a two-letter key fill it; a ninth evicts one.
+        let cache = cache(60, 8 * (KB + 4 + ENTRY_OVERHEAD), 16 * KB);
+        let now = Instant::now();
+        let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+        for (i, key) in keys.iter().enumerate() {
+            assert!(cache.put_at((*key).into(), i as u32, KB, now));
+        }
+        // k0 is the oldest; a hit moves it up. k6 is in the newer half: hits leave it in place.
+        assert_eq!(cache.get_at("k0", now), Some(0));
+        for _ in 0..100 {
+            assert_eq!(cache.get_at("k6", now), Some(6));
+        }
+        assert!(cache.put_at("k8".into(), 8, KB, now));
+        assert_eq!(cache.get_at("k1", now), None, "k1 was the least recently used");
+        for key in ["k0", "k2", "k3", "k4", "k5", "k6", "k7", "k8"] {
+            assert!(cache.get_at(key, now).is_some(), "{key} stays");
+        }
     }
 
     #[test]

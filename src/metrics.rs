@@ -40,10 +40,28 @@ impl Histogram {
     }
 }
 
+/// The requests of one route template.
+#[derive(Debug, Default)]
+struct RouteStats {
+    /// By method and status.
+    responses: BTreeMap<(&'static str, u16), u64>,
+    latency: Histogram,
+}
+
+/// The method as a label: the standard ones by name, any other as `other` (a client may send
+/// any token as a method, and each would be a label of its own).
+fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    STANDARD.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    http: BTreeMap<(String, String, u16), u64>,
-    http_latency: BTreeMap<String, Histogram>,
+    /// By route template. Looked up by the borrowed template: a request allocates nothing here
+    /// once its route has been seen.
+    http: BTreeMap<String, RouteStats>,
     pulls: BTreeMap<u16, u64>,
     reports: BTreeMap<u16, u64>,
     devices: BTreeMap<(String, String), u64>,
@@ -83,15 +101,12 @@ impl Metrics {
     /// label set). Device pulls and reports are also counted by outcome.
     pub fn http_request(&self, route: &str, method: &str, status: u16, latency: Duration) {
         let mut inner = self.inner.lock().expect("metrics");
-        *inner
-            .http
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
-        inner
-            .http_latency
-            .entry(route.to_owned())
-            .or_default()
-            .observe(latency.as_secs_f64());
+        if !inner.http.contains_key(route) {
+            inner.http.insert(route.to_owned(), RouteStats::default());
+        }
+        let stats = inner.http.get_mut(route).expect("inserted above");
+        *stats.responses.entry((method_label(method), status)).or_default() += 1;
+        stats.latency.observe(latency.as_secs_f64());
         match route {
             "/device/v1/config" => *inner.pulls.entry(status).or_default() += 1,
             "/device/v1/report" => *inner.reports.entry(status).or_default() += 1,
@@ -143,20 +158,22 @@ impl Metrics {
             "# HELP gmp_http_requests_total HTTP requests by route template, method and status."
         );
         let _ = writeln!(out, "# TYPE gmp_http_requests_total counter");
-        for ((route, method, status), n) in &inner.http {
-            let _ = writeln!(
-                out,
-                "gmp_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for (route, stats) in &inner.http {
+            for ((method, status), n) in &stats.responses {
+                let _ = writeln!(
+                    out,
+                    "gmp_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                    escape(route)
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP gmp_http_request_duration_seconds HTTP request latency by route template."
         );
         let _ = writeln!(out, "# TYPE gmp_http_request_duration_seconds histogram");
-        for (route, histogram) in &inner.http_latency {
-            histogram.render(
+        for (route, stats) in &inner.http {
+            stats.latency.render(
                 &mut out,
                 "gmp_http_request_duration_seconds",
                 &format!("route=\"{}\"", escape(route)),
@@ -298,5 +315,22 @@ mod tests {
         assert!(text.contains("gmp_db_pool_connections{state=\"in_use\"} 1"));
         let per_tenant = metrics.render(Some(pool), true);
         assert!(per_tenant.contains("gmp_devices{tenant=\"tenant-a\",status=\"online\"} 3"));
+    }
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        let metrics = Metrics::default();
+        for i in 0..100 {
+            metrics.http_request("unmatched", &format!("M{i}"), 405, Duration::from_millis(1));
+        }
+        metrics.http_request("unmatched", "DELETE", 404, Duration::from_millis(1));
+        let text = metrics.render(None, false);
+        assert!(
+            text.contains("gmp_http_requests_total{route=\"unmatched\",method=\"other\",status=\"405\"} 100")
+        );
+        assert!(
+            text.contains("gmp_http_requests_total{route=\"unmatched\",method=\"DELETE\",status=\"404\"} 1")
+        );
+        assert!(!text.contains("M7"), "a client's method token is never a label");
     }
 }

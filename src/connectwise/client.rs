@@ -205,7 +205,7 @@ pub fn install_crypto_provider() {
 pub struct ConnectWiseClient {
     http: reqwest::Client,
     settings: ClientSettings,
-    codebases: BoundedCache<String>,
+    codebases: BoundedCache<String, String>,
 }
 
 impl fmt::Debug for ConnectWiseClient {

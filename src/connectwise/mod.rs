@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 /// Dropdown results, kept briefly per tenant, credentials and query.
-pub type LookupCache = crate::cache::BoundedCache<Arc<Vec<Value>>>;
+pub type LookupCache = crate::cache::BoundedCache<String, Arc<Vec<Value>>>;
 
 /// All cached dropdown results together, in estimated bytes.
 pub const LOOKUP_CACHE_BYTES: usize = 32 * 1024 * 1024;

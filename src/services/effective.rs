@@ -17,7 +17,7 @@
 //! `Debug` hides it), bounded in bytes (`pull_cache_bytes`), least recently used evicted first.
 
 use super::device_directory::PullFacts;
-use crate::cache::{BoundedCache, Bounds};
+use crate::cache::{self, BoundedCache, Bounds};
 use crate::db::changes::Announce;
 use crate::db::repo::{policies, rollouts, tenants};
 use crate::domain::device::{Device, ServedField, ServedSource, config_hash, served_fields};
@@ -161,9 +161,30 @@ impl TenantView {
 
 /// The caches of one replica: tenant views per revision, built configs per key.
 pub struct EffectiveCache {
-    trees: BoundedCache<Arc<TenantView>>,
-    configs: BoundedCache<Arc<Built>>,
+    trees: BoundedCache<(TenantId, i64), Arc<TenantView>>,
+    configs: BoundedCache<ConfigKey, Arc<Built>>,
 }
+
+impl cache::Key for (TenantId, i64) {}
+
+/// What a built config depends on besides the tree revision and the rollout mask: its policy,
+/// for devices without values of their own (they share it), or the device at its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ConfigOwner {
+    Policy(PolicyId),
+    Device(DeviceId, i32),
+}
+
+/// The cache key of a device's effective config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConfigKey {
+    tenant: TenantId,
+    revision: i64,
+    owner: ConfigOwner,
+    mask: u32,
+}
+
+impl cache::Key for ConfigKey {}
 
 impl EffectiveCache {
     /// `max_bytes`: all built configs together (their fragments hold each device's secrets).
@@ -188,26 +209,22 @@ impl EffectiveCache {
     }
 
     pub fn tree(&self, tenant: TenantId, revision: i64) -> Option<Arc<TenantView>> {
-        self.trees.get(&tree_key(tenant, revision))
+        self.trees.get(&(tenant, revision))
     }
 
     pub fn keep_tree(&self, tenant: TenantId, revision: i64, tree: Arc<TenantView>) {
         let size = tree_size(&tree) * (1 + tree.rollouts.len());
-        self.trees.put(tree_key(tenant, revision), tree, size);
+        self.trees.put((tenant, revision), tree, size);
     }
 
-    pub fn config(&self, key: &str) -> Option<Arc<Built>> {
+    pub fn config(&self, key: &ConfigKey) -> Option<Arc<Built>> {
         self.configs.get(key)
     }
 
-    pub fn keep_config(&self, key: String, built: Arc<Built>) {
+    pub fn keep_config(&self, key: ConfigKey, built: Arc<Built>) {
         let size = built.size();
         self.configs.put(key, built, size);
     }
-}
-
-fn tree_key(tenant: TenantId, revision: i64) -> String {
-    format!("{tenant}:{revision}")
 }
 
 fn tree_size(tree: &PolicyTree) -> usize {
@@ -309,15 +326,17 @@ pub fn built(
 
 /// The cache key of a device's effective config under policy `revision` and rollout `mask`.
 /// Devices without values of their own share the key of their policy and mask.
-fn config_key(device: &Device, revision: i64, mask: u32) -> String {
+fn config_key(device: &Device, revision: i64, mask: u32) -> ConfigKey {
     let shared = device.device_values.is_empty() && device.reassert.is_empty();
-    if shared {
-        format!("{}:{revision}:p:{}:{mask}", device.tenant_id, device.policy_id)
-    } else {
-        format!(
-            "{}:{revision}:d:{}:{}:{mask}",
-            device.tenant_id, device.id, device.version
-        )
+    ConfigKey {
+        tenant: device.tenant_id,
+        revision,
+        owner: if shared {
+            ConfigOwner::Policy(device.policy_id)
+        } else {
+            ConfigOwner::Device(device.id, device.version)
+        },
+        mask,
     }
 }
 

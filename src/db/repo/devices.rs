@@ -14,6 +14,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
 use uuid::Uuid;
 
 fn to_domain(m: Model) -> Result<Device, DbErr> {
@@ -489,29 +490,32 @@ pub async fn record_checkins(
         return Ok(());
     }
     let backend = conn.get_database_backend();
-    let placeholder = |n: usize| match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    };
-    let rows: Vec<String> = (0..checkins.len())
-        .map(|i| {
-            let at = 4 * i;
-            format!(
-                "({}, {}, {}, {})",
-                placeholder(at + 1),
-                placeholder(at + 2),
-                placeholder(at + 3),
-                placeholder(at + 4)
-            )
-        })
-        .collect();
-    // VALUES columns are `column1`… on both engines.
-    let sql = format!(
+    // One string written in place: the statement has four placeholders per check-in, and a
+    // flush writes thousands of check-ins a second at full load.
+    let mut sql = String::with_capacity(200 + 24 * checkins.len());
+    sql.push_str(
         "UPDATE devices SET last_seen_at = v.column3, last_pull_at = v.column3, \
-         next_pull_after = v.column4 FROM (VALUES {}) AS v \
-         WHERE devices.id = v.column1 AND devices.tenant_id = v.column2 \
+         next_pull_after = v.column4 FROM (VALUES ",
+    );
+    for row in 0..checkins.len() {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=4 {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            match backend {
+                DbBackend::Postgres => {
+                    let _ = write!(sql, "${}", 4 * row + column);
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    // VALUES columns are `column1`… on both engines.
+    sql.push_str(
+        ") AS v WHERE devices.id = v.column1 AND devices.tenant_id = v.column2 \
          AND (devices.last_seen_at IS NULL OR devices.last_seen_at < v.column3)",
-        rows.join(", ")
     );
     let values = checkins
         .iter()
