@@ -94,9 +94,10 @@ pub struct PullFacts {
 
 #[derive(Default)]
 struct Inner {
-    /// Credential SHA-256 → device (by its bytes: half the hex form's, in place in the slot). Behind a pointer: pulls share it, and when the map
-    /// grows it moves every slot while holding the lock each pull takes, and a slot of a key
-    /// and a pointer (32 bytes) moves far faster than one holding a whole `Device`.
+    /// Credential SHA-256 → device. The key is the digest's 32 bytes, in the slot itself (not
+    /// its hex form on the heap). The device is behind a pointer: pulls share it, and when the
+    /// map grows it moves every slot while holding the lock each pull takes, and a slot of a
+    /// key and a pointer moves far faster than one holding a whole `Device`.
     devices: HashMap<Digest, Arc<KnownDevice>>,
     /// Device → its credential's SHA-256 (to drop an entry by device) and its place in `order`.
     credentials: HashMap<DeviceId, (Digest, u64)>,
