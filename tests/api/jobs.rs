@@ -344,6 +344,12 @@ async fn check_ins_are_buffered_and_flushed_in_batches() {
     assert_eq!(view["connectivity"], "online");
     assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 1);
     assert!(stored(&app).await.is_some());
+    // Written, and no longer pending: the device's entry in the directory still carries the
+    // pull, so the next one is still rate limited.
+    assert_eq!(
+        pull(&app, &device, None).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 0);
 }
 
