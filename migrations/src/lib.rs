@@ -19,6 +19,7 @@ mod m20261128_210000_device_buckets;
 mod m20261128_220001_ui_sessions;
 mod m20261129_000001_override_indexes;
 mod m20261129_000002_devices_fillfactor;
+mod m20261129_000003_device_checkins;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_220001_ui_sessions::Migration),
             Box::new(m20261129_000001_override_indexes::Migration),
             Box::new(m20261129_000002_devices_fillfactor::Migration),
+            Box::new(m20261129_000003_device_checkins::Migration),
         ]
     }
 }

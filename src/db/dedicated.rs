@@ -28,6 +28,9 @@ enum Raw {
 /// One connection, held; see the module documentation. Calls take turns on it.
 pub struct Dedicated {
     pool: DatabaseConnection,
+    /// What PostgreSQL shows for it (`application_name` in `pg_stat_activity`), so an operator
+    /// can tell it from the pool's.
+    name: &'static str,
     held: Mutex<Option<Raw>>,
 }
 
@@ -54,10 +57,12 @@ impl Lease<'_> {
 }
 
 impl Dedicated {
-    /// Opens its connection as `pool` opens its own, at first use.
-    pub fn new(pool: DatabaseConnection) -> Self {
+    /// Opens its connection as `pool` opens its own, at first use; on PostgreSQL it is
+    /// named `name`.
+    pub fn new(pool: DatabaseConnection, name: &'static str) -> Self {
         Self {
             pool,
+            name,
             held: Mutex::new(None),
         }
     }
@@ -68,6 +73,7 @@ impl Dedicated {
         match self.pool.get_database_backend() {
             DbBackend::Postgres => {
                 let options = self.pool.get_postgres_connection_pool().connect_options();
+                let options = (*options).clone().application_name(self.name);
                 let conn = PgConnection::connect_with(&options).await;
                 Ok(Raw::Postgres(conn.map_err(sqlx_error_to_conn_err)?))
             }

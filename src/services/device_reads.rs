@@ -27,6 +27,9 @@ use std::sync::Arc;
 pub const BATCH: usize = 64;
 
 /// Misses waiting for their read, and the connection they are read on.
+/// The reads' connection as PostgreSQL names it (`application_name`).
+pub const READER_NAME: &str = "gmp-device-reads";
+
 #[derive(Debug)]
 pub struct DeviceReads {
     queue: Batcher<String, Option<Device>>,
@@ -38,7 +41,7 @@ impl DeviceReads {
     pub fn new(pool: DatabaseConnection) -> Self {
         Self {
             queue: Batcher::new(BATCH),
-            conn: Arc::new(Dedicated::new(pool)),
+            conn: Arc::new(Dedicated::new(pool, READER_NAME)),
         }
     }
 }

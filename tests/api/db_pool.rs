@@ -71,14 +71,18 @@ async fn the_pool_opens_every_connection_and_recovers_from_lost_ones() {
     assert_eq!(response.status(), 200, "the pool serves again");
 }
 
-/// The backends of the test's database whose last statement read devices by credential: the
-/// directory's misses, which run on a connection of their own.
+/// The backends of the test's database named as the directory's reads and whose last
+/// statement read devices: the directory's misses, which run on a connection of their own.
+/// (The statement's text is too long for `pg_stat_activity` to show its `WHERE`.)
 async fn device_read_backends(admin: &sea_orm::DatabaseConnection) -> Vec<i32> {
     admin
         .query_all_raw(Statement::from_string(
             admin.get_database_backend(),
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND query LIKE '%\"credential_hash\" IN%' AND query NOT LIKE '%pg_stat_activity%'",
+            format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = '{}' AND query LIKE 'SELECT \"devices\".%'",
+                gmp::services::device_reads::READER_NAME
+            ),
         ))
         .await
         .unwrap()
@@ -145,7 +149,7 @@ async fn a_connection_of_its_own_writes_and_reads_as_the_pool_does() {
     let app = TestApp::spawn().await;
     let tenant = fast_tenant(&app, "Acme").await;
     let device = register(&app, &tenant.admin, "HW-DED-W", "appliance").await;
-    let conn = gmp::db::Dedicated::new(app.state.db.clone());
+    let conn = gmp::db::Dedicated::new(app.state.db.clone(), "gmp-test");
     let backend = conn.get_database_backend();
 
     // Several statements in one unprepared call, as the pool runs them.

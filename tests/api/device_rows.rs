@@ -5,12 +5,12 @@ use gmp::bench::seed::{self, SeedOptions};
 use gmp::db::repo::devices;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
-/// A check-in rewrites columns no index holds, so PostgreSQL updates the device's row in place
-/// (a HOT update) without an entry in each of the table's indexes: device rows are stored with
-/// room on their page (migration `m20261129_000002_devices_fillfactor`). SQLite rewrites rows in
+/// A check-in rewrites the device's narrow check-in row, not its wide device row
+/// (`m20261129_000003_device_checkins`), and on PostgreSQL in place (a HOT update: the rows
+/// are stored with room on their page, and no index holds the times). SQLite rewrites rows in
 /// place anyway; there the test checks the check-ins landed.
 #[tokio::test]
-async fn check_ins_update_device_rows_in_place() {
+async fn check_ins_update_narrow_rows_in_place() {
     let app = TestApp::spawn().await;
     let fleet = SeedOptions {
         steady: 300,
@@ -43,26 +43,31 @@ async fn check_ins_update_device_rows_in_place() {
     };
     let placeholder = if backend == DbBackend::Postgres { "$1" } else { "?" };
     let written = count(
-        &format!("SELECT COUNT(*) FROM devices WHERE last_pull_at = {placeholder}"),
+        &format!("SELECT COUNT(*) FROM device_checkins WHERE last_pull_at = {placeholder}"),
         vec![later.into()],
     )
     .await;
     assert_eq!(written, 100, "every check-in landed");
     if backend == DbBackend::Postgres {
         let updated = count(
-            "SELECT pg_stat_get_xact_tuples_updated('devices'::regclass)",
+            "SELECT pg_stat_get_xact_tuples_updated('device_checkins'::regclass)",
             vec![],
         )
         .await;
         let in_place = count(
-            "SELECT pg_stat_get_xact_tuples_hot_updated('devices'::regclass)",
+            "SELECT pg_stat_get_xact_tuples_hot_updated('device_checkins'::regclass)",
+            vec![],
+        )
+        .await;
+        let devices_updated = count(
+            "SELECT pg_stat_get_xact_tuples_updated('devices'::regclass)",
             vec![],
         )
         .await;
         assert_eq!(
-            (updated, in_place),
-            (100, 100),
-            "(rows updated, of them in place)"
+            (updated, in_place, devices_updated),
+            (100, 100, 0),
+            "(check-in rows updated, of them in place; device rows updated)"
         );
     }
     txn.rollback().await.unwrap();
@@ -107,4 +112,44 @@ async fn setting(txn: &gmp::db::WriteTxn, sql: &str) -> String {
     row.try_get_by_index::<String>(0)
         .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
         .unwrap()
+}
+
+/// The served audit reads a batch's field records by device id alone (through the primary
+/// key), and drops any row of another tenant: the tenant still scopes the answer.
+#[tokio::test]
+async fn field_records_read_by_device_stay_within_the_tenant() {
+    use gmp::db::repo::device_fields;
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 0,
+        new: 1,
+        policies: 2,
+        pull_interval_seconds: 3600,
+        own_values_every: 0,
+    };
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    let other = seed::seed(&app.state, &fleet).await.unwrap();
+    let credential = &seeded.devices[0].credential;
+    let pulled = app
+        .client
+        .get(app.url("/device/v1/config"))
+        .bearer_auth(credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pulled.status(), 200);
+    gmp::services::served_audit::flush(&app.state).await.unwrap();
+    let id = stored_device(&app.state.db, credential).await.unwrap().id;
+
+    let own = device_fields::load_many(&app.state.db, seeded.tenant, &[id])
+        .await
+        .unwrap();
+    assert!(
+        own.get(&id).is_some_and(|f| !f.is_empty()),
+        "the served fields are read"
+    );
+    let foreign = device_fields::load_many(&app.state.db, other.tenant, &[id])
+        .await
+        .unwrap();
+    assert!(foreign.is_empty(), "another tenant reads nothing: {foreign:?}");
 }

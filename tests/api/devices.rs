@@ -899,7 +899,8 @@ async fn pending_failed_and_stale_devices_of_a_policy() {
     app.state
         .db
         .execute_unprepared(
-            "UPDATE devices SET next_pull_after = '2000-01-01T00:00:00+00:00' WHERE hardware_id = 'HW-LAG'",
+            "UPDATE device_checkins SET next_pull_after = '2000-01-01T00:00:00+00:00' \
+             WHERE device_id = (SELECT id FROM devices WHERE hardware_id = 'HW-LAG')",
         )
         .await
         .unwrap();

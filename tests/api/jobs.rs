@@ -1,7 +1,7 @@
 //! The scheduled jobs, called directly, and the lease that keeps them to one replica.
 
-use crate::devices::{enrollment_tokens_for, fast_tenant, pull, register};
-use crate::helpers::TestApp;
+use crate::devices::{enrollment_tokens_for, fast_tenant, inherited_report, pull, register, report};
+use crate::helpers::{TestApp, stored_device};
 use chrono::{Duration, Utc};
 use gmp::clock::Clock;
 use gmp::jobs::{self, Outcome};
@@ -316,7 +316,7 @@ async fn check_ins_are_buffered_and_flushed_in_batches() {
             let row = db
                 .query_one_raw(sea_orm::Statement::from_string(
                     db.get_database_backend(),
-                    "SELECT last_seen_at FROM devices".to_owned(),
+                    "SELECT (SELECT last_seen_at FROM device_checkins) AS last_seen_at".to_owned(),
                 ))
                 .await
                 .unwrap()
@@ -351,6 +351,37 @@ async fn check_ins_are_buffered_and_flushed_in_batches() {
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 0);
+}
+
+/// A report between a pull and the flush of its check-in: the report's `last_seen_at` is
+/// later than the pull's, yet the pull's `last_pull_at` and `next_pull_after` must still land.
+/// (When both lived in the device row, the flush skipped a device seen later, so its stored
+/// `next_pull_after` stayed the one before and the connectivity job would call it stale.)
+#[tokio::test]
+async fn a_report_before_the_flush_keeps_the_pulls_times() {
+    // Whole seconds: both engines store the times exactly.
+    let clock = Clock::manual(chrono::SubsecRound::trunc_subsecs(Utc::now(), 0));
+    let app = TestApp::spawn_with_clock(clock.clone(), |config| {
+        config.checkin_flush_interval_ms = 60_000;
+    })
+    .await;
+    let tenant = app.create_tenant("Acme").await;
+    let device = register(&app, &tenant.admin, "HW-REP", "vault").await;
+    let pulled_at = clock.now();
+    let pulled = pull(&app, &device, None).await;
+    assert_eq!(pulled.status(), StatusCode::OK);
+    let config: Value = pulled.json().await.unwrap();
+    let next: chrono::DateTime<Utc> = config["next_pull_after"].as_str().unwrap().parse().unwrap();
+    clock.advance(Duration::seconds(1));
+    let receipt = report(&app, &device, &inherited_report(&config)).await;
+    assert_eq!(receipt.status(), StatusCode::OK);
+    assert_eq!(gmp::services::checkins::flush(&app.state).await.unwrap(), 1);
+
+    let stored = stored_device(&app.state.db, &device.credential).await.unwrap();
+    assert_eq!(
+        (stored.last_pull_at, stored.next_pull_after, stored.last_seen_at),
+        (Some(pulled_at), Some(next), Some(clock.now()))
+    );
 }
 
 /// The check-in batch is one statement per chunk; a batch from a slower replica that carries an

@@ -338,7 +338,7 @@ async fn sigterm_under_load_finishes_requests_and_writes_check_ins() {
     let row = conn
         .query_one_raw(sea_orm::Statement::from_string(
             conn.get_database_backend(),
-            "SELECT last_seen_at FROM devices".to_owned(),
+            "SELECT (SELECT last_seen_at FROM device_checkins) AS last_seen_at".to_owned(),
         ))
         .await
         .unwrap()

@@ -20,9 +20,6 @@ pub struct Model {
     pub status: String,
     pub registered_at: DateTimeUtc,
     pub credential_rotated_at: DateTimeUtc,
-    pub last_seen_at: Option<DateTimeUtc>,
-    pub last_pull_at: Option<DateTimeUtc>,
-    pub next_pull_after: Option<DateTimeUtc>,
     pub served_hash: Option<String>,
     pub applied_hash: Option<String>,
     pub applied_at: Option<DateTimeUtc>,
@@ -35,6 +32,16 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// Its check-in times, kept apart (see `device_checkins`).
+    #[sea_orm(has_one = "super::device_checkins::Entity")]
+    Checkin,
+}
+
+impl Related<super::device_checkins::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Checkin.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -4,6 +4,7 @@ pub mod audit_changes;
 pub mod device_billing_usage;
 pub mod device_billing_usage_history;
 pub mod device_buckets;
+pub mod device_checkins;
 pub mod device_field_history;
 pub mod device_fields;
 pub mod device_reregistrations;

@@ -115,11 +115,17 @@ pub async fn load_many(
     let mut records: HashMap<DeviceId, BTreeMap<String, FieldRecord>> = HashMap::new();
     // One bound parameter per device, far below both engines' limits.
     for chunk in devices.chunks(1000) {
+        // By device alone, through the primary key. With the tenant in the `WHERE`, SQLite
+        // (which has no statistics: the server never runs `ANALYZE`) read every field row of
+        // the tenant through `idx_device_fields_tenant_path` instead, a cost growing with the
+        // fleet. The tenant still scopes the answer: another tenant's rows are dropped here.
         let rows = fields::Entity::find()
-            .filter(fields::Column::TenantId.eq(tenant.0))
             .filter(fields::Column::DeviceId.is_in(chunk.iter().map(|d| d.0)))
             .all(conn)
-            .await?;
+            .await?
+            .into_iter()
+            .filter(|row| row.tenant_id == tenant.0)
+            .collect();
         for record in to_domain_all(rows)? {
             records
                 .entry(record.device_id)

@@ -3,6 +3,7 @@
 //! counted per group, by their stored place on the rollout scale.
 
 use crate::db::entities::device_buckets as buckets;
+use crate::db::entities::device_checkins as checkins;
 use crate::db::entities::devices::{Column, Entity};
 use crate::domain::device::Lifecycle;
 use crate::domain::{DeviceId, PolicyId, TenantId};
@@ -196,7 +197,7 @@ pub struct WaveGroup {
 }
 
 /// The active devices under `q.policies` whose bucket is below the wave's limit, counted per
-/// group: one query, grouped in the database (through `idx_devices_tenant_policy` and the
+/// group: one query, grouped in the database (through `idx_devices_tenant_policy`, and the
 /// buckets' primary key), so a wave of any size is as many rows as it has distinct groups.
 pub async fn wave_groups(conn: &impl ConnectionTrait, q: &WaveQuery<'_>) -> Result<Vec<WaveGroup>, DbErr> {
     let Some(&limit) = q.bands.last() else {
@@ -204,6 +205,8 @@ pub async fn wave_groups(conn: &impl ConnectionTrait, q: &WaveQuery<'_>) -> Resu
     };
     let bucket = || Expr::col((buckets::Entity, buckets::Column::Bucket));
     let col = |c: Column| Expr::col((Entity, c));
+    let seen = || Expr::col((checkins::Entity, checkins::Column::LastSeenAt));
+    let next = Expr::col((checkins::Entity, checkins::Column::NextPullAfter));
     let mut band = CaseStatement::new();
     for (i, &upper) in q.bands.iter().enumerate() {
         band = band.case(
@@ -212,16 +215,14 @@ pub async fn wave_groups(conn: &impl ConnectionTrait, q: &WaveQuery<'_>) -> Resu
         );
     }
     let heard = CaseStatement::new()
-        .case(col(Column::LastSeenAt).is_null(), Expr::val(NEVER_SEEN))
+        .case(seen().is_null(), Expr::val(NEVER_SEEN))
         .case(
-            col(Column::LastSeenAt)
-                .lt(q.offline_before)
-                .or(col(Column::NextPullAfter).lt(q.overdue_before)),
+            seen().lt(q.offline_before).or(next.lt(q.overdue_before)),
             Expr::val(SILENT),
         )
         .finally(Expr::val(PULLING));
     let since = CaseStatement::new()
-        .case(col(Column::LastSeenAt).gte(q.since), Expr::val(1))
+        .case(seen().gte(q.since), Expr::val(1))
         .finally(Expr::val(0));
     let grouped = [
         "policy_id",
@@ -247,6 +248,10 @@ pub async fn wave_groups(conn: &impl ConnectionTrait, q: &WaveQuery<'_>) -> Resu
         .inner_join(
             buckets::Entity,
             Expr::col((buckets::Entity, buckets::Column::DeviceId)).equals((Entity, Column::Id)),
+        )
+        .left_join(
+            checkins::Entity,
+            Expr::col((checkins::Entity, checkins::Column::DeviceId)).equals((Entity, Column::Id)),
         )
         .and_where(col(Column::TenantId).eq(q.tenant.0))
         .and_where(col(Column::Status).eq(Lifecycle::Active.as_str()))

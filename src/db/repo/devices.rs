@@ -4,20 +4,37 @@ use super::policies::{decode_values, encode_values};
 use super::{Written, expect_version};
 use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
-use crate::db::entities::{device_fields, device_reregistrations};
+use crate::db::entities::{device_checkins as checkins, device_fields, device_reregistrations};
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, ReportedKind, Thresholds};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SelectTwo, Statement,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 use uuid::Uuid;
 
-fn to_domain(m: Model) -> Result<Device, DbErr> {
+/// Devices with their check-in times (`LEFT JOIN device_checkins`): the one way rows become
+/// a [`Device`].
+fn select() -> SelectTwo<Entity, checkins::Entity> {
+    Entity::find().find_also_related(checkins::Entity)
+}
+
+/// [`select`], locking the device rows for a change (PostgreSQL locks no row on the nullable
+/// side of an outer join, and the check-in times are not the change's to make).
+fn select_for_update() -> SelectTwo<Entity, checkins::Entity> {
+    let mut query = select();
+    QueryTrait::query(&mut query).lock_with_tables(LockType::Update, [Entity]);
+    query
+}
+
+fn to_domain((m, checkin): (Model, Option<checkins::Model>)) -> Result<Device, DbErr> {
+    let (last_seen_at, last_pull_at, next_pull_after) = checkin.map_or((None, None, None), |c| {
+        (c.last_seen_at, c.last_pull_at, c.next_pull_after)
+    });
     Ok(Device {
         id: DeviceId(m.id),
         tenant_id: TenantId(m.tenant_id),
@@ -34,9 +51,9 @@ fn to_domain(m: Model) -> Result<Device, DbErr> {
         lifecycle: m.status.parse::<Lifecycle>().map_err(DbErr::Type)?,
         registered_at: m.registered_at,
         credential_rotated_at: m.credential_rotated_at,
-        last_seen_at: m.last_seen_at,
-        last_pull_at: m.last_pull_at,
-        next_pull_after: m.next_pull_after,
+        last_seen_at,
+        last_pull_at,
+        next_pull_after,
         served_hash: m.served_hash,
         applied_hash: m.applied_hash,
         applied_at: m.applied_at,
@@ -47,7 +64,7 @@ fn to_domain(m: Model) -> Result<Device, DbErr> {
     })
 }
 
-pub(super) fn all(models: Vec<Model>) -> Result<Vec<Device>, DbErr> {
+fn all(models: Vec<(Model, Option<checkins::Model>)>) -> Result<Vec<Device>, DbErr> {
     models.into_iter().map(to_domain).collect()
 }
 
@@ -69,9 +86,6 @@ fn row(device: &Device, credential_hash: &str, now: DateTime<Utc>) -> Result<Act
         status: Set(device.lifecycle.as_str().to_owned()),
         registered_at: Set(device.registered_at),
         credential_rotated_at: Set(device.credential_rotated_at),
-        last_seen_at: Set(device.last_seen_at),
-        last_pull_at: Set(device.last_pull_at),
-        next_pull_after: Set(device.next_pull_after),
         served_hash: Set(device.served_hash.clone()),
         applied_hash: Set(device.applied_hash.clone()),
         applied_at: Set(device.applied_at),
@@ -84,7 +98,32 @@ fn row(device: &Device, credential_hash: &str, now: DateTime<Utc>) -> Result<Act
     })
 }
 
-/// Stores a new device as given.
+/// The check-in row of `device`, if it has checked in.
+fn checkin_row(device: &Device) -> Option<checkins::ActiveModel> {
+    let times = [device.last_seen_at, device.last_pull_at, device.next_pull_after];
+    times
+        .iter()
+        .any(Option::is_some)
+        .then_some(checkins::ActiveModel {
+            device_id: Set(device.id.0),
+            tenant_id: Set(device.tenant_id.0),
+            last_seen_at: Set(device.last_seen_at),
+            last_pull_at: Set(device.last_pull_at),
+            next_pull_after: Set(device.next_pull_after),
+        })
+}
+
+async fn insert_checkins(conn: &impl ConnectionTrait, rows: Vec<checkins::ActiveModel>) -> Result<(), DbErr> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    checkins::Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Stores a new device as given (with its check-in times, if any).
 pub async fn insert(
     conn: &impl ConnectionTrait,
     device: &Device,
@@ -93,8 +132,8 @@ pub async fn insert(
 ) -> Result<(), DbErr> {
     Entity::insert(row(device, credential_hash, now)?)
         .exec_without_returning(conn)
-        .await
-        .map(|_| ())
+        .await?;
+    insert_checkins(conn, checkin_row(device).into_iter().collect()).await
 }
 
 pub async fn get(
@@ -102,7 +141,8 @@ pub async fn get(
     tenant: TenantId,
     id: DeviceId,
 ) -> Result<Option<Device>, DbErr> {
-    Entity::find_by_id(id.0)
+    select()
+        .filter(Column::Id.eq(id.0))
         .filter(Column::TenantId.eq(tenant.0))
         .one(conn)
         .await?
@@ -135,9 +175,9 @@ pub async fn get_for_update(
     id: DeviceId,
     expected: Expected,
 ) -> Result<Written<Device>, DbErr> {
-    let found = Entity::find_by_id(id.0)
+    let found = select_for_update()
+        .filter(Column::Id.eq(id.0))
         .filter(Column::TenantId.eq(tenant.0))
-        .lock_exclusive()
         .one(conn)
         .await?
         .map(to_domain)
@@ -151,10 +191,9 @@ pub async fn find_by_hardware_for_update(
     tenant: TenantId,
     hardware_id: &str,
 ) -> Result<Option<Device>, DbErr> {
-    Entity::find()
+    select_for_update()
         .filter(Column::TenantId.eq(tenant.0))
         .filter(Column::HardwareId.eq(hardware_id))
-        .lock_exclusive()
         .one(conn)
         .await?
         .map(to_domain)
@@ -168,14 +207,14 @@ pub async fn find_by_credentials(
     conn: &impl ConnectionTrait,
     credential_hashes: &[&str],
 ) -> Result<HashMap<String, Device>, DbErr> {
-    Entity::find()
+    select()
         .filter(Column::CredentialHash.is_in(credential_hashes.iter().copied()))
         .all(conn)
         .await?
         .into_iter()
-        .map(|model| {
-            let hash = model.credential_hash.clone();
-            to_domain(model).map(|device| (hash, device))
+        .map(|joined| {
+            let hash = joined.0.credential_hash.clone();
+            to_domain(joined).map(|device| (hash, device))
         })
         .collect()
 }
@@ -212,21 +251,18 @@ pub struct ConnectivityFilter {
 
 impl ConnectivityFilter {
     fn condition(&self) -> Condition {
-        let seen = Column::LastSeenAt;
+        let seen = checkins::Column::LastSeenAt;
+        let next = checkins::Column::NextPullAfter;
         let recent = self.now - self.thresholds.offline_after;
         let due = self.now - self.thresholds.grace;
         self.states.iter().fold(Condition::any(), |any, state| {
             any.add(match state {
                 Connectivity::New => Condition::all().add(seen.is_null()),
                 Connectivity::Offline => Condition::all().add(seen.lt(recent)),
-                Connectivity::Stale => Condition::all()
+                Connectivity::Stale => Condition::all().add(seen.gte(recent)).add(next.lt(due)),
+                Connectivity::Online => Condition::all()
                     .add(seen.gte(recent))
-                    .add(Column::NextPullAfter.lt(due)),
-                Connectivity::Online => Condition::all().add(seen.gte(recent)).add(
-                    Condition::any()
-                        .add(Column::NextPullAfter.is_null())
-                        .add(Column::NextPullAfter.gte(due)),
-                ),
+                    .add(Condition::any().add(next.is_null()).add(next.gte(due))),
             })
         })
     }
@@ -261,7 +297,7 @@ pub async fn list(
     cursor: Option<Uuid>,
     limit: Option<u64>,
 ) -> Result<Vec<Device>, DbErr> {
-    let mut query = Entity::find()
+    let mut query = select()
         .filter(Column::TenantId.eq(tenant.0))
         .order_by_asc(Column::Id);
     if let Some(limit) = limit {
@@ -316,7 +352,7 @@ pub async fn list(
         query = query.filter(connectivity.condition());
     }
     if let Some(due_before) = filter.due_before {
-        query = query.filter(Column::NextPullAfter.lt(due_before));
+        query = query.filter(checkins::Column::NextPullAfter.lt(due_before));
     }
     if let Some(text) = filter.hostname.as_deref().filter(|t| !t.is_empty()) {
         // `%` and `_` typed by an operator are literal characters, not wildcards.
@@ -371,8 +407,9 @@ pub async fn status_rows(conn: &impl ConnectionTrait, tenant: TenantId) -> Resul
         .column(Column::Reassert)
         .column(Column::ServedHash)
         .column(Column::AppliedHash)
-        .column(Column::LastSeenAt)
-        .column(Column::NextPullAfter)
+        .column(checkins::Column::LastSeenAt)
+        .column(checkins::Column::NextPullAfter)
+        .left_join(checkins::Entity)
         .filter(Column::TenantId.eq(tenant.0))
         .filter(Column::Status.eq(Lifecycle::Active.as_str()))
         .into_tuple()
@@ -403,7 +440,7 @@ pub async fn get_many(
 ) -> Result<Vec<Device>, DbErr> {
     let mut found = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let models = Entity::find()
+        let models = select()
             .filter(Column::TenantId.eq(tenant.0))
             .filter(Column::Id.is_in(chunk.iter().map(|d| d.0)))
             .all(conn)
@@ -478,10 +515,12 @@ pub async fn replace_credential(
     changes::announce(conn, Change::Device(device.id)).await
 }
 
-/// Devices' check-ins, when each pulled and when it should come back, in one statement
-/// (`UPDATE … FROM (VALUES …)`, on both engines). Never moves time backwards, so batches from
-/// several replicas can land in any order. Each item is (tenant, device, seen at, next pull
-/// after), one per device.
+/// Devices' check-ins, when each pulled and when it should come back, in one statement (an
+/// `INSERT … SELECT … FROM (VALUES …)` upsert, on both engines). Each item is (tenant,
+/// device, seen at, next pull after), one per device. Never moves time backwards, so batches
+/// from several replicas can land in any order: a pull older than the stored one changes
+/// nothing, and a report seen later than the pull keeps its `last_seen_at`. A device unknown
+/// to that tenant is skipped (the join), so one stray item cannot fail a batch.
 pub async fn record_checkins(
     conn: &impl ConnectionTrait,
     checkins: &[(TenantId, DeviceId, DateTime<Utc>, DateTime<Utc>)],
@@ -492,10 +531,11 @@ pub async fn record_checkins(
     let backend = conn.get_database_backend();
     // One string written in place: the statement has four placeholders per check-in, and a
     // flush writes thousands of check-ins a second at full load.
-    let mut sql = String::with_capacity(200 + 24 * checkins.len());
+    let mut sql = String::with_capacity(600 + 24 * checkins.len());
     sql.push_str(
-        "UPDATE devices SET last_seen_at = v.column3, last_pull_at = v.column3, \
-         next_pull_after = v.column4 FROM (VALUES ",
+        "INSERT INTO device_checkins \
+           (device_id, tenant_id, last_seen_at, last_pull_at, next_pull_after) \
+         SELECT v.column1, v.column2, v.column3, v.column3, v.column4 FROM (VALUES ",
     );
     for row in 0..checkins.len() {
         sql.push_str(if row == 0 { "(" } else { ", (" });
@@ -512,10 +552,19 @@ pub async fn record_checkins(
         }
         sql.push(')');
     }
-    // VALUES columns are `column1`… on both engines.
+    // VALUES columns are `column1`… on both engines. SQLite needs a WHERE before ON CONFLICT
+    // in an INSERT … SELECT (to tell it from a join's ON).
     sql.push_str(
-        ") AS v WHERE devices.id = v.column1 AND devices.tenant_id = v.column2 \
-         AND (devices.last_seen_at IS NULL OR devices.last_seen_at < v.column3)",
+        ") AS v JOIN devices ON devices.id = v.column1 AND devices.tenant_id = v.column2 \
+         WHERE true \
+         ON CONFLICT (device_id) DO UPDATE SET \
+           last_pull_at = excluded.last_pull_at, \
+           next_pull_after = excluded.next_pull_after, \
+           last_seen_at = CASE WHEN device_checkins.last_seen_at IS NULL \
+             OR device_checkins.last_seen_at < excluded.last_seen_at \
+             THEN excluded.last_seen_at ELSE device_checkins.last_seen_at END \
+         WHERE device_checkins.last_pull_at IS NULL \
+           OR device_checkins.last_pull_at < excluded.last_pull_at",
     );
     let values = checkins
         .iter()
@@ -524,6 +573,28 @@ pub async fn record_checkins(
         })
         .collect::<Vec<sea_orm::Value>>();
     conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .map(|_| ())
+}
+
+/// A device was heard from at `at` without pulling (a report): its `last_seen_at` moves
+/// forward, its pull times stay.
+async fn record_seen(conn: &impl ConnectionTrait, device: &Device, at: DateTime<Utc>) -> Result<(), DbErr> {
+    let stored = Expr::col((checkins::Entity, checkins::Column::LastSeenAt));
+    let row = checkins::ActiveModel {
+        device_id: Set(device.id.0),
+        tenant_id: Set(device.tenant_id.0),
+        last_seen_at: Set(Some(at)),
+        ..Default::default()
+    };
+    checkins::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(checkins::Column::DeviceId)
+                .update_column(checkins::Column::LastSeenAt)
+                .action_and_where(stored.clone().is_null().or(stored.lt(at)))
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
         .await
         .map(|_| ())
 }
@@ -568,7 +639,7 @@ pub async fn all_active(
     after: Option<Uuid>,
     limit: u64,
 ) -> Result<Vec<Device>, DbErr> {
-    let mut query = Entity::find()
+    let mut query = select()
         .filter(Column::Status.eq(Lifecycle::Active.as_str()))
         .order_by_asc(Column::Id)
         .limit(limit);
@@ -592,8 +663,8 @@ pub async fn record_report(
     now: DateTime<Utc>,
     outcome: ReportOutcome<'_>,
 ) -> Result<(), DbErr> {
+    record_seen(conn, device, now).await?;
     let mut update = Entity::update_many()
-        .col_expr(Column::LastSeenAt, Expr::value(now))
         .col_expr(Column::LastReportDigest, Expr::value(outcome.digest))
         .col_expr(Column::Hostname, Expr::value(device.hostname.clone()))
         .col_expr(
@@ -654,7 +725,7 @@ pub async fn insert_many(
     batch: &[(Device, String)],
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    // 26 columns: 500 rows bind 13 000 parameters (SQLite allows 32 766, PostgreSQL 65 535).
+    // 23 columns: 500 rows bind 11 500 parameters (SQLite allows 32 766, PostgreSQL 65 535).
     const ROWS_PER_STATEMENT: usize = 500;
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk
@@ -662,6 +733,7 @@ pub async fn insert_many(
             .map(|(device, credential_hash)| row(device, credential_hash, now))
             .collect::<Result<Vec<_>, DbErr>>()?;
         Entity::insert_many(rows).exec_without_returning(conn).await?;
+        insert_checkins(conn, chunk.iter().filter_map(|(d, _)| checkin_row(d)).collect()).await?;
     }
     Ok(())
 }
