@@ -114,11 +114,13 @@ async fn setting(txn: &gmp::db::WriteTxn, sql: &str) -> String {
         .unwrap()
 }
 
-/// The served audit reads a batch's field records by device id alone (through the primary
-/// key), and drops any row of another tenant: the tenant still scopes the answer.
+/// The served audit reads a batch's field records, and a page of devices its field flags, by
+/// device id alone (through the primary key), and drops any row of another tenant: the
+/// tenant still scopes the answer.
 #[tokio::test]
 async fn field_records_read_by_device_stay_within_the_tenant() {
     use gmp::db::repo::device_fields;
+    use gmp::domain::device::{ReportedKind, ReportedRecord};
     let app = TestApp::spawn().await;
     let fleet = SeedOptions {
         steady: 0,
@@ -141,7 +143,7 @@ async fn field_records_read_by_device_stay_within_the_tenant() {
     gmp::services::served_audit::flush(&app.state).await.unwrap();
     let id = stored_device(&app.state.db, credential).await.unwrap().id;
 
-    let own = device_fields::load_many(&app.state.db, seeded.tenant, &[id])
+    let mut own = device_fields::load_many(&app.state.db, seeded.tenant, &[id])
         .await
         .unwrap();
     assert!(
@@ -152,4 +154,24 @@ async fn field_records_read_by_device_stay_within_the_tenant() {
         .await
         .unwrap();
     assert!(foreign.is_empty(), "another tenant reads nothing: {foreign:?}");
+
+    // The device overrides a field: it has flags, for its own tenant only.
+    let mut record = own.remove(&id).unwrap().remove(seed::OVERRIDDEN).unwrap();
+    record.reported = Some(ReportedRecord {
+        state: ReportedKind::Overridden,
+        local_value: Some(serde_json::json!(false)),
+        error: None,
+        since: chrono::Utc::now(),
+    });
+    device_fields::put(&app.state.db, seeded.tenant, &[record])
+        .await
+        .unwrap();
+    let flags = device_fields::flags(&app.state.db, seeded.tenant, Some(&[id]))
+        .await
+        .unwrap();
+    assert!(flags.contains_key(&id), "the override is flagged");
+    let foreign = device_fields::flags(&app.state.db, other.tenant, Some(&[id]))
+        .await
+        .unwrap();
+    assert!(foreign.is_empty(), "another tenant sees no flags: {foreign:?}");
 }

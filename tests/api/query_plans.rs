@@ -267,6 +267,8 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
     // The served audit reads the records of a batch of devices at once.
     let batch: Vec<_> = found.values().map(|d| d.id).collect();
     device_fields::load_many(&conn, tenant, &batch).await.unwrap();
+    // An operator's page of devices reads their field flags the same way.
+    device_fields::flags(&conn, tenant, Some(&batch)).await.unwrap();
     let record = fields
         .values()
         .next()

@@ -432,7 +432,7 @@ pub async fn flags(
         .column(fields::Column::DeviceId)
         .column(fields::Column::ReportedState)
         .column(fields::Column::Violation)
-        .filter(fields::Column::TenantId.eq(tenant.0))
+        .column(fields::Column::TenantId)
         .filter(
             Condition::any()
                 .add(fields::Column::ReportedState.is_in([
@@ -441,12 +441,15 @@ pub async fn flags(
                 ]))
                 .add(fields::Column::Violation.eq(true)),
         );
-    if let Some(devices) = devices {
-        query = query.filter(fields::Column::DeviceId.is_in(devices.iter().map(|d| d.0)));
-    }
-    let rows: Vec<(Uuid, Option<String>, bool)> = query.into_tuple().all(conn).await?;
+    // For a page of devices, by device alone and the tenant checked on the rows, as in
+    // `load_many`: with the tenant in the `WHERE`, SQLite read all of its field rows.
+    query = match devices {
+        Some(devices) => query.filter(fields::Column::DeviceId.is_in(devices.iter().map(|d| d.0))),
+        None => query.filter(fields::Column::TenantId.eq(tenant.0)),
+    };
+    let rows: Vec<(Uuid, Option<String>, bool, Uuid)> = query.into_tuple().all(conn).await?;
     let mut flags: HashMap<DeviceId, FieldFlags> = HashMap::new();
-    for (device, state, violation) in rows {
+    for (device, state, violation, _) in rows.into_iter().filter(|row| row.3 == tenant.0) {
         flags
             .entry(DeviceId(device))
             .or_default()
