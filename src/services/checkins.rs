@@ -26,6 +26,9 @@ struct Checkin {
 #[derive(Debug)]
 pub struct CheckinBuffer {
     pending: Mutex<HashMap<DeviceId, Checkin>>,
+    /// Held through a flush, so that a flush returns only once what was queued before it is
+    /// written, even when another flush (the timer's, a full queue's) drained it first.
+    flushing: tokio::sync::Mutex<()>,
     capacity: usize,
 }
 
@@ -33,6 +36,7 @@ impl CheckinBuffer {
     pub fn new(capacity: usize) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
             capacity: capacity.max(1),
         }
     }
@@ -103,6 +107,7 @@ pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
 /// [`flush`] through a given connection (at shutdown, the pool's connections may belong to
 /// worker runtimes that are already gone).
 pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
+    let _turn = state.checkins.flushing.lock().await;
     let mut batch = state.checkins.drain();
     let mut written = 0;
     // Short transactions: the database's one writer turn is never held for long.

@@ -37,6 +37,9 @@ pub struct Served {
 #[derive(Debug)]
 pub struct ServedQueue {
     pending: Mutex<HashMap<DeviceId, Served>>,
+    /// Held through a flush, so that a flush returns only once what was queued before it is
+    /// written, even when another flush (the timer's, a full queue's) drained it first.
+    flushing: tokio::sync::Mutex<()>,
     capacity: usize,
 }
 
@@ -44,6 +47,7 @@ impl ServedQueue {
     pub fn new(capacity: usize) -> Self {
         Self {
             pending: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
             capacity: capacity.max(1),
         }
     }
@@ -112,6 +116,7 @@ pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
 
 /// [`flush`] through a given connection (at shutdown).
 pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
+    let _turn = state.served.flushing.lock().await;
     let mut batch = state.served.drain();
     let mut written = 0;
     // Short transactions: the database's one writer turn is never held for long.

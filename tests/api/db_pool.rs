@@ -72,15 +72,15 @@ async fn the_pool_opens_every_connection_and_recovers_from_lost_ones() {
 }
 
 /// The backends of the test's database named as the directory's reads and whose last
-/// statement read devices: the directory's misses, which run on a connection of their own.
-/// (The statement's text is too long for `pg_stat_activity` to show its `WHERE`.)
+/// statement read devices by credential: the directory's misses, which run on a connection of
+/// their own.
 async fn device_read_backends(admin: &sea_orm::DatabaseConnection) -> Vec<i32> {
     admin
         .query_all_raw(Statement::from_string(
             admin.get_database_backend(),
             format!(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-                 AND application_name = '{}' AND query LIKE 'SELECT \"devices\".%'",
+                 AND application_name = '{}' AND query LIKE '%credential_hash IN%'",
                 gmp::services::device_reads::READER_NAME
             ),
         ))

@@ -10,8 +10,8 @@ use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, LockType, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SelectTwo, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SelectTwo, Statement,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
@@ -203,20 +203,61 @@ pub async fn find_by_hardware_for_update(
 /// The devices presenting these credentials (by SHA-256), keyed by it; an unknown one is
 /// absent. Device requests carry no tenant: the credential decides it, and every later query
 /// is scoped to that tenant. One query for many: misses arriving together are read together.
+///
+/// The statement is written here rather than by the query builder: it is the read of every
+/// directory miss, and the builder spelled out and aliased each of the join's 28 columns for
+/// every batch (1% of the server's time in a profile at 1,000,000 devices, with as much again
+/// in allocating).
 pub async fn find_by_credentials(
     conn: &impl ConnectionTrait,
     credential_hashes: &[&str],
 ) -> Result<HashMap<String, Device>, DbErr> {
-    select()
-        .filter(Column::CredentialHash.is_in(credential_hashes.iter().copied()))
-        .all(conn)
+    if credential_hashes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let backend = conn.get_database_backend();
+    let mut sql = String::with_capacity(300 + 5 * credential_hashes.len());
+    sql.push_str(
+        "SELECT devices.*, device_checkins.last_seen_at, device_checkins.last_pull_at, \
+         device_checkins.next_pull_after FROM devices \
+         LEFT JOIN device_checkins ON device_checkins.device_id = devices.id \
+         WHERE devices.credential_hash IN (",
+    );
+    for n in 1..=credential_hashes.len() {
+        if n > 1 {
+            sql.push_str(", ");
+        }
+        push_placeholder(&mut sql, backend, n);
+    }
+    sql.push(')');
+    let values = credential_hashes.iter().map(|&hash| hash.into());
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    conn.query_all_raw(statement)
         .await?
-        .into_iter()
-        .map(|joined| {
-            let hash = joined.0.credential_hash.clone();
-            to_domain(joined).map(|device| (hash, device))
+        .iter()
+        .map(|row| {
+            let model = Model::from_query_result(row, "")?;
+            let checkin = checkins::Model {
+                device_id: model.id,
+                tenant_id: model.tenant_id,
+                last_seen_at: row.try_get("", "last_seen_at")?,
+                last_pull_at: row.try_get("", "last_pull_at")?,
+                next_pull_after: row.try_get("", "next_pull_after")?,
+            };
+            let hash = model.credential_hash.clone();
+            to_domain((model, Some(checkin))).map(|device| (hash, device))
         })
         .collect()
+}
+
+/// Bound parameter `n` (from 1) in `backend`'s spelling.
+fn push_placeholder(sql: &mut String, backend: DbBackend, n: usize) {
+    match backend {
+        DbBackend::Postgres => {
+            let _ = write!(sql, "${n}");
+        }
+        _ => sql.push('?'),
+    }
 }
 
 /// Filters of the device list; `None` matches everything.
@@ -543,12 +584,7 @@ pub async fn record_checkins(
             if column > 1 {
                 sql.push_str(", ");
             }
-            match backend {
-                DbBackend::Postgres => {
-                    let _ = write!(sql, "${}", 4 * row + column);
-                }
-                _ => sql.push('?'),
-            }
+            push_placeholder(&mut sql, backend, 4 * row + column);
         }
         sql.push(')');
     }
