@@ -6,7 +6,7 @@
 //! crash of PostgreSQL can also lose its last 600 ms of batches: see `db::begin_batch_write`.)
 
 use crate::db;
-use crate::db::repo::devices;
+use crate::db::repo::device_checkins;
 use crate::domain::{DeviceId, TenantId};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -84,7 +84,7 @@ pub async fn record(
     next_pull_after: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     if state.config.checkin_flush_interval_ms == 0 {
-        devices::record_checkins(&state.db, &[(tenant, device, seen_at, next_pull_after)]).await?;
+        device_checkins::record_checkins(&state.db, &[(tenant, device, seen_at, next_pull_after)]).await?;
         return Ok(());
     }
     let checkin = Checkin {
@@ -119,7 +119,7 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
                 .iter()
                 .map(|(device, c)| (c.tenant, *device, c.seen_at, c.next_pull_after))
                 .collect();
-            devices::record_checkins(&txn, &rows).await?;
+            device_checkins::record_checkins(&txn, &rows).await?;
             txn.commit().await
         }
         .await;

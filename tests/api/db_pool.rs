@@ -179,7 +179,7 @@ async fn a_connection_of_its_own_writes_and_reads_as_the_pool_does() {
         .unwrap()
         .with_timezone(&chrono::Utc);
     let next = seen + chrono::Duration::hours(4);
-    gmp::db::repo::devices::record_checkins(&conn, &[(stored.tenant_id, stored.id, seen, next)])
+    gmp::db::repo::device_checkins::record_checkins(&conn, &[(stored.tenant_id, stored.id, seen, next)])
         .await
         .unwrap();
     let after = stored_device(&app.state.db, &device.credential).await.unwrap();

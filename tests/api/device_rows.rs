@@ -2,7 +2,7 @@
 
 use crate::helpers::{TestApp, stored_device};
 use gmp::bench::seed::{self, SeedOptions};
-use gmp::db::repo::devices;
+use gmp::db::repo::device_checkins;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
 /// A check-in rewrites the device's narrow check-in row, not its wide device row
@@ -32,7 +32,7 @@ async fn check_ins_update_narrow_rows_in_place() {
 
     let txn = app.state.db.begin().await.unwrap();
     let backend = txn.get_database_backend();
-    devices::record_checkins(&txn, &checkins).await.unwrap();
+    device_checkins::record_checkins(&txn, &checkins).await.unwrap();
     let count = |sql: &str, values: Vec<sea_orm::Value>| {
         let statement = Statement::from_sql_and_values(backend, sql, values);
         let txn = &txn;

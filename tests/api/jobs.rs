@@ -401,14 +401,14 @@ async fn batched_check_ins_never_move_a_device_back_in_time() {
         .with_timezone(&Utc);
     let later = now + Duration::minutes(5);
     let next = now + Duration::hours(4);
-    device_repo::record_checkins(
+    gmp::db::repo::device_checkins::record_checkins(
         &app.state.db,
         &[(tenant_id, a, later, next), (tenant_id, b, now, next)],
     )
     .await
     .unwrap();
     // An older check-in of `a` lands after the newer one; `b` moves forward.
-    device_repo::record_checkins(
+    gmp::db::repo::device_checkins::record_checkins(
         &app.state.db,
         &[(tenant_id, a, now, next), (tenant_id, b, later, next)],
     )
@@ -426,8 +426,11 @@ async fn batched_check_ins_never_move_a_device_back_in_time() {
     assert_eq!(seen(b).await, Some(later));
     // Another tenant's id never matches.
     let other = TenantId(uuid::Uuid::new_v4());
-    device_repo::record_checkins(&app.state.db, &[(other, a, later + Duration::hours(1), next)])
-        .await
-        .unwrap();
+    gmp::db::repo::device_checkins::record_checkins(
+        &app.state.db,
+        &[(other, a, later + Duration::hours(1), next)],
+    )
+    .await
+    .unwrap();
     assert_eq!(seen(a).await, Some(later));
 }

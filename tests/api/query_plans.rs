@@ -15,8 +15,8 @@ use gmp::bench::seed::{self, SeedOptions};
 use gmp::bench::{BenchDevice, Group, of_group};
 use gmp::db::changes::{Announce, Change};
 use gmp::db::repo::{
-    billing_usage, device_fields, device_groups, device_reregistrations, devices, enrollment_tokens,
-    policies, tenants, ui_sessions,
+    billing_usage, device_checkins, device_fields, device_groups, device_reregistrations, devices,
+    enrollment_tokens, policies, tenants, ui_sessions,
 };
 use gmp::domain::billing::Usage;
 use gmp::domain::device::{Connectivity, ReportedKind, ReportedRecord};
@@ -253,7 +253,7 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
     // The tree a pull loads once per policy revision: the statement writers run in their
     // transaction.
     effective::tree_for_write(&conn, tenant).await.unwrap();
-    devices::record_checkins(&conn, &[(tenant, device.id, now, now)])
+    device_checkins::record_checkins(&conn, &[(tenant, device.id, now, now)])
         .await
         .unwrap();
     devices::set_connectivity(&conn, &device, Connectivity::Online)

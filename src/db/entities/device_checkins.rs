@@ -30,3 +30,11 @@ impl Related<super::devices::Entity> for Entity {
         Relation::Device.def()
     }
 }
+
+/// A device joins its check-in row through the same relation, reversed (defined here so that
+/// `devices` need not know of this table).
+impl Related<Entity> for super::devices::Entity {
+    fn to() -> RelationDef {
+        Relation::Device.def().rev()
+    }
+}

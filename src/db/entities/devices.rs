@@ -32,16 +32,6 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    /// Its check-in times, kept apart (see `device_checkins`).
-    #[sea_orm(has_one = "super::device_checkins::Entity")]
-    Checkin,
-}
-
-impl Related<super::device_checkins::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Checkin.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -1,20 +1,19 @@
 //! Devices: identity, credential, assignment, device values, and what they pulled and applied.
 
 use super::policies::{decode_values, encode_values};
-use super::{Written, expect_version};
+use super::{Written, device_checkins, expect_version};
 use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
 use crate::db::entities::{device_checkins as checkins, device_fields, device_reregistrations};
 use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, ReportedKind, Thresholds};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, LockType, OnConflict, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, LockType, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, SelectTwo, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SelectTwo, Statement,
 };
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write;
 use uuid::Uuid;
 
 /// Devices with their check-in times (`LEFT JOIN device_checkins`): the one way rows become
@@ -98,31 +97,6 @@ fn row(device: &Device, credential_hash: &str, now: DateTime<Utc>) -> Result<Act
     })
 }
 
-/// The check-in row of `device`, if it has checked in.
-fn checkin_row(device: &Device) -> Option<checkins::ActiveModel> {
-    let times = [device.last_seen_at, device.last_pull_at, device.next_pull_after];
-    times
-        .iter()
-        .any(Option::is_some)
-        .then_some(checkins::ActiveModel {
-            device_id: Set(device.id.0),
-            tenant_id: Set(device.tenant_id.0),
-            last_seen_at: Set(device.last_seen_at),
-            last_pull_at: Set(device.last_pull_at),
-            next_pull_after: Set(device.next_pull_after),
-        })
-}
-
-async fn insert_checkins(conn: &impl ConnectionTrait, rows: Vec<checkins::ActiveModel>) -> Result<(), DbErr> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    checkins::Entity::insert_many(rows)
-        .exec_without_returning(conn)
-        .await
-        .map(|_| ())
-}
-
 /// Stores a new device as given (with its check-in times, if any).
 pub async fn insert(
     conn: &impl ConnectionTrait,
@@ -133,7 +107,7 @@ pub async fn insert(
     Entity::insert(row(device, credential_hash, now)?)
         .exec_without_returning(conn)
         .await?;
-    insert_checkins(conn, checkin_row(device).into_iter().collect()).await
+    device_checkins::insert(conn, device_checkins::row(device).into_iter().collect()).await
 }
 
 pub async fn get(
@@ -227,7 +201,7 @@ pub async fn find_by_credentials(
         if n > 1 {
             sql.push_str(", ");
         }
-        push_placeholder(&mut sql, backend, n);
+        super::push_placeholder(&mut sql, backend, n);
     }
     sql.push(')');
     let values = credential_hashes.iter().map(|&hash| hash.into());
@@ -248,16 +222,6 @@ pub async fn find_by_credentials(
             to_domain((model, Some(checkin))).map(|device| (hash, device))
         })
         .collect()
-}
-
-/// Bound parameter `n` (from 1) in `backend`'s spelling.
-fn push_placeholder(sql: &mut String, backend: DbBackend, n: usize) {
-    match backend {
-        DbBackend::Postgres => {
-            let _ = write!(sql, "${n}");
-        }
-        _ => sql.push('?'),
-    }
 }
 
 /// Filters of the device list; `None` matches everything.
@@ -556,85 +520,6 @@ pub async fn replace_credential(
     changes::announce(conn, Change::Device(device.id)).await
 }
 
-/// Devices' check-ins, when each pulled and when it should come back, in one statement (an
-/// `INSERT … SELECT … FROM (VALUES …)` upsert, on both engines). Each item is (tenant,
-/// device, seen at, next pull after), one per device. Never moves time backwards, so batches
-/// from several replicas can land in any order: a pull older than the stored one changes
-/// nothing, and a report seen later than the pull keeps its `last_seen_at`. A device unknown
-/// to that tenant is skipped (the join), so one stray item cannot fail a batch.
-pub async fn record_checkins(
-    conn: &impl ConnectionTrait,
-    checkins: &[(TenantId, DeviceId, DateTime<Utc>, DateTime<Utc>)],
-) -> Result<(), DbErr> {
-    if checkins.is_empty() {
-        return Ok(());
-    }
-    let backend = conn.get_database_backend();
-    // One string written in place: the statement has four placeholders per check-in, and a
-    // flush writes thousands of check-ins a second at full load.
-    let mut sql = String::with_capacity(600 + 24 * checkins.len());
-    sql.push_str(
-        "INSERT INTO device_checkins \
-           (device_id, tenant_id, last_seen_at, last_pull_at, next_pull_after) \
-         SELECT v.column1, v.column2, v.column3, v.column3, v.column4 FROM (VALUES ",
-    );
-    for row in 0..checkins.len() {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 1..=4 {
-            if column > 1 {
-                sql.push_str(", ");
-            }
-            push_placeholder(&mut sql, backend, 4 * row + column);
-        }
-        sql.push(')');
-    }
-    // VALUES columns are `column1`… on both engines. SQLite needs a WHERE before ON CONFLICT
-    // in an INSERT … SELECT (to tell it from a join's ON).
-    sql.push_str(
-        ") AS v JOIN devices ON devices.id = v.column1 AND devices.tenant_id = v.column2 \
-         WHERE true \
-         ON CONFLICT (device_id) DO UPDATE SET \
-           last_pull_at = excluded.last_pull_at, \
-           next_pull_after = excluded.next_pull_after, \
-           last_seen_at = CASE WHEN device_checkins.last_seen_at IS NULL \
-             OR device_checkins.last_seen_at < excluded.last_seen_at \
-             THEN excluded.last_seen_at ELSE device_checkins.last_seen_at END \
-         WHERE device_checkins.last_pull_at IS NULL \
-           OR device_checkins.last_pull_at < excluded.last_pull_at",
-    );
-    let values = checkins
-        .iter()
-        .flat_map(|(tenant, device, seen, next)| {
-            [device.0.into(), tenant.0.into(), (*seen).into(), (*next).into()]
-        })
-        .collect::<Vec<sea_orm::Value>>();
-    conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await
-        .map(|_| ())
-}
-
-/// A device was heard from at `at` without pulling (a report): its `last_seen_at` moves
-/// forward, its pull times stay.
-async fn record_seen(conn: &impl ConnectionTrait, device: &Device, at: DateTime<Utc>) -> Result<(), DbErr> {
-    let stored = Expr::col((checkins::Entity, checkins::Column::LastSeenAt));
-    let row = checkins::ActiveModel {
-        device_id: Set(device.id.0),
-        tenant_id: Set(device.tenant_id.0),
-        last_seen_at: Set(Some(at)),
-        ..Default::default()
-    };
-    checkins::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(checkins::Column::DeviceId)
-                .update_column(checkins::Column::LastSeenAt)
-                .action_and_where(stored.clone().is_null().or(stored.lt(at)))
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await
-        .map(|_| ())
-}
-
 /// The config hash now served to the device and the key the field audit was brought up to
 /// (written only when one changes, by the served-audit queue).
 pub async fn record_served(
@@ -699,7 +584,7 @@ pub async fn record_report(
     now: DateTime<Utc>,
     outcome: ReportOutcome<'_>,
 ) -> Result<(), DbErr> {
-    record_seen(conn, device, now).await?;
+    device_checkins::record_seen(conn, device, now).await?;
     let mut update = Entity::update_many()
         .col_expr(Column::LastReportDigest, Expr::value(outcome.digest))
         .col_expr(Column::Hostname, Expr::value(device.hostname.clone()))
@@ -769,7 +654,14 @@ pub async fn insert_many(
             .map(|(device, credential_hash)| row(device, credential_hash, now))
             .collect::<Result<Vec<_>, DbErr>>()?;
         Entity::insert_many(rows).exec_without_returning(conn).await?;
-        insert_checkins(conn, chunk.iter().filter_map(|(d, _)| checkin_row(d)).collect()).await?;
+        device_checkins::insert(
+            conn,
+            chunk
+                .iter()
+                .filter_map(|(d, _)| device_checkins::row(d))
+                .collect(),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod billing_usage;
+pub mod device_checkins;
 pub mod device_fields;
 pub mod device_groups;
 pub mod device_reregistrations;
@@ -22,7 +23,8 @@ pub mod tenants;
 pub mod ui_sessions;
 
 pub use crate::domain::Expected;
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbBackend, DbErr, SqlErr};
+use std::fmt::Write;
 
 /// The result of a conditional write.
 #[derive(Debug)]
@@ -47,5 +49,15 @@ pub fn expect_version<T>(found: Option<T>, version_of: impl Fn(&T) -> i32, expec
             Expected::Version(v) if v != version_of(&row) => Written::Stale,
             _ => Written::Done(row),
         },
+    }
+}
+
+/// Bound parameter `n` (from 1) in `backend`'s spelling.
+pub(super) fn push_placeholder(sql: &mut String, backend: DbBackend, n: usize) {
+    match backend {
+        DbBackend::Postgres => {
+            let _ = write!(sql, "${n}");
+        }
+        _ => sql.push('?'),
     }
 }
