@@ -1,9 +1,10 @@
-//! A small time-limited cache bounded in bytes (ConnectWise lookups, effective device configs): each entry is charged its estimated size, an
-//! entry larger than the per-entry bound is not kept, and when the total would pass its bound
-//! the least recently used entries are evicted one by one, so one tenant's burst never empties
-//! every other tenant's entries. (Recency is kept loosely: a hit on an entry already in the
-//! newer half of the order does not move it, so the one evicted is always from the older half.) Each replica has its own; entries expire after the time to
-//! live, so replicas differ by at most that.
+//! A small time-limited cache bounded in bytes (ConnectWise lookups, effective device configs):
+//! each entry is charged its estimated size, an entry larger than the per-entry bound is not
+//! kept, and when the total would pass its bound the least recently used entries are evicted
+//! one by one, so one tenant's burst never empties every other tenant's entries. (Recency is
+//! kept loosely: a hit on an entry already in the newer half of the order does not move it, so
+//! the one evicted is always from the older half.) Each replica has its own; entries expire
+//! after the time to live, so replicas differ by at most that.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};

@@ -26,10 +26,10 @@ use std::sync::Arc;
 /// At most this many credentials per query.
 pub const BATCH: usize = 64;
 
-/// Misses waiting for their read, and the connection they are read on.
 /// The reads' connection as PostgreSQL names it (`application_name`).
 pub const READER_NAME: &str = "gmp-device-reads";
 
+/// Misses waiting for their read, and the connection they are read on.
 #[derive(Debug)]
 pub struct DeviceReads {
     queue: Batcher<String, Option<Device>>,

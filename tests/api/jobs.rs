@@ -4,6 +4,7 @@ use crate::devices::{enrollment_tokens_for, fast_tenant, inherited_report, pull,
 use crate::helpers::{TestApp, stored_device};
 use chrono::{Duration, Utc};
 use gmp::clock::Clock;
+use gmp::db::repo::device_checkins::record_checkins;
 use gmp::jobs::{self, Outcome};
 use reqwest::StatusCode;
 use sea_orm::ConnectionTrait;
@@ -401,14 +402,14 @@ async fn batched_check_ins_never_move_a_device_back_in_time() {
         .with_timezone(&Utc);
     let later = now + Duration::minutes(5);
     let next = now + Duration::hours(4);
-    gmp::db::repo::device_checkins::record_checkins(
+    record_checkins(
         &app.state.db,
         &[(tenant_id, a, later, next), (tenant_id, b, now, next)],
     )
     .await
     .unwrap();
     // An older check-in of `a` lands after the newer one; `b` moves forward.
-    gmp::db::repo::device_checkins::record_checkins(
+    record_checkins(
         &app.state.db,
         &[(tenant_id, a, now, next), (tenant_id, b, later, next)],
     )
@@ -426,11 +427,8 @@ async fn batched_check_ins_never_move_a_device_back_in_time() {
     assert_eq!(seen(b).await, Some(later));
     // Another tenant's id never matches.
     let other = TenantId(uuid::Uuid::new_v4());
-    gmp::db::repo::device_checkins::record_checkins(
-        &app.state.db,
-        &[(other, a, later + Duration::hours(1), next)],
-    )
-    .await
-    .unwrap();
+    record_checkins(&app.state.db, &[(other, a, later + Duration::hours(1), next)])
+        .await
+        .unwrap();
     assert_eq!(seen(a).await, Some(later));
 }

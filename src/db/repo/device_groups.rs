@@ -197,8 +197,9 @@ pub struct WaveGroup {
 }
 
 /// The active devices under `q.policies` whose bucket is below the wave's limit, counted per
-/// group: one query, grouped in the database (through `idx_devices_tenant_policy`, and the
-/// buckets' primary key), so a wave of any size is as many rows as it has distinct groups.
+/// group: one query, grouped in the database (through `idx_devices_tenant_policy` and the
+/// primary keys of the buckets and the check-ins), so a wave of any size is as many rows as it
+/// has distinct groups.
 pub async fn wave_groups(conn: &impl ConnectionTrait, q: &WaveQuery<'_>) -> Result<Vec<WaveGroup>, DbErr> {
     let Some(&limit) = q.bands.last() else {
         return Ok(Vec::new());
