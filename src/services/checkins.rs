@@ -83,8 +83,14 @@ pub async fn record(
     seen_at: DateTime<Utc>,
     next_pull_after: DateTime<Utc>,
 ) -> Result<(), ApiError> {
+    // The writes are boxed: this runs in every pull, whose future is allocated and moved on
+    // every request, and their state inline would make every pull pay for them.
     if state.config.checkin_flush_interval_ms == 0 {
-        device_checkins::record_checkins(&state.db, &[(tenant, device, seen_at, next_pull_after)]).await?;
+        Box::pin(device_checkins::record_checkins(
+            &state.db,
+            &[(tenant, device, seen_at, next_pull_after)],
+        ))
+        .await?;
         return Ok(());
     }
     let checkin = Checkin {
@@ -93,7 +99,7 @@ pub async fn record(
         next_pull_after,
     };
     if state.checkins.push(device, checkin) {
-        flush(state).await?;
+        Box::pin(flush(state)).await?;
     }
     Ok(())
 }

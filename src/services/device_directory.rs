@@ -26,6 +26,7 @@ use crate::domain::policy::SettingValue;
 use crate::domain::{DeviceId, TenantId};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +85,31 @@ fn nanos(at: DateTime<Utc>) -> i64 {
 /// A credential's SHA-256.
 pub type Digest = [u8; 32];
 
+/// Hashes a [`Digest`] key by its own first eight bytes. The digest is already a uniform hash,
+/// so hashing it again (SipHash over 32 bytes, under the lock every pull takes) buys nothing:
+/// the stored keys are digests of credentials the server generated, which no client chooses,
+/// and a client's lookup of a digest it crafted only probes among them, so it cannot make any
+/// lookup slower than the table's own spread.
+#[derive(Default, Clone, Copy)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// Takes each write's first eight bytes (the array's length prefix, then the digest),
+    /// rotating what came before: the digest's bytes decide where the key goes.
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+    }
+}
+
+type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
+
 /// What a pull needs of its tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullFacts {
@@ -98,7 +124,7 @@ struct Inner {
     /// its hex form on the heap). The device is behind a pointer: pulls share it, and when the
     /// map grows it moves every slot while holding the lock each pull takes, and a slot of a
     /// key and a pointer moves far faster than one holding a whole `Device`.
-    devices: HashMap<Digest, Arc<KnownDevice>>,
+    devices: DigestMap<Arc<KnownDevice>>,
     /// Device → its credential's SHA-256 (to drop an entry by device) and its place in `order`.
     credentials: HashMap<DeviceId, (Digest, u64)>,
     tenants: HashMap<TenantId, PullFacts>,
@@ -326,6 +352,7 @@ mod tests {
     use crate::domain::PolicyId;
     use crate::domain::device::{Connectivity, DeviceKind, Lifecycle};
     use std::collections::{BTreeMap, BTreeSet};
+    use std::hash::BuildHasher;
     use uuid::Uuid;
 
     fn device() -> Arc<KnownDevice> {
@@ -381,6 +408,33 @@ mod tests {
             directory.device(&key("k")).map(|d| d.device.id),
             Some(d.device.id)
         );
+    }
+
+    #[test]
+    fn digests_sharing_the_bytes_that_place_them_are_still_told_apart() {
+        let directory = tracking(1 << 20);
+        let (kept, other) = (device(), device());
+        let mut twin = key("k");
+        twin[31] ^= 1;
+        directory.keep_device(&key("k"), &kept, directory.since());
+        assert!(
+            directory.device(&twin).is_none(),
+            "same first bytes, another credential"
+        );
+        directory.keep_device(&twin, &other, directory.since());
+        let found = |digest: &Digest| directory.device(digest).map(|d| d.device.id);
+        assert_eq!(found(&key("k")), Some(kept.device.id));
+        assert_eq!(found(&twin), Some(other.device.id));
+    }
+
+    #[test]
+    fn the_digest_hash_is_taken_from_the_digest() {
+        let hash = |digest: &Digest| BuildHasherDefault::<DigestHasher>::default().hash_one(digest);
+        let (a, b) = (key("a"), key("b"));
+        assert_ne!(hash(&a), hash(&b));
+        let mut later = a;
+        later[8..].fill(0);
+        assert_eq!(hash(&a), hash(&later), "placed by the first eight bytes");
     }
 
     #[test]

@@ -263,6 +263,22 @@ pub async fn current(state: &AppState, tenant: TenantId, freshness: Freshness) -
         Freshness::Directory => state.directory.tenant(tenant),
         Freshness::Database => None,
     };
+    if let Some(PullFacts { revision, interval }) = heard
+        && let Some(view) = state.effective.tree(tenant, revision)
+    {
+        return Ok(Current {
+            revision,
+            interval,
+            view,
+        });
+    }
+    // Boxed: the reads' state would otherwise sit inline in every pull's future, which is
+    // allocated and moved on every request, though a steady pull never reads.
+    Box::pin(stored(state, tenant, heard)).await
+}
+
+/// [`current`] when the tenant's facts (`heard`, if known) or its tree must be read.
+async fn stored(state: &AppState, tenant: TenantId, heard: Option<PullFacts>) -> Result<Current, ApiError> {
     let PullFacts { revision, interval } = match heard {
         Some(facts) => facts,
         None => stored_facts(state, tenant).await?,

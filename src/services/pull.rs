@@ -86,13 +86,15 @@ pub async fn pull(
             fields: built.served.clone(),
             at: now,
         };
-        served_audit::record(state, device.id, served).await?;
+        // Boxed, as the rare writes below: a pull's future is allocated and moved on every
+        // request, and their state inline would make every pull pay for them.
+        Box::pin(served_audit::record(state, device.id, served)).await?;
     }
     if matches!(
         device.recorded_connectivity,
         Connectivity::Stale | Connectivity::Offline
     ) {
-        record_back_online(state, device, now).await?;
+        Box::pin(record_back_online(state, device, now)).await?;
     }
 
     let hash = built.hash.clone();

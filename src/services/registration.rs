@@ -1,7 +1,7 @@
 //! Registration of the device protocol: a device enrols with a token, and authenticates with
 //! its credential afterwards.
 
-use super::device_directory::KnownDevice;
+use super::device_directory::{Digest, KnownDevice};
 use super::devices::{CREDENTIAL_PREFIX, device_entry};
 use super::{audit, device_reads, registration_queue, reregistrations};
 use crate::auth::token;
@@ -256,18 +256,25 @@ async fn pull_interval(state: &AppState, tenant: TenantId) -> Result<u32, ApiErr
 
 /// The active device presenting `credential`, or a `401`.
 pub async fn authenticate(state: &AppState, credential: &str) -> Result<Arc<KnownDevice>, ApiError> {
-    let unknown = || {
-        ApiError::new(
-            Code::InvalidDeviceCredential,
-            "the device credential is not valid; register again",
-        )
-    };
     let raw = token::raw_digest(credential);
     if let Some(device) = state.directory.device(&raw) {
         state.metrics.device_directory(true);
         return Ok(device);
     }
     state.metrics.device_directory(false);
+    // Boxed: the database read's state would otherwise sit inline in every pull's future, which
+    // is allocated and moved on every request, hit or miss.
+    Box::pin(stored_device(state, raw)).await
+}
+
+/// A credential the directory does not know, looked up in the database (and kept if active).
+async fn stored_device(state: &AppState, raw: Digest) -> Result<Arc<KnownDevice>, ApiError> {
+    let unknown = || {
+        ApiError::new(
+            Code::InvalidDeviceCredential,
+            "the device credential is not valid; register again",
+        )
+    };
     let since = state.directory.since();
     let digest = token::to_hex(&raw);
     let Some(device) = device_reads::by_credential(state, digest.clone()).await? else {
