@@ -5,6 +5,7 @@
 //! or an audit entry, which are written in their own transactions on the request path. (A
 //! crash of PostgreSQL can also lose its last 600 ms of batches: see `db::begin_batch_write`.)
 
+use super::device_queue::DeviceQueue;
 use crate::db;
 use crate::db::repo::device_checkins;
 use crate::domain::{DeviceId, TenantId};
@@ -12,65 +13,23 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
-use std::collections::HashMap;
-use std::sync::Mutex;
 
+/// A device's check-in, waiting for its batch.
 #[derive(Debug, Clone, Copy)]
-struct Checkin {
+pub struct Checkin {
     tenant: TenantId,
     seen_at: DateTime<Utc>,
     next_pull_after: DateTime<Utc>,
 }
 
 /// Check-ins not yet written, at most one per device (the latest).
-#[derive(Debug)]
-pub struct CheckinBuffer {
-    pending: Mutex<HashMap<DeviceId, Checkin>>,
-    /// Held through a flush, so that a flush returns only once what was queued before it is
-    /// written, even when another flush (the timer's, a full queue's) drained it first.
-    flushing: tokio::sync::Mutex<()>,
-    capacity: usize,
-}
+pub type CheckinBuffer = DeviceQueue<Checkin>;
 
 impl CheckinBuffer {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            pending: Mutex::new(HashMap::new()),
-            flushing: tokio::sync::Mutex::new(()),
-            capacity: capacity.max(1),
-        }
-    }
-
     /// A device's check-in this replica has not written yet: when it pulled, and when it
     /// should pull next.
     pub fn pending(&self, device: DeviceId) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-        self.pending
-            .lock()
-            .expect("check-in buffer")
-            .get(&device)
-            .map(|c| (c.seen_at, c.next_pull_after))
-    }
-
-    /// Buffers a check-in; true when the buffer is full and should be flushed now.
-    fn push(&self, device: DeviceId, checkin: Checkin) -> bool {
-        let mut pending = self.pending.lock().expect("check-in buffer");
-        pending.insert(device, checkin);
-        pending.len() >= self.capacity
-    }
-
-    /// Everything pending, in device order: device ids grow with registration time, as the
-    /// rows do, so a batch of neighbours dirties fewer pages and index leaves than a random one.
-    fn drain(&self) -> Vec<(DeviceId, Checkin)> {
-        let mut drained: Vec<_> = self.pending.lock().expect("check-in buffer").drain().collect();
-        drained.sort_unstable_by_key(|(device, _)| *device);
-        drained
-    }
-
-    fn restore(&self, unwritten: Vec<(DeviceId, Checkin)>) {
-        let mut pending = self.pending.lock().expect("check-in buffer");
-        for (device, checkin) in unwritten {
-            pending.entry(device).or_insert(checkin);
-        }
+        self.get(device, |c| (c.seen_at, c.next_pull_after))
     }
 }
 
@@ -113,7 +72,7 @@ pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
 /// [`flush`] through a given connection (at shutdown, the pool's connections may belong to
 /// worker runtimes that are already gone).
 pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
-    let _turn = state.checkins.flushing.lock().await;
+    let _turn = state.checkins.turn().await;
     let mut batch = state.checkins.drain();
     let mut written = 0;
     // Short transactions: the database's one writer turn is never held for long.
@@ -137,29 +96,4 @@ pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Resul
         written += chunk.len();
     }
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flush_writes_the_pending_check_ins_in_device_order() {
-        let buffer = CheckinBuffer::new(100);
-        let ids: Vec<DeviceId> = (0..20).map(|_| DeviceId::new()).collect();
-        let now = Utc::now();
-        let checkin = Checkin {
-            tenant: TenantId::new(),
-            seen_at: now,
-            next_pull_after: now,
-        };
-        for id in ids.iter().rev() {
-            buffer.push(*id, checkin);
-        }
-        let drained: Vec<DeviceId> = buffer.drain().into_iter().map(|(id, _)| id).collect();
-        let mut sorted = ids.clone();
-        sorted.sort();
-        assert_eq!(drained, sorted);
-        assert!(buffer.drain().is_empty());
-    }
 }

@@ -10,6 +10,7 @@ pub mod bulk_settings;
 pub mod checkins;
 pub mod connectwise;
 pub mod device_directory;
+pub mod device_queue;
 pub mod device_reads;
 pub mod devices;
 pub mod drafts;

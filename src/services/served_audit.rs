@@ -10,6 +10,7 @@
 //! A crash loses at most one flush interval of queued entries. Nothing is lost for good: the
 //! device's audit key is still the old one, so its next pull queues the update again.
 
+use super::device_queue::DeviceQueue;
 use crate::db;
 use crate::db::changes::Announce;
 use crate::db::repo::{device_fields, devices};
@@ -21,7 +22,7 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What one pull served, waiting to be written.
 #[derive(Debug, Clone)]
@@ -35,62 +36,12 @@ pub struct Served {
 }
 
 /// Entries not yet written, at most one per device.
-#[derive(Debug)]
-pub struct ServedQueue {
-    pending: Mutex<HashMap<DeviceId, Served>>,
-    /// Held through a flush, so that a flush returns only once what was queued before it is
-    /// written, even when another flush (the timer's, a full queue's) drained it first.
-    flushing: tokio::sync::Mutex<()>,
-    capacity: usize,
-}
+pub type ServedQueue = DeviceQueue<Served>;
 
 impl ServedQueue {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            pending: Mutex::new(HashMap::new()),
-            flushing: tokio::sync::Mutex::new(()),
-            capacity: capacity.max(1),
-        }
-    }
-
     /// The key queued for a device (so a second pull before the flush queues nothing).
     pub fn queued_key(&self, device: DeviceId) -> Option<String> {
-        self.lock().get(&device).map(|s| s.key.clone())
-    }
-
-    /// How many entries wait.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Queues an entry; true when the queue is full and should be written now.
-    fn push(&self, device: DeviceId, served: Served) -> bool {
-        let mut pending = self.lock();
-        pending.insert(device, served);
-        pending.len() >= self.capacity
-    }
-
-    /// Everything queued, in device order (neighbouring rows, as for the check-ins).
-    fn drain(&self) -> Vec<(DeviceId, Served)> {
-        let mut drained: Vec<_> = self.lock().drain().collect();
-        drained.sort_unstable_by_key(|(device, _)| *device);
-        drained
-    }
-
-    fn restore(&self, unwritten: Vec<(DeviceId, Served)>) {
-        let mut pending = self.lock();
-        for (device, served) in unwritten {
-            pending.entry(device).or_insert(served);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Served>> {
-        // A poisoned lock only means a thread panicked mid-insert; the map is still a map.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.get(device, |s| s.key.clone())
     }
 }
 
@@ -117,7 +68,7 @@ pub async fn flush(state: &AppState) -> Result<usize, ApiError> {
 
 /// [`flush`] through a given connection (at shutdown).
 pub async fn flush_through(state: &AppState, conn: &DatabaseConnection) -> Result<usize, ApiError> {
-    let _turn = state.served.flushing.lock().await;
+    let _turn = state.served.turn().await;
     let mut batch = state.served.drain();
     let mut written = 0;
     // Short transactions: the database's one writer turn is never held for long.
