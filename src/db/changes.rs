@@ -22,6 +22,7 @@ use crate::domain::{DeviceId, TenantId};
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 use uuid::Uuid;
@@ -110,27 +111,41 @@ impl Announce for WriteTxn {
 
 /// Announces `change` in the transaction of `conn` (see the module documentation).
 pub async fn announce(conn: &impl Announce, change: Change) -> Result<(), DbErr> {
-    conn.note(change);
-    let backend = conn.get_database_backend();
-    let (tenant, device) = change.columns();
-    let statement = match backend {
-        DbBackend::Postgres => Statement::from_sql_and_values(
-            backend,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), change.encode(*ORIGIN).into()],
-        ),
-        _ => Statement::from_sql_and_values(
-            backend,
-            "INSERT INTO pull_state_changes (origin, tenant_id, device_id, created_at) VALUES (?, ?, ?, ?)",
-            [
-                (*ORIGIN).into(),
-                tenant.into(),
-                device.into(),
-                chrono::Utc::now().timestamp().into(),
-            ],
-        ),
-    };
-    conn.execute_raw(statement).await.map(|_| ())
+    announce_all(conn, &[change]).await
+}
+
+/// Announces several changes (a batch's) together: one statement per thousand.
+pub async fn announce_all(conn: &impl Announce, changes: &[Change]) -> Result<(), DbErr> {
+    match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            for chunk in changes.chunks(1000) {
+                // One notification per row of the `VALUES`.
+                let mut sql = String::with_capacity(60 + 8 * chunk.len());
+                sql.push_str("SELECT pg_notify($1, v.column1) FROM (VALUES ");
+                let mut values: Vec<sea_orm::Value> = vec![CHANNEL.into()];
+                for (row, change) in chunk.iter().enumerate() {
+                    let _ = write!(sql, "{}(${})", if row == 0 { "" } else { ", " }, row + 2);
+                    values.push(change.encode(*ORIGIN).into());
+                }
+                sql.push_str(") AS v");
+                conn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+                    .await?;
+            }
+        }
+        _ => {
+            let now = chrono::Utc::now().timestamp();
+            let values = changes.iter().flat_map(|change| {
+                let (tenant, device) = change.columns();
+                [(*ORIGIN).into(), tenant.into(), device.into(), now.into()]
+            });
+            let columns = ["origin", "tenant_id", "device_id", "created_at"];
+            super::repo::insert_rows(conn, "pull_state_changes", &columns, values.collect(), "").await?;
+        }
+    }
+    for change in changes {
+        conn.note(*change);
+    }
+    Ok(())
 }
 
 /// This process, as the origin of the changes it announces. Its own changes reach its listeners

@@ -108,9 +108,11 @@ async fn write_batch(conn: &impl Announce, batch: &[(DeviceId, Served)]) -> Resu
         }
         device_fields::put(conn, tenant, &changed).await?;
         device_fields::append_history(conn, tenant, HistoryEvent::Served, &changed).await?;
-        for (device, served) in entries {
-            devices::record_served(conn, tenant, *device, &served.hash, &served.key).await?;
-        }
+        let records: Vec<_> = entries
+            .iter()
+            .map(|(device, served)| (*device, served.hash.as_str(), served.key.as_str()))
+            .collect();
+        devices::record_served(conn, tenant, &records).await?;
     }
     Ok(())
 }

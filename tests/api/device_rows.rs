@@ -175,3 +175,115 @@ async fn field_records_read_by_device_stay_within_the_tenant() {
         .unwrap();
     assert!(foreign.is_empty(), "another tenant sees no flags: {foreign:?}");
 }
+
+/// The served-audit queue's record of what each device was served: a batch lands in one
+/// statement, device by device, within the tenant (another tenant's device in the batch keeps
+/// its row), and every device of it is announced to the other processes: one notification each
+/// on PostgreSQL, one feed row each on SQLite.
+#[tokio::test]
+async fn served_records_of_a_batch_land_per_device_and_are_announced() {
+    use gmp::db::changes::CHANNEL;
+    use gmp::db::repo::devices;
+    use std::collections::BTreeSet;
+    let app = TestApp::spawn().await;
+    let fleet = SeedOptions {
+        steady: 0,
+        new: 5,
+        policies: 2,
+        pull_interval_seconds: 3600,
+        own_values_every: 0,
+    };
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    let other = seed::seed(&app.state, &fleet).await.unwrap();
+    let mut ids = Vec::new();
+    for device in &seeded.devices {
+        ids.push(stored_device(&app.state.db, &device.credential).await.unwrap().id);
+    }
+    let stranger = &other.devices[0].credential;
+    let stranger_id = stored_device(&app.state.db, stranger).await.unwrap().id;
+    let backend = app.state.db.get_database_backend();
+    let mut notifications = match backend {
+        DbBackend::Postgres => {
+            let pool = app.state.db.get_postgres_connection_pool();
+            let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool)
+                .await
+                .unwrap();
+            listener.listen(CHANNEL).await.unwrap();
+            Some(listener)
+        }
+        _ => None,
+    };
+    let feed_before = feed_devices(&app, 0).await.0;
+
+    let hashes: Vec<String> = (0..ids.len()).map(|i| format!("hash-{i}")).collect();
+    let mut batch: Vec<_> = ids
+        .iter()
+        .zip(&hashes)
+        .map(|(id, hash)| (*id, hash.as_str(), "key-1"))
+        .collect();
+    batch.push((stranger_id, "hash-x", "key-x"));
+    let txn = gmp::db::begin_write(&app.state.db).await.unwrap();
+    devices::record_served(&txn, seeded.tenant, &batch).await.unwrap();
+    txn.commit().await.unwrap();
+
+    for (device, hash) in seeded.devices.iter().zip(&hashes) {
+        let stored = stored_device(&app.state.db, &device.credential).await.unwrap();
+        assert_eq!(stored.served_hash.as_deref(), Some(hash.as_str()));
+        assert_eq!(stored.audited_key.as_deref(), Some("key-1"));
+    }
+    let untouched = stored_device(&app.state.db, stranger).await.unwrap();
+    assert_eq!(
+        untouched.served_hash, None,
+        "another tenant's device keeps its row"
+    );
+    assert_eq!(untouched.audited_key, None);
+
+    let wanted: BTreeSet<String> = ids.iter().map(|id| id.0.to_string()).collect();
+    let announced: BTreeSet<String> = match notifications.as_mut() {
+        Some(listener) => {
+            let mut seen = BTreeSet::new();
+            while !wanted.is_subset(&seen) {
+                let notification = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                    .await
+                    .expect("every device's notification arrives")
+                    .unwrap();
+                if let Some((_, device)) = notification.payload().split_once("/d:") {
+                    seen.insert(device.to_owned());
+                }
+            }
+            seen
+        }
+        None => feed_devices(&app, feed_before).await.1,
+    };
+    assert!(
+        wanted.is_subset(&announced),
+        "announced {announced:?}, wanted {wanted:?}"
+    );
+}
+
+/// SQLite's feed of changes after row `after`: the last row's number and the devices named.
+async fn feed_devices(app: &TestApp, after: i64) -> (i64, std::collections::BTreeSet<String>) {
+    let backend = app.state.db.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        return (0, Default::default());
+    }
+    let rows = app
+        .state
+        .db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT seq, device_id FROM pull_state_changes WHERE seq > ? ORDER BY seq",
+            [after.into()],
+        ))
+        .await
+        .unwrap();
+    let mut last = after;
+    let mut devices = std::collections::BTreeSet::new();
+    for row in rows {
+        last = row.try_get_by_index::<i64>(0).unwrap();
+        if let Some(device) = row.try_get_by_index::<Option<uuid::Uuid>>(1).unwrap() {
+            devices.insert(device.to_string());
+        }
+    }
+    (last, devices)
+}

@@ -260,9 +260,9 @@ async fn every_device_side_query_uses_an_index_on_both_engines() {
         .await
         .unwrap();
     // The served audit and the report.
-    devices::record_served(&conn, tenant, device.id, "hash", "key")
-        .await
-        .unwrap();
+    // A batch of devices at once, as the served-audit queue writes them.
+    let served: Vec<_> = found.values().map(|d| (d.id, "hash", "key")).collect();
+    devices::record_served(&conn, tenant, &served).await.unwrap();
     let fields = device_fields::load(&conn, tenant, device.id).await.unwrap();
     // The served audit reads the records of a batch of devices at once.
     let batch: Vec<_> = found.values().map(|d| d.id).collect();

@@ -60,16 +60,7 @@ pub async fn record_checkins(
            (device_id, tenant_id, last_seen_at, last_pull_at, next_pull_after) \
          SELECT v.column1, v.column2, v.column3, v.column3, v.column4 FROM (VALUES ",
     );
-    for row in 0..checkins.len() {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 1..=4 {
-            if column > 1 {
-                sql.push_str(", ");
-            }
-            super::push_placeholder(&mut sql, backend, 4 * row + column);
-        }
-        sql.push(')');
-    }
+    super::push_value_rows(&mut sql, backend, checkins.len(), 4);
     // VALUES columns are `column1`… on both engines. SQLite needs a WHERE before ON CONFLICT
     // in an INSERT … SELECT (to tell it from a join's ON).
     sql.push_str(

@@ -7,10 +7,8 @@ use crate::domain::field_audit::{HistoryEntry, HistoryEvent, InheritedState, Ove
 use crate::domain::sync::FieldFlags;
 use crate::domain::{DeviceId, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query, SimpleExpr};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query, SimpleExpr};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
@@ -136,104 +134,124 @@ pub async fn load_many(
     Ok(records)
 }
 
-// 15 columns per row at most: 1,000 rows bind 15,000 parameters (SQLite allows 32,766,
-// PostgreSQL 65,535).
-const ROWS_PER_STATEMENT: usize = 1000;
+/// The columns of `device_fields`, in the order [`put`] binds them.
+const FIELD_COLUMNS: [&str; 14] = [
+    "device_id",
+    "path",
+    "tenant_id",
+    "served_fingerprint",
+    "source",
+    "policy_id",
+    "policy_version",
+    "locked",
+    "served_since",
+    "reported_state",
+    "local_value",
+    "error",
+    "reported_since",
+    "violation",
+];
 
-/// Writes the records, each replacing the previous state of its field: one statement per
-/// thousand records.
+/// Replaces the state of a field: every column but the key.
+const FIELD_UPSERT: &str = " ON CONFLICT (device_id, path) DO UPDATE SET \
+    tenant_id = excluded.tenant_id, served_fingerprint = excluded.served_fingerprint, \
+    source = excluded.source, policy_id = excluded.policy_id, \
+    policy_version = excluded.policy_version, locked = excluded.locked, \
+    served_since = excluded.served_since, reported_state = excluded.reported_state, \
+    local_value = excluded.local_value, error = excluded.error, \
+    reported_since = excluded.reported_since, violation = excluded.violation";
+
+/// The served side's values of a record, from `served_fingerprint` to `policy_version`.
+fn served_values(record: &FieldRecord) -> [sea_orm::Value; 4] {
+    let served = &record.served;
+    [
+        served.fingerprint.clone().into(),
+        source_column(served.source).into(),
+        served.policy_id.into(),
+        served.policy_version.into(),
+    ]
+}
+
+/// The reported side's values of a record: state, local value, error.
+fn reported_values(reported: Option<&ReportedRecord>) -> [sea_orm::Value; 3] {
+    [
+        reported.map(|r| state_column(r.state)).into(),
+        reported
+            .and_then(|r| r.local_value.as_ref())
+            .map(Value::to_string)
+            .into(),
+        reported.and_then(|r| r.error.clone()).into(),
+    ]
+}
+
+/// Writes the records, each replacing the previous state of its field, in multi-row
+/// statements.
 pub async fn put(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     records: &[FieldRecord],
 ) -> Result<(), DbErr> {
-    let columns = [
-        fields::Column::TenantId,
-        fields::Column::ServedFingerprint,
-        fields::Column::Source,
-        fields::Column::PolicyId,
-        fields::Column::PolicyVersion,
-        fields::Column::Locked,
-        fields::Column::ServedSince,
-        fields::Column::ReportedState,
-        fields::Column::LocalValue,
-        fields::Column::Error,
-        fields::Column::ReportedSince,
-        fields::Column::Violation,
-    ];
-    let upsert = OnConflict::columns([fields::Column::DeviceId, fields::Column::Path])
-        .update_columns(columns)
-        .to_owned();
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let models = chunk.iter().map(|record| {
-            let reported = record.reported.as_ref();
-            fields::ActiveModel {
-                device_id: Set(record.device_id.0),
-                path: Set(record.path.clone()),
-                tenant_id: Set(tenant.0),
-                served_fingerprint: Set(record.served.fingerprint.clone()),
-                source: Set(source_column(record.served.source).to_owned()),
-                policy_id: Set(record.served.policy_id),
-                policy_version: Set(record.served.policy_version),
-                locked: Set(record.served.locked),
-                served_since: Set(record.served_since),
-                reported_state: Set(reported.map(|r| state_column(r.state).to_owned())),
-                local_value: Set(reported
-                    .and_then(|r| r.local_value.as_ref())
-                    .map(Value::to_string)),
-                error: Set(reported.and_then(|r| r.error.clone())),
-                reported_since: Set(reported.map(|r| r.since)),
-                violation: Set(record.violation),
-            }
-        });
-        fields::Entity::insert_many(models)
-            .on_conflict(upsert.clone())
-            .exec_without_returning(conn)
-            .await?;
+    let mut values = Vec::with_capacity(records.len() * FIELD_COLUMNS.len());
+    for record in records {
+        let reported = record.reported.as_ref();
+        values.extend([
+            record.device_id.0.into(),
+            record.path.as_str().into(),
+            tenant.0.into(),
+        ]);
+        values.extend(served_values(record));
+        values.extend([record.served.locked.into(), record.served_since.into()]);
+        values.extend(reported_values(reported));
+        values.extend([reported.map(|r| r.since).into(), record.violation.into()]);
     }
-    Ok(())
+    super::insert_rows(conn, "device_fields", &FIELD_COLUMNS, values, FIELD_UPSERT).await
 }
 
+/// The columns of `device_field_history`, in the order [`append_history`] binds them.
+const HISTORY_COLUMNS: [&str; 14] = [
+    "id",
+    "tenant_id",
+    "device_id",
+    "path",
+    "event",
+    "served_fingerprint",
+    "source",
+    "policy_id",
+    "policy_version",
+    "reported_state",
+    "local_value",
+    "error",
+    "recorded_at",
+    "locked",
+];
+
 /// Appends what changed to the history, one entry per record, each at the time the record
-/// says that side changed (`served_since`, or the report's `since`): one statement per
-/// thousand.
+/// says that side changed (`served_since`, or the report's `since`), in multi-row statements.
 pub async fn append_history(
     conn: &impl ConnectionTrait,
     tenant: TenantId,
     event: HistoryEvent,
     records: &[FieldRecord],
 ) -> Result<(), DbErr> {
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let models = chunk.iter().map(|record| {
-            let reported = record.reported.as_ref();
-            let at = match (event, reported) {
-                (HistoryEvent::Reported, Some(reported)) => reported.since,
-                _ => record.served_since,
-            };
-            history::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                tenant_id: Set(tenant.0),
-                device_id: Set(record.device_id.0),
-                path: Set(record.path.clone()),
-                event: Set(event_column(event).to_owned()),
-                served_fingerprint: Set(record.served.fingerprint.clone()),
-                source: Set(source_column(record.served.source).to_owned()),
-                policy_id: Set(record.served.policy_id),
-                policy_version: Set(record.served.policy_version),
-                reported_state: Set(reported.map(|r| state_column(r.state).to_owned())),
-                local_value: Set(reported
-                    .and_then(|r| r.local_value.as_ref())
-                    .map(Value::to_string)),
-                error: Set(reported.and_then(|r| r.error.clone())),
-                recorded_at: Set(at),
-                locked: Set(Some(record.served.locked)),
-            }
-        });
-        history::Entity::insert_many(models)
-            .exec_without_returning(conn)
-            .await?;
+    let mut values = Vec::with_capacity(records.len() * HISTORY_COLUMNS.len());
+    for record in records {
+        let reported = record.reported.as_ref();
+        let at = match (event, reported) {
+            (HistoryEvent::Reported, Some(reported)) => reported.since,
+            _ => record.served_since,
+        };
+        values.extend([
+            Uuid::now_v7().into(),
+            tenant.0.into(),
+            record.device_id.0.into(),
+            record.path.as_str().into(),
+            event_column(event).into(),
+        ]);
+        values.extend(served_values(record));
+        values.extend(reported_values(reported));
+        values.extend([at.into(), Some(record.served.locked).into()]);
     }
-    Ok(())
+    super::insert_rows(conn, "device_field_history", &HISTORY_COLUMNS, values, "").await
 }
 
 fn history_entry(m: history::Model) -> Result<HistoryEntry, DbErr> {

@@ -520,23 +520,38 @@ pub async fn replace_credential(
     changes::announce(conn, Change::Device(device.id)).await
 }
 
-/// The config hash now served to the device and the key the field audit was brought up to
-/// (written only when one changes, by the served-audit queue).
+/// Devices served a batch: (device, hash served, audit key reached) each.
+pub type ServedRecords<'a> = [(DeviceId, &'a str, &'a str)];
+
+/// The config hash now served to each device and the key its field audit was brought up to
+/// (written only when one changes, by the served-audit queue): one `UPDATE … FROM (VALUES …)`
+/// per thousand devices, and one announcement statement. A device not of `tenant` is skipped.
 pub async fn record_served(
     conn: &impl Announce,
     tenant: TenantId,
-    device: DeviceId,
-    served_hash: &str,
-    audited_key: &str,
+    served: &ServedRecords<'_>,
 ) -> Result<(), DbErr> {
-    Entity::update_many()
-        .col_expr(Column::ServedHash, Expr::value(served_hash))
-        .col_expr(Column::AuditedKey, Expr::value(audited_key))
-        .filter(Column::Id.eq(device.0))
-        .filter(Column::TenantId.eq(tenant.0))
-        .exec(conn)
-        .await?;
-    changes::announce(conn, Change::Device(device)).await
+    let backend = conn.get_database_backend();
+    for chunk in served.chunks(1000) {
+        let mut sql = String::with_capacity(200 + 24 * chunk.len());
+        sql.push_str("UPDATE devices SET served_hash = v.column3, audited_key = v.column4 FROM (VALUES ");
+        super::push_value_rows(&mut sql, backend, chunk.len(), 4);
+        // The tenant is a column of the `VALUES`, not a constant: given `tenant_id = ?`,
+        // SQLite (3.50) walks every device of the tenant and scans the `VALUES` for each; this
+        // way it looks each row of the `VALUES` up by its key.
+        sql.push_str(") AS v WHERE devices.id = v.column1 AND devices.tenant_id = v.column2");
+        let values: Vec<sea_orm::Value> = chunk
+            .iter()
+            .flat_map(|(device, hash, key)| [device.0.into(), tenant.0.into(), (*hash).into(), (*key).into()])
+            .collect();
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    let announced: Vec<Change> = served
+        .iter()
+        .map(|(device, ..)| Change::Device(*device))
+        .collect();
+    changes::announce_all(conn, &announced).await
 }
 
 /// Records a connectivity transition.

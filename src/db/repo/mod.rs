@@ -23,7 +23,7 @@ pub mod tenants;
 pub mod ui_sessions;
 
 pub use crate::domain::Expected;
-use sea_orm::{DbBackend, DbErr, SqlErr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, SqlErr, Statement, Value};
 use std::fmt::Write;
 
 /// The result of a conditional write.
@@ -60,4 +60,53 @@ pub(super) fn push_placeholder(sql: &mut String, backend: DbBackend, n: usize) {
         }
         _ => sql.push('?'),
     }
+}
+
+/// A multi-row `VALUES` list: `rows` tuples of `columns` placeholders, numbered from 1.
+pub(super) fn push_value_rows(sql: &mut String, backend: DbBackend, rows: usize, columns: usize) {
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=columns {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            push_placeholder(sql, backend, columns * row + column);
+        }
+        sql.push(')');
+    }
+}
+
+/// Bound parameters per statement at most: below SQLite's limit (32,766) and PostgreSQL's
+/// (65,535).
+const PARAMETERS_PER_STATEMENT: usize = 15_000;
+
+/// `INSERT INTO table (columns) VALUES (…), (…) tail`, the rows' values flat in `values`
+/// (`columns.len()` each), in as few statements as the parameter limit allows.
+///
+/// Written by hand, for the batches on the device side: a first pull's field audit is 32 rows
+/// of 14 columns per device, and building them as models and then as a sea-query statement
+/// took about a tenth of the server's time while a fleet enrolled (perf: the threads that
+/// write the batches went from 17.9% to 6.2% of the samples).
+pub(in crate::db) async fn insert_rows(
+    conn: &impl ConnectionTrait,
+    table: &str,
+    columns: &[&str],
+    values: Vec<Value>,
+    tail: &str,
+) -> Result<(), DbErr> {
+    let backend = conn.get_database_backend();
+    let width = columns.len();
+    let rows_per_statement = PARAMETERS_PER_STATEMENT / width;
+    let mut values = values.into_iter().peekable();
+    while values.peek().is_some() {
+        let chunk: Vec<Value> = values.by_ref().take(rows_per_statement * width).collect();
+        let rows = chunk.len() / width;
+        let mut sql = String::with_capacity(100 + tail.len() + rows * width * 5);
+        let _ = write!(sql, "INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        push_value_rows(&mut sql, backend, rows, width);
+        sql.push_str(tail);
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, chunk))
+            .await?;
+    }
+    Ok(())
 }
