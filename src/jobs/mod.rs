@@ -4,10 +4,11 @@
 
 use crate::db;
 use crate::db::repo::maintenance::{self, Aged};
-use crate::db::repo::{devices, job_leases};
+use crate::db::repo::{connectivity, devices, job_leases};
 use crate::domain::audit::{Actor, NewEntry};
-use crate::domain::device::{Connectivity, connectivity};
+use crate::domain::device::{Connectivity, Device, connectivity};
 use crate::domain::diff::Change;
+use crate::domain::{DeviceId, TenantId};
 use crate::error::ApiError;
 use crate::services::{audit, checkins, rollouts, served_audit, ui_sessions};
 use crate::state::AppState;
@@ -24,65 +25,83 @@ pub struct Outcome {
     pub changed: u64,
 }
 
-const PAGE: u64 = 500;
+/// Devices read and written per round of the connectivity job.
+const PAGE: usize = 500;
 
 /// Marks devices `stale` (past `next_pull_after` + grace) and `offline` (silent for longer),
 /// writing each transition to the change log once; `online` comes back on the next pull. Also
 /// refreshes the per-tenant device gauges.
+///
+/// The database finds the transitions and counts the devices: reading every device into the
+/// server instead took longer than the job's one-minute interval at 1,000,000 devices, so the
+/// job never finished and kept a core busy. This replica's buffered check-ins are written
+/// first, so the counts and the transitions see them; another replica's are at most one flush
+/// interval behind.
 pub async fn connectivity_job(state: &AppState, now: DateTime<Utc>) -> Result<Outcome, ApiError> {
     let thresholds = state.config.thresholds();
+    checkins::flush(state).await?;
     let mut outcome = Outcome::default();
-    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = devices::all_active(&state.db, after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.0);
-        for device in page {
-            let (seen, next) = match state.checkins.pending(device.id) {
-                Some((seen, next)) => (Some(seen), Some(next)),
-                None => (device.last_seen_at, device.next_pull_after),
-            };
-            let current = connectivity(seen, next, now, thresholds);
-            *counts
-                .entry((device.tenant_id.to_string(), current.as_str().to_owned()))
-                .or_default() += 1;
-            if current == device.recorded_connectivity
-                || !matches!(current, Connectivity::Stale | Connectivity::Offline)
-            {
-                continue;
+    let mut found: BTreeMap<TenantId, Vec<DeviceId>> = BTreeMap::new();
+    for (tenant, device) in connectivity::transitions(&state.db, now, thresholds).await? {
+        found.entry(tenant).or_default().push(device);
+    }
+    for (tenant, ids) in found {
+        for chunk in ids.chunks(PAGE) {
+            for device in devices::get_many(&state.db, tenant, chunk).await? {
+                // A pull since the flush above moved the device on.
+                let (seen, next) = match state.checkins.pending(device.id) {
+                    Some((seen, next)) => (Some(seen), Some(next)),
+                    None => (device.last_seen_at, device.next_pull_after),
+                };
+                let current = connectivity(seen, next, now, thresholds);
+                if current == device.recorded_connectivity
+                    || !matches!(current, Connectivity::Stale | Connectivity::Offline)
+                {
+                    continue;
+                }
+                record_transition(state, &device, current).await?;
+                outcome.changed += 1;
             }
-            let txn = db::begin_write(&state.db).await?;
-            devices::set_connectivity(&txn, &device, current).await?;
-            let changes = vec![Change::of(
-                "connectivity",
-                Some(device.recorded_connectivity.as_str().into()),
-                Some(current.as_str().into()),
-            )];
-            let entry = NewEntry {
-                action: if current == Connectivity::Stale {
-                    "device.stale"
-                } else {
-                    "device.offline"
-                },
-                target_type: "device",
-                target_id: device.id.0,
-                changes,
-            };
-            audit::record_at(
-                &txn,
-                &Actor::system(device.tenant_id),
-                device.tenant_id,
-                entry,
-                state.clock.now(),
-            )
-            .await?;
-            txn.commit().await?;
-            outcome.changed += 1;
         }
     }
+    let counts = connectivity::counts(&state.db, now, thresholds)
+        .await?
+        .into_iter()
+        .map(|(tenant, current, devices)| ((tenant.to_string(), current.as_str().to_owned()), devices))
+        .collect();
     state.metrics.set_devices(counts);
     Ok(outcome)
+}
+
+/// Writes a device's new connectivity and its change-log entry.
+async fn record_transition(state: &AppState, device: &Device, current: Connectivity) -> Result<(), ApiError> {
+    let txn = db::begin_write(&state.db).await?;
+    devices::set_connectivity(&txn, device, current).await?;
+    let changes = vec![Change::of(
+        "connectivity",
+        Some(device.recorded_connectivity.as_str().into()),
+        Some(current.as_str().into()),
+    )];
+    let entry = NewEntry {
+        action: if current == Connectivity::Stale {
+            "device.stale"
+        } else {
+            "device.offline"
+        },
+        target_type: "device",
+        target_id: device.id.0,
+        changes,
+    };
+    audit::record_at(
+        &txn,
+        &Actor::system(device.tenant_id),
+        device.tenant_id,
+        entry,
+        state.clock.now(),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// Deletes device field history, billing usage history and change-log entries older than

@@ -4,7 +4,8 @@
 use super::devices::{sync_label, when};
 use super::page::{self, Layout, Ui, render};
 use super::policies::{TreeRow, tree};
-use crate::db::repo::devices::{ConnectivityFilter, DeviceFilter};
+use crate::db::repo::connectivity::ConnectivityFilter;
+use crate::db::repo::devices::DeviceFilter;
 use crate::domain::device::{Connectivity, DeviceKind, Lifecycle};
 use crate::domain::sync::SyncState;
 use crate::domain::{DeviceId, PolicyId};

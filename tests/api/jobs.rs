@@ -432,3 +432,127 @@ async fn batched_check_ins_never_move_a_device_back_in_time() {
         .unwrap();
     assert_eq!(seen(a).await, Some(later));
 }
+
+/// The connectivity job asks the database for the transitions and the counts: they follow the
+/// rule of `domain::device::connectivity` for devices in every state, a device already
+/// recorded stale is not logged again, and a check-in still buffered counts (the job writes it
+/// first).
+#[tokio::test]
+async fn the_connectivity_job_counts_and_marks_devices_in_every_state() {
+    use gmp::bench::seed::{self, SeedOptions};
+    use gmp::db::repo::devices;
+    use gmp::domain::device::Connectivity;
+    let app = TestApp::spawn_with(|config| config.checkin_flush_interval_ms = 600_000).await;
+    let fleet = SeedOptions {
+        steady: 0,
+        new: 6,
+        policies: 1,
+        pull_interval_seconds: 3600,
+        own_values_every: 0,
+    };
+    let seeded = seed::seed(&app.state, &fleet).await.unwrap();
+    let tenant = seeded.tenant;
+    let mut stored = Vec::new();
+    for device in &seeded.devices {
+        stored.push(stored_device(&app.state.db, &device.credential).await.unwrap());
+    }
+    let ids: Vec<_> = stored.iter().map(|d| d.id).collect();
+    let now = Utc::now();
+    let thresholds = app.state.config.thresholds();
+    let recent = now - thresholds.grace - Duration::minutes(10);
+    let overdue = now - thresholds.grace - Duration::minutes(5);
+    let long_ago = now - thresholds.offline_after - Duration::hours(1);
+    // 0: never seen (new); 1: online; 2: stale; 3: offline; 4: stale and already recorded so;
+    // 5: stale by its stored times, but a check-in in the buffer brings it back.
+    let times = [
+        (ids[1], now, now + Duration::hours(1)),
+        (ids[2], recent, overdue),
+        (ids[3], long_ago, long_ago + Duration::hours(1)),
+        (ids[4], recent, overdue),
+        (ids[5], recent, overdue),
+    ];
+    let rows: Vec<_> = times
+        .iter()
+        .map(|&(id, seen, next)| (tenant, id, seen, next))
+        .collect();
+    record_checkins(&app.state.db, &rows).await.unwrap();
+    let txn = gmp::db::begin_write(&app.state.db).await.unwrap();
+    devices::set_connectivity(&txn, &stored[4], Connectivity::Stale)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    gmp::services::checkins::record(&app.state, tenant, ids[5], now, now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(app.state.checkins.pending(ids[5]).is_some(), "buffered");
+
+    let outcome = jobs::connectivity_job(&app.state, now).await.unwrap();
+    assert_eq!(outcome.changed, 2, "device 2 went stale, device 3 offline");
+    let recorded = |i: usize| {
+        let credential = seeded.devices[i].credential.clone();
+        let db = app.state.db.clone();
+        async move {
+            stored_device(&db, &credential)
+                .await
+                .unwrap()
+                .recorded_connectivity
+        }
+    };
+    assert_eq!(recorded(2).await, Connectivity::Stale);
+    assert_eq!(recorded(3).await, Connectivity::Offline);
+    assert_eq!(recorded(5).await, Connectivity::New, "not marked: it pulled");
+    let text = app.state.metrics.render(None, true);
+    for (state, expected) in [("new", 1), ("online", 2), ("stale", 2), ("offline", 1)] {
+        let line = format!(
+            "gmp_devices{{tenant=\"{}\",status=\"{state}\"}} {expected}",
+            tenant.0
+        );
+        assert!(text.contains(&line), "missing `{line}` in\n{text}");
+    }
+    assert_eq!(
+        jobs::connectivity_job(&app.state, now).await.unwrap().changed,
+        0,
+        "each transition is logged once"
+    );
+}
+
+/// A run that outlasts its job's interval keeps its lease: the next tick, on the same replica,
+/// is skipped rather than started beside it (a run over every device at 1,000,000 devices
+/// once took longer than the interval, and the runs piled up); the tick after it ends runs.
+#[tokio::test]
+async fn a_run_longer_than_its_interval_is_not_overlapped() {
+    let app = TestApp::spawn().await;
+    let lease = std::time::Duration::from_secs(30);
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let long = {
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            jobs::run_with_lease(&state, "long", "me", 1, lease, || async move {
+                started.send(()).unwrap();
+                finished.await.unwrap();
+                Ok(Outcome { changed: 1 })
+            })
+            .await
+            .unwrap()
+        })
+    };
+    running.await.unwrap();
+    let runs = AtomicU32::new(0);
+    let count = || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok(Outcome::default())
+    };
+    let overlapping = jobs::run_with_lease(&app.state, "long", "me", 2, lease, count)
+        .await
+        .unwrap();
+    assert!(overlapping.is_none(), "skipped while the first run goes on");
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    finish.send(()).unwrap();
+    assert_eq!(long.await.unwrap(), Some(Outcome { changed: 1 }));
+    let next = jobs::run_with_lease(&app.state, "long", "me", 3, lease, count)
+        .await
+        .unwrap();
+    assert!(next.is_some());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

@@ -1,14 +1,15 @@
 //! Devices: identity, credential, assignment, device values, and what they pulled and applied.
 
+use super::connectivity::ConnectivityFilter;
 use super::policies::{decode_values, encode_values};
 use super::{Written, device_checkins, expect_version};
 use crate::db::changes::{self, Announce, Change};
 use crate::db::entities::devices::{ActiveModel, Column, Entity, Model};
 use crate::db::entities::{device_checkins as checkins, device_fields, device_reregistrations};
-use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, ReportedKind, Thresholds};
+use crate::domain::device::{Connectivity, Device, DeviceKind, Lifecycle, ReportedKind};
 use crate::domain::{DeviceId, Expected, PolicyId, TenantId};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, LikeExpr, LockType, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, LockType, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, SelectTwo, Statement,
@@ -243,34 +244,6 @@ pub struct DeviceFilter {
     pub has_violations: Option<bool>,
     /// Devices whose stored check-in times put them in one of these connectivity states.
     pub connectivity: Option<ConnectivityFilter>,
-}
-
-/// The connectivity states asked for, at `now` with the tenant's thresholds: the rule of
-/// `domain::device::connectivity` in SQL, over the check-in times already written.
-#[derive(Debug, Clone)]
-pub struct ConnectivityFilter {
-    pub states: Vec<Connectivity>,
-    pub now: DateTime<Utc>,
-    pub thresholds: Thresholds,
-}
-
-impl ConnectivityFilter {
-    fn condition(&self) -> Condition {
-        let seen = checkins::Column::LastSeenAt;
-        let next = checkins::Column::NextPullAfter;
-        let recent = self.now - self.thresholds.offline_after;
-        let due = self.now - self.thresholds.grace;
-        self.states.iter().fold(Condition::any(), |any, state| {
-            any.add(match state {
-                Connectivity::New => Condition::all().add(seen.is_null()),
-                Connectivity::Offline => Condition::all().add(seen.lt(recent)),
-                Connectivity::Stale => Condition::all().add(seen.gte(recent)).add(next.lt(due)),
-                Connectivity::Online => Condition::all()
-                    .add(seen.gte(recent))
-                    .add(Condition::any().add(next.is_null()).add(next.gte(due))),
-            })
-        })
-    }
 }
 
 /// A device with a field matching `condition` in its field table.
@@ -567,22 +540,6 @@ pub async fn set_connectivity(
         .exec(conn)
         .await?;
     changes::announce(conn, Change::Device(device.id)).await
-}
-
-/// Every active device of every tenant, for the connectivity job (a platform task).
-pub async fn all_active(
-    conn: &impl ConnectionTrait,
-    after: Option<Uuid>,
-    limit: u64,
-) -> Result<Vec<Device>, DbErr> {
-    let mut query = select()
-        .filter(Column::Status.eq(Lifecycle::Active.as_str()))
-        .order_by_asc(Column::Id)
-        .limit(limit);
-    if let Some(after) = after {
-        query = query.filter(Column::Id.gt(after));
-    }
-    all(query.all(conn).await?)
 }
 
 /// What a report leaves behind.

@@ -3,10 +3,12 @@
 use crate::db::entities::job_leases::{ActiveModel, Column, Entity};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 /// Takes the lease of `job` for `tick` until `expires_at`: only if no live holder has it and
-/// no replica ran this tick yet. One statement, so two replicas racing cannot both win.
+/// no replica ran this tick yet. One statement, so two replicas racing cannot both win. The
+/// live holder may be this very holder: a run that outlasts the job's interval keeps renewing
+/// its lease, and the ticks meanwhile are skipped rather than started beside it.
 pub async fn acquire(
     conn: &impl ConnectionTrait,
     job: &str,
@@ -31,11 +33,7 @@ pub async fn acquire(
         .col_expr(Column::LastTick, Expr::value(tick))
         .filter(Column::Job.eq(job))
         .filter(Column::LastTick.lt(tick))
-        .filter(
-            Condition::any()
-                .add(Column::ExpiresAt.lt(now))
-                .add(Column::Holder.eq(holder)),
-        )
+        .filter(Column::ExpiresAt.lt(now))
         .exec(conn)
         .await?;
     Ok(taken.rows_affected == 1)

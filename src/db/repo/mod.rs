@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod billing_usage;
+pub mod connectivity;
 pub mod device_checkins;
 pub mod device_fields;
 pub mod device_groups;
