@@ -207,6 +207,10 @@ pub fn http_client(connections: usize) -> reqwest::Client {
     crate::connectwise::client::install_crypto_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
+        // Below the servers' keep-alive (actix's default, 5 s): at a fixed rate most pooled
+        // connections sit idle, and one picked just as the server closes it for idleness fails
+        // with "connection closed before message completed" (4 of 60,000 pulls in one run).
+        .pool_idle_timeout(Duration::from_secs(4))
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client builds")
