@@ -45,8 +45,10 @@ fn state_condition(state: Connectivity, now: DateTime<Utc>, thresholds: Threshol
 
 /// Active devices that have fallen `stale` or `offline` by their stored check-in times while
 /// their recorded connectivity says otherwise: the transitions for the connectivity job to
-/// write. The database reads the narrow check-in rows and looks up only their devices; a
-/// fleet where nothing changed returns nothing.
+/// write; a fleet where nothing changed returns nothing. One pass over the fleet inside the
+/// database: PostgreSQL scans the narrow check-in rows and looks up the devices of the overdue
+/// ones; SQLite scans the devices and looks up each check-in (both seen with `EXPLAIN`; about
+/// 0.1 s at 131,000 devices on SQLite).
 pub async fn transitions(
     conn: &impl ConnectionTrait,
     now: DateTime<Utc>,
